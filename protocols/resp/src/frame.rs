@@ -1,0 +1,372 @@
+//! Finding frames in a byte buffer, and the replies attache writes itself.
+//!
+//! Requests and replies pass through attache unchanged: the proxy only needs
+//! to know where a frame ends and, for requests, where each argument is. Both
+//! come from `redis-protocol`'s zero-copy `decode_range`; nothing here copies
+//! or re-encodes a frame.
+//!
+//! Size limits are checked on the *declared* lengths of an incomplete request
+//! (`*<count>` and `$<len>` headers), so a client that announces a 4 GiB bulk
+//! string is refused before attache buffers any of it.
+
+use std::ops::Range;
+
+use redis_protocol::{resp2, resp3};
+
+/// Longest inline command line (Redis's `PROTO_INLINE_MAX_SIZE`).
+pub const MAX_INLINE_BYTES: usize = 64 * 1024;
+
+/// Why a request could not be decoded. An incomplete frame is not an error:
+/// [`parse_request`] returns `Ok(None)` for it.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub enum ProtocolError {
+    /// The bytes are not RESP.
+    #[error("Protocol error: {0}")]
+    Invalid(String),
+    /// A declared length exceeds the configured limit.
+    #[error("Protocol error: {what} of {declared} bytes exceeds the limit of {limit} bytes")]
+    TooLarge {
+        /// What was too large ("request", "bulk length", "multibulk length").
+        what: &'static str,
+        /// The length the client declared (or has sent so far).
+        declared: u64,
+        /// The configured `max_request_bytes`.
+        limit: u64,
+    },
+}
+
+/// One complete request found at the start of a buffer.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Request {
+    /// Bytes the request occupies at the start of the buffer.
+    pub len: usize,
+    /// Where each argument lies in the buffer (argument 0 is the command name).
+    /// Empty for an empty request (`*0`, or a blank inline line), which Redis
+    /// ignores without a reply.
+    pub args: Vec<Range<usize>>,
+    /// The request was an inline command (`PING\r\n`) rather than a RESP array.
+    pub inline: bool,
+}
+
+impl Request {
+    /// Argument `i` as bytes of `buf` (the buffer the request was parsed from).
+    pub fn arg<'a>(&self, buf: &'a [u8], i: usize) -> Option<&'a [u8]> {
+        self.args.get(i).and_then(|r| buf.get(r.clone()))
+    }
+}
+
+/// Finds the first request in `buf`.
+///
+/// Returns `Ok(None)` while the request is incomplete, after checking that
+/// nothing it has declared so far exceeds `max_bytes`.
+pub fn parse_request(buf: &[u8], max_bytes: usize) -> Result<Option<Request>, ProtocolError> {
+    match buf.first() {
+        None => Ok(None),
+        Some(b'*') => parse_array(buf, max_bytes),
+        Some(_) => parse_inline(buf),
+    }
+}
+
+fn parse_array(buf: &[u8], max_bytes: usize) -> Result<Option<Request>, ProtocolError> {
+    // Check the declared element count before redis-protocol sizes anything by it.
+    let Some((count, header_len)) = read_length_line(buf, 1)? else {
+        return Ok(None);
+    };
+    if count > 0 && (count as u64).saturating_mul(4) > max_bytes as u64 {
+        return Err(ProtocolError::TooLarge {
+            what: "multibulk length",
+            declared: count as u64,
+            limit: max_bytes as u64,
+        });
+    }
+    if count <= 0 {
+        return Ok(Some(Request {
+            len: header_len,
+            args: Vec::new(),
+            inline: false,
+        }));
+    }
+    match resp2::decode::decode_range(buf) {
+        Ok(Some((frame, len))) => {
+            let resp2::types::RangeFrame::Array(items) = frame else {
+                return Err(invalid("expected an array of bulk strings"));
+            };
+            let mut args = Vec::with_capacity(items.len());
+            for item in items {
+                match item {
+                    resp2::types::RangeFrame::BulkString((start, end)) => args.push(start..end),
+                    _ => return Err(invalid("expected '$' for each argument")),
+                }
+            }
+            Ok(Some(Request {
+                len,
+                args,
+                inline: false,
+            }))
+        }
+        Ok(None) => {
+            check_partial_array(buf, header_len, count as usize, max_bytes)?;
+            Ok(None)
+        }
+        Err(e) => Err(invalid(e.details())),
+    }
+}
+
+/// Walks the bulk headers of an incomplete array so that an oversized
+/// declared length is refused now, not after buffering it.
+fn check_partial_array(
+    buf: &[u8],
+    mut pos: usize,
+    count: usize,
+    max_bytes: usize,
+) -> Result<(), ProtocolError> {
+    if buf.len() > max_bytes {
+        return Err(ProtocolError::TooLarge {
+            what: "request",
+            declared: buf.len() as u64,
+            limit: max_bytes as u64,
+        });
+    }
+    for _ in 0..count {
+        match buf.get(pos) {
+            None => return Ok(()),
+            Some(b'$') => {}
+            Some(&other) => {
+                return Err(invalid(format!(
+                    "expected '$', got '{}'",
+                    char::from(other).escape_default()
+                )))
+            }
+        }
+        let Some((len, line)) = read_length_line(&buf[pos..], 1)? else {
+            return Ok(());
+        };
+        if len < 0 {
+            return Err(invalid("invalid bulk length"));
+        }
+        if len as u64 > max_bytes as u64 {
+            return Err(ProtocolError::TooLarge {
+                what: "bulk length",
+                declared: len as u64,
+                limit: max_bytes as u64,
+            });
+        }
+        pos += line + len as usize + 2;
+    }
+    Ok(())
+}
+
+/// Reads `<sign-or-type byte><integer>\r\n`, returning the integer and the
+/// line's length. `skip` is the number of type bytes before the digits.
+fn read_length_line(buf: &[u8], skip: usize) -> Result<Option<(i64, usize)>, ProtocolError> {
+    let Some(nl) = buf.iter().take(32).position(|&b| b == b'\n') else {
+        if buf.len() >= 32 {
+            return Err(invalid("invalid length line"));
+        }
+        return Ok(None);
+    };
+    if nl < skip + 1 || buf[nl - 1] != b'\r' {
+        return Err(invalid("invalid length line"));
+    }
+    let digits = &buf[skip..nl - 1];
+    let text = std::str::from_utf8(digits).map_err(|_| invalid("invalid length"))?;
+    let n: i64 = text
+        .parse()
+        .map_err(|_| invalid(format!("invalid length '{}'", text.escape_default())))?;
+    Ok(Some((n, nl + 1)))
+}
+
+fn parse_inline(buf: &[u8]) -> Result<Option<Request>, ProtocolError> {
+    let Some(nl) = buf.iter().position(|&b| b == b'\n') else {
+        if buf.len() > MAX_INLINE_BYTES {
+            return Err(invalid("too big inline request"));
+        }
+        return Ok(None);
+    };
+    let line_end = if nl > 0 && buf[nl - 1] == b'\r' {
+        nl - 1
+    } else {
+        nl
+    };
+    let mut args = Vec::new();
+    let mut i = 0;
+    while i < line_end {
+        while i < line_end && buf[i].is_ascii_whitespace() {
+            i += 1;
+        }
+        let start = i;
+        while i < line_end && !buf[i].is_ascii_whitespace() {
+            i += 1;
+        }
+        if i > start {
+            args.push(start..i);
+        }
+    }
+    Ok(Some(Request {
+        len: nl + 1,
+        args,
+        inline: true,
+    }))
+}
+
+fn invalid(msg: impl Into<String>) -> ProtocolError {
+    ProtocolError::Invalid(msg.into())
+}
+
+/// Length of the first complete reply frame in `buf`, or `None` while it is
+/// incomplete. `resp3` selects the decoder: a connection that said `HELLO 3`
+/// receives RESP3 types (maps, sets, pushes, doubles, …).
+pub fn reply_len(buf: &[u8], resp3: bool) -> Result<Option<usize>, ProtocolError> {
+    if buf.is_empty() {
+        return Ok(None);
+    }
+    let decoded = if resp3 {
+        resp3::decode::complete::decode_range(buf).map(|f| f.map(|(_, len)| len))
+    } else {
+        resp2::decode::decode_range(buf).map(|f| f.map(|(_, len)| len))
+    };
+    decoded.map_err(|e| invalid(e.details()))
+}
+
+/// The first reply in `buf` is an out-of-band RESP3 push (`>`), such as a
+/// pub/sub message or a client-tracking invalidation.
+pub fn is_push(buf: &[u8]) -> bool {
+    buf.first() == Some(&b'>')
+}
+
+/// The first reply in `buf` is an error (`-` or RESP3 `!`).
+pub fn is_error(buf: &[u8]) -> bool {
+    matches!(buf.first(), Some(b'-') | Some(b'!'))
+}
+
+/// Replies attache writes itself, already encoded.
+pub mod reply {
+    use bytes::{BufMut, Bytes, BytesMut};
+
+    /// `+OK`
+    pub const OK: &[u8] = b"+OK\r\n";
+    /// `+RESET`, the reply to `RESET`.
+    pub const RESET: &[u8] = b"+RESET\r\n";
+
+    /// An error reply. `msg` must start with the error code (`ERR`, `NOPROTO`,
+    /// …); line breaks in it are replaced so the frame stays valid.
+    pub fn error(msg: &str) -> Bytes {
+        let mut out = BytesMut::with_capacity(msg.len() + 3);
+        out.put_u8(b'-');
+        for b in msg.bytes() {
+            out.put_u8(if b == b'\r' || b == b'\n' { b' ' } else { b });
+        }
+        out.put_slice(b"\r\n");
+        out.freeze()
+    }
+
+    /// A bulk string reply.
+    pub fn bulk(data: &[u8]) -> Bytes {
+        let mut out = BytesMut::with_capacity(data.len() + 16);
+        out.put_u8(b'$');
+        out.put_slice(data.len().to_string().as_bytes());
+        out.put_slice(b"\r\n");
+        out.put_slice(data);
+        out.put_slice(b"\r\n");
+        out.freeze()
+    }
+
+    /// The null reply in the client's protocol version.
+    pub fn null(resp3: bool) -> Bytes {
+        Bytes::from_static(if resp3 { b"_\r\n" } else { b"$-1\r\n" })
+    }
+
+    /// A request encoded as a RESP array of bulk strings.
+    pub fn command(args: &[&[u8]]) -> Bytes {
+        let mut out =
+            BytesMut::with_capacity(16 + args.iter().map(|a| a.len() + 16).sum::<usize>());
+        out.put_u8(b'*');
+        out.put_slice(args.len().to_string().as_bytes());
+        out.put_slice(b"\r\n");
+        for arg in args {
+            out.put_u8(b'$');
+            out.put_slice(arg.len().to_string().as_bytes());
+            out.put_slice(b"\r\n");
+            out.put_slice(arg);
+            out.put_slice(b"\r\n");
+        }
+        out.freeze()
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    const MAX: usize = 512 * 1024 * 1024;
+
+    fn args(buf: &[u8]) -> Vec<&[u8]> {
+        let req = parse_request(buf, MAX).unwrap().unwrap();
+        req.args.iter().map(|r| &buf[r.clone()]).collect()
+    }
+
+    #[test]
+    fn parses_a_complete_array() {
+        let buf = b"*2\r\n$3\r\nGET\r\n$3\r\nkey\r\n*1\r\n$4\r\nPING\r\n";
+        let req = parse_request(buf, MAX).unwrap().unwrap();
+        assert_eq!(req.len, 22);
+        assert_eq!(args(buf), vec![&b"GET"[..], b"key"]);
+    }
+
+    #[test]
+    fn incomplete_is_not_an_error() {
+        let full = b"*2\r\n$3\r\nGET\r\n$3\r\nkey\r\n";
+        for cut in 0..full.len() {
+            assert_eq!(parse_request(&full[..cut], MAX), Ok(None), "cut at {cut}");
+        }
+    }
+
+    #[test]
+    fn inline_commands_split_on_whitespace() {
+        assert_eq!(args(b"SET  a b\r\n"), vec![&b"SET"[..], b"a", b"b"]);
+        let blank = parse_request(b"\r\n", MAX).unwrap().unwrap();
+        assert!(blank.args.is_empty());
+        assert_eq!(blank.len, 2);
+    }
+
+    #[test]
+    fn oversized_declarations_are_refused_before_buffering() {
+        let err = parse_request(b"*2\r\n$3\r\nSET\r\n$4294967296\r\n", 1024).unwrap_err();
+        assert!(matches!(
+            err,
+            ProtocolError::TooLarge {
+                what: "bulk length",
+                ..
+            }
+        ));
+        let err = parse_request(b"*100000\r\n", 1024).unwrap_err();
+        assert!(matches!(
+            err,
+            ProtocolError::TooLarge {
+                what: "multibulk length",
+                ..
+            }
+        ));
+    }
+
+    #[test]
+    fn garbage_is_a_protocol_error() {
+        assert!(parse_request(b"*2\r\n+GET\r\n$1\r\nx\r\n", MAX).is_err());
+        assert!(parse_request(b"*abc\r\n", MAX).is_err());
+        assert!(parse_request(b"*2\r\n:1\r\n", MAX).is_err());
+    }
+
+    #[test]
+    fn reply_lengths_in_both_protocols() {
+        assert_eq!(reply_len(b"+OK\r\n", false), Ok(Some(5)));
+        assert_eq!(reply_len(b"$3\r\nabc\r\n+OK", false), Ok(Some(9)));
+        assert_eq!(reply_len(b"$3\r\nab", false), Ok(None));
+        assert_eq!(reply_len(b"%1\r\n+a\r\n:1\r\n", true), Ok(Some(12)));
+        assert_eq!(reply_len(b"_\r\n", true), Ok(Some(3)));
+    }
+
+    #[test]
+    fn error_replies_stay_one_line() {
+        assert_eq!(&reply::error("ERR a\r\nb")[..], b"-ERR a  b\r\n");
+    }
+}

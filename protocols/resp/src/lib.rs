@@ -1,0 +1,16 @@
+//! attache-resp: what attache knows about the Redis protocol, with no I/O.
+//!
+//! # Layout
+//!
+//! - [`frame`]: finding request and reply frames in a byte buffer (on
+//!   `redis-protocol`), size limits, inline commands, and the replies attache
+//!   writes itself.
+//! - [`command`]: the command table generated from a real Redis 7
+//!   (`COMMAND INFO` / `COMMAND DOCS`), key extraction from key specs, and the
+//!   flags the router needs (write, blocking, pub/sub, …).
+//! - [`hash`]: twemproxy's hash functions, its ketama / modula / random
+//!   distributions, hash tags, and Redis Cluster's CRC16 key slots.
+
+pub mod command;
+pub mod frame;
+pub mod hash;

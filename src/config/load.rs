@@ -1,0 +1,177 @@
+//! Loading: the file (TOML or YAML by extension), then `ATTACHE_…`
+//! environment overrides, then validation. Errors name the file and key.
+
+use std::path::{Path, PathBuf};
+
+use figment::providers::{Env, Format, Toml, Yaml};
+use figment::Figment;
+
+use super::model::{Config, RedisListenerConfig};
+
+/// Environment variables that configure the process rather than the file
+/// (`ATTACHE_CONFIG` names the file itself).
+const NOT_CONFIG_KEYS: &[&str] = &["config"];
+
+/// A config that cannot be used. The message names the file (or the
+/// environment variable) and the key.
+#[derive(Debug, thiserror::Error)]
+pub enum ConfigError {
+    /// The file could not be read or parsed, or a key has the wrong type.
+    #[error("{file}: {message}")]
+    Parse {
+        /// The config file.
+        file: PathBuf,
+        /// What is wrong, with the key and its source.
+        message: String,
+    },
+    /// Parsed, but a value is not acceptable.
+    #[error("{file}: {key}: {message}")]
+    Invalid {
+        /// The config file.
+        file: PathBuf,
+        /// The dotted key, e.g. `redis.cache.servers`.
+        key: String,
+        /// What is wrong with it.
+        message: String,
+    },
+}
+
+/// Loads and validates the config at `path`, with environment overrides.
+pub fn load(path: &Path) -> Result<Config, ConfigError> {
+    let parse_error = |message: String| ConfigError::Parse {
+        file: path.to_owned(),
+        message,
+    };
+    let ext = path.extension().and_then(|e| e.to_str()).unwrap_or("");
+    let file_provider = match ext {
+        "toml" => Figment::from(Toml::file_exact(path)),
+        "yaml" | "yml" => Figment::from(Yaml::file_exact(path)),
+        other => {
+            return Err(parse_error(format!(
+                "unknown config format '.{other}': use .toml, .yaml or .yml"
+            )))
+        }
+    };
+    let env = Env::prefixed("ATTACHE_")
+        .split("__")
+        .filter(|key| !NOT_CONFIG_KEYS.contains(&key.as_str()));
+    let config: Config = file_provider
+        .merge(env)
+        .extract()
+        .map_err(|e| parse_error(describe(e)))?;
+    config
+        .validate()
+        .map_err(|(key, message)| ConfigError::Invalid {
+            file: path.to_owned(),
+            key,
+            message,
+        })
+}
+
+/// One line per figment error: `key redis.cache.timeout: invalid type … (from env ATTACHE_…)`.
+fn describe(error: figment::Error) -> String {
+    error
+        .into_iter()
+        .map(|e| {
+            let key = e.path.join(".");
+            let source = e
+                .metadata
+                .as_ref()
+                .map(|m| match &m.source {
+                    Some(figment::Source::File(_)) | None => String::new(),
+                    Some(_) => format!(" (from {})", m.name),
+                })
+                .unwrap_or_default();
+            if key.is_empty() {
+                format!("{}{source}", e.kind)
+            } else {
+                format!("key {key}: {}{source}", e.kind)
+            }
+        })
+        .collect::<Vec<_>>()
+        .join("; ")
+}
+
+impl Config {
+    /// Checks what types alone cannot; the error names the dotted key.
+    pub fn validate(self) -> Result<Self, (String, String)> {
+        if self.redis.is_empty() {
+            return Err((
+                "redis".into(),
+                "no listeners: add a [redis.NAME] section".into(),
+            ));
+        }
+        let mut seen = std::collections::HashMap::new();
+        for (name, listener) in &self.redis {
+            let key = |field: &str| format!("redis.{name}.{field}");
+            listener
+                .validate()
+                .map_err(|(field, msg)| (key(field), msg))?;
+            if listener.listen.port() == 0 {
+                continue;
+            }
+            if let Some(other) = seen.insert(listener.listen, name) {
+                return Err((
+                    key("listen"),
+                    format!("{} is also the address of redis.{other}", listener.listen),
+                ));
+            }
+        }
+        Ok(self)
+    }
+}
+
+impl RedisListenerConfig {
+    fn validate(&self) -> Result<(), (&'static str, String)> {
+        if !self.allow_remote && !self.listen.ip().is_loopback() {
+            return Err((
+                "listen",
+                format!(
+                    "{} is not a loopback address; set allow_remote = true to listen on it",
+                    self.listen
+                ),
+            ));
+        }
+        match self.servers.len() {
+            0 => return Err(("servers", "at least one server is required".into())),
+            1 => {}
+            n => {
+                return Err((
+                    "servers",
+                    format!("mode \"single\" takes exactly one server, got {n}"),
+                ))
+            }
+        }
+        if self.server_connections == 0 {
+            return Err(("server_connections", "must be at least 1".into()));
+        }
+        if self.max_dedicated_connections == 0 {
+            return Err(("max_dedicated_connections", "must be at least 1".into()));
+        }
+        if self.max_connections == 0 {
+            return Err(("max_connections", "must be at least 1".into()));
+        }
+        if self.max_request_bytes < 1024 {
+            return Err(("max_request_bytes", "must be at least 1024".into()));
+        }
+        if self.timeout.is_zero() {
+            return Err(("timeout", "must be greater than zero".into()));
+        }
+        if self.connect_timeout.is_zero() {
+            return Err(("connect_timeout", "must be greater than zero".into()));
+        }
+        if let Some(auth) = &self.auth {
+            match (&auth.password_file, &auth.password_env) {
+                (Some(_), Some(_)) => {
+                    return Err((
+                        "auth",
+                        "set one of password_file and password_env, not both".into(),
+                    ))
+                }
+                (None, None) => return Err(("auth", "set password_file or password_env".into())),
+                _ => {}
+            }
+        }
+        Ok(())
+    }
+}

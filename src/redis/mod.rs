@@ -1,0 +1,34 @@
+//! The Redis ambassador: app sessions on a local listener, and the upstream
+//! connections they are multiplexed over.
+//!
+//! - [`service`]: one listener's upstream side (shared connections, pools).
+//! - `session`: one app connection: decode, classify, batch, reply in order.
+//! - `policy`: which commands share, pin, or are answered locally.
+//! - `connection`: the driver of one upstream socket (pipelined, in order).
+//! - `shared` / `dedicated`: reconnecting shared connections; the deadpool
+//!   of dedicated ones.
+//! - `connector`: TCP + handshake (AUTH, HELLO 3) with current credentials.
+
+mod connection;
+mod connector;
+mod dedicated;
+mod error;
+mod policy;
+pub(crate) mod service;
+mod session;
+mod shared;
+
+use std::net::SocketAddr;
+use std::sync::Arc;
+
+use tokio::net::TcpStream;
+
+pub(crate) use service::RedisService;
+
+/// Serves one app connection until it closes.
+pub(crate) async fn serve_client(service: Arc<RedisService>, stream: TcpStream, peer: SocketAddr) {
+    if let Err(e) = stream.set_nodelay(true) {
+        tracing::debug!(peer = %peer, error = %e, "set_nodelay failed");
+    }
+    session::Session::new(service, stream, peer).run().await;
+}

@@ -1,0 +1,276 @@
+//! Which connection a command may run on. Most commands are stateless and
+//! share multiplexed connections; the few that change connection state pin
+//! the app to a dedicated connection, and a few are answered by attache
+//! itself because they describe the app's own connection to attache.
+
+use attache_resp::command;
+use attache_resp::frame::{reply, Request};
+use bytes::Bytes;
+
+/// What to do with one request.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub(crate) enum Action {
+    /// Send on the current connection (shared, or the pinned one).
+    Forward,
+    /// Answer with these bytes, without the upstream.
+    Reply(Bytes),
+    /// Starts state that ends on its own (MULTI…EXEC, WATCH, a blocking
+    /// command): pin until it ends.
+    PinTransient(Transient),
+    /// Starts state that lasts (SELECT n, CLIENT TRACKING, READONLY …): pin
+    /// until the app leaves or sends RESET. With `stream`, replies no longer
+    /// pair with requests (SUBSCRIBE, MONITOR, CLIENT REPLY OFF), so the
+    /// upstream's bytes are relayed as they come.
+    PinSticky { stream: bool },
+    /// Ends MULTI/WATCH state (EXEC, DISCARD) or WATCH alone (UNWATCH).
+    EndsState { multi: bool },
+    /// `HELLO [protover [AUTH u p] [SETNAME n]]`.
+    Hello {
+        protocol: Option<u8>,
+        setname: Option<Bytes>,
+    },
+    /// `CLIENT SETNAME name`: kept per app connection.
+    SetName(Bytes),
+    /// `CLIENT GETNAME`.
+    GetName,
+    /// `QUIT`: +OK, then close.
+    Quit,
+    /// `RESET`: back to a fresh connection's state.
+    Reset,
+}
+
+/// A transient state.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(crate) enum Transient {
+    Multi,
+    Watch,
+    Blocking,
+}
+
+/// Classifies `req` (whose bytes are `buf`). `pinned` tells whether the app
+/// is already on a dedicated connection.
+pub(crate) fn classify(req: &Request, buf: &[u8], pinned: bool) -> Action {
+    let Some(name) = req.arg(buf, 0) else {
+        return Action::Forward;
+    };
+    let mut lower = [0u8; 32];
+    let Some(name) = lowercase(name, &mut lower) else {
+        return Action::Forward;
+    };
+    let argc = req.args.len();
+    match name {
+        b"auth" => {
+            // No app-side password is configured: the app's AUTH is
+            // accepted, and attache authenticates upstream itself.
+            if argc == 2 || argc == 3 {
+                Action::Reply(Bytes::from_static(reply::OK))
+            } else {
+                Action::Reply(wrong_arity("auth"))
+            }
+        }
+        b"hello" => hello(req, buf),
+        b"quit" => Action::Quit,
+        b"reset" => Action::Reset,
+        b"select" if !pinned && argc == 2 && req.arg(buf, 1) == Some(b"0") => {
+            Action::Reply(Bytes::from_static(reply::OK))
+        }
+        b"select" | b"readonly" | b"readwrite" | b"asking" => Action::PinSticky { stream: false },
+        b"subscribe" | b"psubscribe" | b"ssubscribe" | b"monitor" | b"sync" | b"psync" => {
+            Action::PinSticky { stream: true }
+        }
+        b"multi" => Action::PinTransient(Transient::Multi),
+        b"watch" => Action::PinTransient(Transient::Watch),
+        b"exec" | b"discard" => Action::EndsState { multi: true },
+        b"unwatch" => Action::EndsState { multi: false },
+        b"client" => client(req, buf),
+        _ => {
+            if is_blocking(name, req, buf) {
+                Action::PinTransient(Transient::Blocking)
+            } else {
+                Action::Forward
+            }
+        }
+    }
+}
+
+/// Blocking commands may hold their connection until data arrives. The
+/// command table knows which (XREAD and XREADGROUP only with BLOCK); the
+/// argument list is only built for commands flagged blocking.
+fn is_blocking(name: &[u8], req: &Request, buf: &[u8]) -> bool {
+    let Some(spec) = command::lookup(name) else {
+        return false;
+    };
+    if !spec.has_flag(command::BLOCKING) && name != b"wait" && name != b"waitaof" {
+        return false;
+    }
+    let args: Vec<&[u8]> = (0..req.args.len())
+        .filter_map(|i| req.arg(buf, i))
+        .collect();
+    command::is_blocking(spec, &args)
+}
+
+fn client(req: &Request, buf: &[u8]) -> Action {
+    let mut lower = [0u8; 32];
+    let Some(sub) = req.arg(buf, 1).and_then(|s| lowercase(s, &mut lower)) else {
+        return Action::Forward;
+    };
+    match sub {
+        b"setname" => match req.arg(buf, 2) {
+            Some(name) if req.args.len() == 3 => {
+                if name.iter().any(|&b| !(b'!'..=b'~').contains(&b)) {
+                    Action::Reply(reply::error(
+                        "ERR Client names cannot contain spaces, newlines or special characters.",
+                    ))
+                } else {
+                    Action::SetName(Bytes::copy_from_slice(name))
+                }
+            }
+            _ => Action::Reply(wrong_arity("client|setname")),
+        },
+        b"getname" => Action::GetName,
+        // Library name/version describe the app's connection to attache.
+        b"setinfo" => Action::Reply(Bytes::from_static(reply::OK)),
+        b"reply" | b"tracking" => Action::PinSticky { stream: true },
+        // These read or change the connection's own identity or flags.
+        b"id" | b"info" | b"getredir" | b"trackinginfo" | b"caching" | b"no-evict"
+        | b"no-touch" => Action::PinSticky { stream: false },
+        _ => Action::Forward,
+    }
+}
+
+fn hello(req: &Request, buf: &[u8]) -> Action {
+    let mut protocol = None;
+    let mut setname = None;
+    if let Some(v) = req.arg(buf, 1) {
+        match v {
+            b"2" => protocol = Some(2),
+            b"3" => protocol = Some(3),
+            _ => return Action::Reply(reply::error("NOPROTO unsupported protocol version")),
+        }
+        let mut i = 2;
+        while i < req.args.len() {
+            let mut lower = [0u8; 16];
+            let opt = req.arg(buf, i).and_then(|o| lowercase(o, &mut lower));
+            match opt {
+                Some(b"auth") if i + 2 < req.args.len() => i += 3,
+                Some(b"setname") if i + 1 < req.args.len() => {
+                    setname = req.arg(buf, i + 1).map(Bytes::copy_from_slice);
+                    i += 2;
+                }
+                _ => {
+                    let shown = req
+                        .arg(buf, i)
+                        .map(String::from_utf8_lossy)
+                        .unwrap_or_default();
+                    return Action::Reply(reply::error(&format!(
+                        "ERR Syntax error in HELLO option '{shown}'"
+                    )));
+                }
+            }
+        }
+    }
+    Action::Hello { protocol, setname }
+}
+
+fn wrong_arity(name: &str) -> Bytes {
+    reply::error(&format!(
+        "ERR wrong number of arguments for '{name}' command"
+    ))
+}
+
+/// ASCII-lowercases `name` into `out`; `None` if it does not fit.
+fn lowercase<'a>(name: &[u8], out: &'a mut [u8]) -> Option<&'a [u8]> {
+    let out = out.get_mut(..name.len())?;
+    for (o, b) in out.iter_mut().zip(name) {
+        *o = b.to_ascii_lowercase();
+    }
+    Some(out)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use attache_resp::frame::parse_request;
+
+    fn classify_cmd(args: &[&str], pinned: bool) -> Action {
+        let args: Vec<&[u8]> = args.iter().map(|a| a.as_bytes()).collect();
+        let buf = reply::command(&args);
+        let req = parse_request(&buf, 1 << 20).unwrap().unwrap();
+        classify(&req, &buf, pinned)
+    }
+
+    #[test]
+    fn stateless_commands_share() {
+        for cmd in [
+            &["GET", "k"][..],
+            &["set", "k", "v"],
+            &["FLUSHALL"],
+            &["CONFIG", "GET", "x"],
+            &["XREAD", "STREAMS", "s", "0"],
+        ] {
+            assert_eq!(classify_cmd(cmd, false), Action::Forward, "{cmd:?}");
+        }
+    }
+
+    #[test]
+    fn state_changing_commands_pin() {
+        assert_eq!(
+            classify_cmd(&["MULTI"], false),
+            Action::PinTransient(Transient::Multi)
+        );
+        assert_eq!(
+            classify_cmd(&["blpop", "q", "0"], false),
+            Action::PinTransient(Transient::Blocking)
+        );
+        assert_eq!(
+            classify_cmd(&["XREAD", "BLOCK", "0", "STREAMS", "s", "$"], false),
+            Action::PinTransient(Transient::Blocking)
+        );
+        assert_eq!(
+            classify_cmd(&["SUBSCRIBE", "c"], false),
+            Action::PinSticky { stream: true }
+        );
+        assert_eq!(
+            classify_cmd(&["SELECT", "3"], false),
+            Action::PinSticky { stream: false }
+        );
+        assert_eq!(
+            classify_cmd(&["SELECT", "0"], true),
+            Action::PinSticky { stream: false }
+        );
+        assert_eq!(
+            classify_cmd(&["CLIENT", "TRACKING", "on"], false),
+            Action::PinSticky { stream: true }
+        );
+    }
+
+    #[test]
+    fn connection_commands_are_answered_locally() {
+        assert_eq!(
+            classify_cmd(&["SELECT", "0"], false),
+            Action::Reply(Bytes::from_static(reply::OK))
+        );
+        assert_eq!(
+            classify_cmd(&["AUTH", "pw"], false),
+            Action::Reply(Bytes::from_static(reply::OK))
+        );
+        assert_eq!(
+            classify_cmd(&["client", "setinfo", "lib-name", "x"], false),
+            Action::Reply(Bytes::from_static(reply::OK))
+        );
+        assert_eq!(
+            classify_cmd(&["CLIENT", "SETNAME", "app"], false),
+            Action::SetName(Bytes::from_static(b"app"))
+        );
+        assert_eq!(
+            classify_cmd(&["HELLO", "3", "AUTH", "u", "p", "SETNAME", "n"], false),
+            Action::Hello {
+                protocol: Some(3),
+                setname: Some(Bytes::from_static(b"n"))
+            }
+        );
+        assert!(
+            matches!(classify_cmd(&["HELLO", "4"], false), Action::Reply(r) if r.starts_with(b"-NOPROTO"))
+        );
+    }
+}

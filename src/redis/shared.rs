@@ -1,0 +1,95 @@
+//! Shared connections: each is a long-lived channel that many app sessions
+//! send to, and a supervisor that keeps a socket behind it, reconnecting with
+//! backoff. While the upstream is down, requests fail at once with the reason
+//! instead of waiting.
+
+use std::sync::atomic::{AtomicUsize, Ordering};
+use std::sync::Arc;
+use std::time::Duration;
+
+use tokio::sync::mpsc;
+use tracing::{info, warn};
+
+use super::connection::{drive, ConnectionHandle, DriverSettings, Op};
+use super::connector::{Connector, Protocol};
+use super::error::UpstreamError;
+
+const BACKOFF_MIN: Duration = Duration::from_millis(50);
+const BACKOFF_MAX: Duration = Duration::from_secs(2);
+
+/// Starts a shared connection. With `eager`, it connects now; otherwise at
+/// its first request (RESP3 connections exist only if some app asks for them).
+pub(crate) fn spawn_shared(
+    connector: Arc<Connector>,
+    protocol: Protocol,
+    timeout: Duration,
+    eager: bool,
+) -> ConnectionHandle {
+    let (handle, ops, in_flight) = ConnectionHandle::new();
+    let settings = DriverSettings {
+        id: connector.id.clone(),
+        protocol,
+        timeout,
+    };
+    tokio::spawn(supervise(connector, ops, in_flight, settings, eager));
+    handle
+}
+
+async fn supervise(
+    connector: Arc<Connector>,
+    mut ops: mpsc::UnboundedReceiver<Op>,
+    in_flight: Arc<AtomicUsize>,
+    settings: DriverSettings,
+    eager: bool,
+) {
+    let mut backoff = BACKOFF_MIN;
+    let mut held: Option<Op> = None;
+    if !eager {
+        match ops.recv().await {
+            Some(op) => held = Some(op),
+            None => return,
+        }
+    }
+    loop {
+        match connector.connect(settings.protocol).await {
+            Ok(stream) => {
+                info!(upstream = %settings.id, protocol = ?settings.protocol, "connected");
+                backoff = BACKOFF_MIN;
+                // A request that waited for this connection goes first.
+                let first = held.take();
+                match drive(stream, first, &mut ops, in_flight.clone(), settings.clone()).await {
+                    None => return,
+                    Some(e) => {
+                        warn!(upstream = %settings.id, error = %e, "upstream connection lost; reconnecting")
+                    }
+                }
+            }
+            Err(e) => {
+                warn!(upstream = %settings.id, error = %e, retry_in = ?backoff, "upstream unavailable");
+                if let Some(op) = held.take() {
+                    fail(op, &e, &in_flight);
+                }
+                // Until the next attempt, every request fails fast with why.
+                let retry = tokio::time::sleep(backoff);
+                tokio::pin!(retry);
+                loop {
+                    tokio::select! {
+                        _ = &mut retry => break,
+                        op = ops.recv() => match op {
+                            Some(op) => fail(op, &e, &in_flight),
+                            None => return,
+                        },
+                    }
+                }
+                backoff = (backoff * 2).min(BACKOFF_MAX);
+            }
+        }
+    }
+}
+
+fn fail(op: Op, error: &UpstreamError, in_flight: &AtomicUsize) {
+    if let Op::Request { tx, .. } = op {
+        in_flight.fetch_sub(1, Ordering::Relaxed);
+        let _ = tx.send(Err(error.clone()));
+    }
+}
