@@ -3,7 +3,10 @@
 use std::path::PathBuf;
 use std::process::ExitCode;
 
+use std::sync::Arc;
+
 use clap::{Parser, Subcommand};
+use tokio::sync::watch;
 use tracing::{error, info};
 
 #[derive(Parser)]
@@ -62,29 +65,73 @@ fn run(config: attache::config::Config) -> ExitCode {
                 .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("info")),
         )
         .init();
-    let runtime = match tokio::runtime::Builder::new_multi_thread()
-        .enable_all()
-        .build()
-    {
-        Ok(rt) => rt,
+    let listeners = match attache::Listeners::bind(&config) {
+        Ok(listeners) => listeners,
         Err(e) => {
-            error!(error = %e, "cannot start the runtime");
+            error!(error = %e, "cannot start");
             return ExitCode::FAILURE;
         }
     };
-    runtime.block_on(async {
-        let running = match attache::start(config).await {
-            Ok(running) => running,
+    for (name, addr) in attache::describe(&listeners) {
+        info!(listener = %name, %addr, workers = config.runtime.workers, "listening");
+    }
+    let (shutdown, stop) = watch::channel(false);
+    let config = Arc::new(config);
+    let listeners = Arc::new(listeners);
+    let mut threads = Vec::new();
+    for index in 1..config.runtime.workers {
+        let (config, listeners, stop) = (config.clone(), listeners.clone(), stop.clone());
+        let spawned = std::thread::Builder::new()
+            .name(format!("attache-worker-{index}"))
+            .spawn(move || {
+                worker_runtime()?.block_on(async {
+                    let mut tasks = attache::spawn_worker(&config, &listeners, stop)?;
+                    while tasks.join_next().await.is_some() {}
+                    Ok::<(), std::io::Error>(())
+                })
+            });
+        match spawned {
+            Ok(thread) => threads.push(thread),
             Err(e) => {
-                error!(error = %e, "cannot start");
+                error!(error = %e, "cannot start a worker thread");
                 return ExitCode::FAILURE;
             }
-        };
-        wait_for_signal().await;
-        info!("shutting down");
-        running.shutdown().await;
-        ExitCode::SUCCESS
-    })
+        }
+    }
+    // Worker 0 runs on the main thread, which also waits for signals.
+    let served = worker_runtime().and_then(|runtime| {
+        runtime.block_on(async {
+            let mut tasks = attache::spawn_worker(&config, &listeners, stop)?;
+            wait_for_signal().await;
+            info!("shutting down");
+            let _ = shutdown.send(true);
+            while tasks.join_next().await.is_some() {}
+            Ok(())
+        })
+    });
+    let mut code = ExitCode::SUCCESS;
+    if let Err(e) = served {
+        error!(error = %e, "worker failed");
+        code = ExitCode::FAILURE;
+    }
+    for thread in threads {
+        match thread.join() {
+            Ok(Ok(())) => {}
+            Ok(Err(e)) => {
+                error!(error = %e, "worker failed");
+                code = ExitCode::FAILURE;
+            }
+            Err(_) => code = ExitCode::FAILURE,
+        }
+    }
+    code
+}
+
+/// Each worker is a single-threaded event loop (see the crate docs).
+fn worker_runtime() -> std::io::Result<tokio::runtime::Runtime> {
+    tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()
 }
 
 async fn wait_for_signal() {

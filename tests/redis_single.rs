@@ -622,3 +622,24 @@ async fn reset_returns_to_a_fresh_connection_state() {
     let replies = raw_exchange(&mut s, &request, 4).await;
     assert_eq!(replies, b"+OK\r\n+OK\r\n+RESET\r\n$-1\r\n");
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_multi_that_cannot_start_runs_nothing() {
+    let mut server = RedisServer::start();
+    let (_attache, addr) = attache_for(&server, "connect_timeout = \"500ms\"").await;
+    let mut s = TcpStream::connect(addr).await.unwrap();
+    assert_eq!(raw_exchange(&mut s, &cmd(&["PING"]), 1).await, b"+PONG\r\n");
+    server.kill();
+    let mut request = cmd(&["MULTI"]);
+    request.extend(cmd(&["SET", "never", "1"]));
+    request.extend(cmd(&["EXEC"]));
+    let replies = raw_exchange(&mut s, &request, 3).await;
+    let text = String::from_utf8_lossy(&replies);
+    let lines: Vec<&str> = text.split("\r\n").collect();
+    assert!(
+        lines[0].starts_with("-ERR attache: upstream test"),
+        "{text}"
+    );
+    assert!(lines[1].starts_with("-ERR attache: MULTI failed"), "{text}");
+    assert!(lines[2].starts_with("-EXECABORT"), "{text}");
+}

@@ -8,10 +8,6 @@ use figment::Figment;
 
 use super::model::{Config, RedisListenerConfig};
 
-/// Environment variables that configure the process rather than the file
-/// (`ATTACHE_CONFIG` names the file itself).
-const NOT_CONFIG_KEYS: &[&str] = &["config"];
-
 /// A config that cannot be used. The message names the file (or the
 /// environment variable) and the key.
 #[derive(Debug, thiserror::Error)]
@@ -54,7 +50,11 @@ pub fn load(path: &Path) -> Result<Config, ConfigError> {
     };
     let env = Env::prefixed("ATTACHE_")
         .split("__")
-        .filter(|key| !NOT_CONFIG_KEYS.contains(&key.as_str()));
+        // Every config key has at least two levels, so single-level names
+        // are never overrides: `ATTACHE_CONFIG` names the file itself, and
+        // Kubernetes injects `ATTACHE_SERVICE_HOST` and friends for a Service
+        // named attache; neither may break the sidecar.
+        .filter(|key| key.as_str().contains('.') || key.as_str().contains("__"));
     let config: Config = file_provider
         .merge(env)
         .extract()
@@ -78,7 +78,10 @@ fn describe(error: figment::Error) -> String {
                 .metadata
                 .as_ref()
                 .map(|m| match &m.source {
-                    Some(figment::Source::File(_)) | None => String::new(),
+                    Some(figment::Source::File(_)) => String::new(),
+                    // Only the environment provider has no source: name the
+                    // variable, not the file, as the culprit.
+                    None => format!(" (from env ATTACHE_{})", e.path.join("__").to_uppercase()),
                     Some(_) => format!(" (from {})", m.name),
                 })
                 .unwrap_or_default();
@@ -95,6 +98,9 @@ fn describe(error: figment::Error) -> String {
 impl Config {
     /// Checks what types alone cannot; the error names the dotted key.
     pub fn validate(self) -> Result<Self, (String, String)> {
+        if self.runtime.workers == 0 || self.runtime.workers > 256 {
+            return Err(("runtime.workers".into(), "must be between 1 and 256".into()));
+        }
         if self.redis.is_empty() {
             return Err((
                 "redis".into(),

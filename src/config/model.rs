@@ -17,6 +17,9 @@ pub struct Config {
     /// The admin listener (probes and metrics).
     #[serde(default)]
     pub admin: AdminConfig,
+    /// Threads and event loops.
+    #[serde(default)]
+    pub runtime: RuntimeConfig,
     /// Local Redis listeners, keyed by name (`[redis.cache]`).
     #[serde(default)]
     pub redis: BTreeMap<String, RedisListenerConfig>,
@@ -35,6 +38,27 @@ impl Default for AdminConfig {
     fn default() -> Self {
         Self {
             listen: default_admin_listen(),
+        }
+    }
+}
+
+/// `[runtime]`
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct RuntimeConfig {
+    /// Worker threads. Each is a single-threaded event loop (like
+    /// twemproxy) that accepts app connections from every listener and has
+    /// its own upstream connections, so nothing crosses threads on the
+    /// request path. Default 1, which suits a sidecar's CPU share; raise it
+    /// when one core is not enough.
+    #[serde(default = "default_workers")]
+    pub workers: usize,
+}
+
+impl Default for RuntimeConfig {
+    fn default() -> Self {
+        Self {
+            workers: default_workers(),
         }
     }
 }
@@ -66,11 +90,12 @@ pub struct RedisListenerConfig {
     /// take. Default `2s`.
     #[serde(default = "default_connect_timeout", with = "humantime_serde")]
     pub connect_timeout: Duration,
-    /// Shared, multiplexed upstream connections per server and protocol
-    /// version. Default `2`.
+    /// Shared, multiplexed upstream connections per server, protocol
+    /// version and worker. Default `2`.
     #[serde(default = "default_server_connections")]
     pub server_connections: usize,
-    /// Most dedicated upstream connections per server and protocol version,
+    /// Most dedicated upstream connections per server, protocol version and
+    /// worker,
     /// for clients in MULTI, blocking commands, pub/sub, SELECT, tracking.
     /// Default `256`.
     #[serde(default = "default_max_dedicated")]
@@ -210,6 +235,9 @@ impl<'de> Deserialize<'de> for ServerAddress {
 
 fn default_admin_listen() -> SocketAddr {
     SocketAddr::from(([127, 0, 0, 1], 9901))
+}
+fn default_workers() -> usize {
+    1
 }
 fn default_timeout() -> Duration {
     Duration::from_secs(5)

@@ -13,8 +13,6 @@ use std::time::Duration;
 
 use attache_resp::frame;
 use bytes::{Bytes, BytesMut};
-use tokio::io::{AsyncReadExt, AsyncWriteExt};
-use tokio::net::tcp::{OwnedReadHalf, OwnedWriteHalf};
 use tokio::net::TcpStream;
 use tokio::sync::{mpsc, oneshot};
 use tokio::time::Instant;
@@ -22,11 +20,14 @@ use tracing::debug;
 
 use super::connector::Protocol;
 use super::error::{UpstreamError, UpstreamId};
+use crate::socket::{read_some, write_all};
 
 /// Where a batch's replies go: all of them at once, in one buffer.
 pub(crate) type ReplyTx = oneshot::Sender<Result<Bytes, UpstreamError>>;
 pub(crate) type ReplyRx = oneshot::Receiver<Result<Bytes, UpstreamError>>;
 
+/// Read buffer growth step.
+const READ_CHUNK: usize = 16 * 1024;
 /// Most bytes gathered into one write.
 const MAX_WRITE_GATHER: usize = 256 * 1024;
 /// Chunks buffered towards a streaming (subscribed) client before the
@@ -135,7 +136,8 @@ pub(crate) async fn drive(
     in_flight: Arc<AtomicUsize>,
     settings: DriverSettings,
 ) -> Option<UpstreamError> {
-    let (read, write) = stream.into_split();
+    let stream = Arc::new(stream);
+    let (read, write) = (stream.clone(), stream);
     let (pending_tx, pending_rx) = mpsc::unbounded_channel();
     let (writer_failed_tx, writer_failed_rx) = oneshot::channel();
     let reader = tokio::spawn(read_replies(
@@ -163,7 +165,7 @@ enum WriterStop {
 }
 
 async fn write_requests(
-    mut write: OwnedWriteHalf,
+    write: Arc<TcpStream>,
     mut first: Option<Op>,
     ops: &mut mpsc::UnboundedReceiver<Op>,
     pending: mpsc::UnboundedSender<Pending>,
@@ -192,9 +194,9 @@ async fn write_requests(
             gathered.extend_from_slice(&bytes);
         }
         let result = match single {
-            Some(bytes) => write.write_all(&bytes).await,
+            Some(bytes) => write_all(&write, &bytes).await,
             None => {
-                let r = write.write_all(&gathered).await;
+                let r = write_all(&write, &gathered).await;
                 gathered.clear();
                 if gathered.capacity() > 4 * MAX_WRITE_GATHER {
                     gathered = BytesMut::new();
@@ -245,7 +247,7 @@ fn register(
 }
 
 async fn read_replies(
-    mut read: OwnedReadHalf,
+    read: Arc<TcpStream>,
     mut pending_rx: mpsc::UnboundedReceiver<Pending>,
     mut writer_failed: oneshot::Receiver<UpstreamError>,
     in_flight: Arc<AtomicUsize>,
@@ -276,15 +278,12 @@ async fn read_replies(
         if writer_done && queue.is_empty() {
             return None;
         }
-        if buf.capacity() - buf.len() < 4096 {
-            buf.reserve(buf.len().max(16 * 1024));
-        }
         let deadline = match queue.front() {
             Some(Pending::Replies { deadline, .. }) => *deadline,
             _ => None,
         };
         tokio::select! {
-            read = read.read_buf(&mut buf) => match read {
+            read = read_some(&read, &mut buf, READ_CHUNK) => match read {
                 Ok(0) => break UpstreamError::Closed(settings.id.clone()),
                 Ok(_) => {}
                 Err(e) => break UpstreamError::Io(settings.id.clone(), e.to_string().into()),

@@ -26,6 +26,7 @@ use super::dedicated::Dedicated;
 use super::error::UpstreamError;
 use super::policy::{classify, Action, Transient};
 use super::service::RedisService;
+use crate::socket::{read_some, write_all};
 
 /// Most reply slots outstanding before the session stops reading the app
 /// (back-pressure instead of unbounded buffering).
@@ -74,6 +75,9 @@ pub(crate) struct Session {
     pin: Option<Pin>,
     multi: bool,
     watch: bool,
+    /// MULTI could not get a dedicated connection: until EXEC or DISCARD,
+    /// commands are refused rather than run outside the transaction.
+    aborted_multi: bool,
     /// Close once every owed reply is written (QUIT, protocol error, the
     /// pinned upstream went away).
     closing: bool,
@@ -94,6 +98,7 @@ impl Session {
             name: None,
             pin: None,
             multi: false,
+            aborted_multi: false,
             watch: false,
             closing: false,
         }
@@ -117,17 +122,11 @@ impl Session {
             }
             let can_read = !self.closing && self.slots.len() < MAX_SLOTS;
             tokio::select! {
-                ready = self.stream.readable(), if can_read => {
-                    ready?;
-                    if self.rbuf.capacity() - self.rbuf.len() < READ_CHUNK / 2 {
-                        self.rbuf.reserve(READ_CHUNK);
+                read = read_some(&self.stream, &mut self.rbuf, READ_CHUNK), if can_read => {
+                    if read? == 0 {
+                        return Ok(());
                     }
-                    match self.stream.try_read_buf(&mut self.rbuf) {
-                        Ok(0) => return Ok(()),
-                        Ok(_) => self.process_input().await?,
-                        Err(e) if e.kind() == std::io::ErrorKind::WouldBlock => continue,
-                        Err(e) => return Err(e),
-                    }
+                    self.process_input().await?;
                 }
                 _ = wait_front(&mut self.slots, &self.service), if !self.slots.is_empty() => {}
             }
@@ -190,6 +189,19 @@ impl Session {
                 }
             };
         }
+        if self.aborted_multi && !matches!(action, Action::Reset | Action::Quit) {
+            self.rbuf.advance(req.len);
+            self.flush_run();
+            let answer = match action {
+                Action::EndsState { multi: true } => {
+                    self.aborted_multi = false;
+                    reply::error("EXECABORT Transaction discarded because of previous errors.")
+                }
+                _ => reply::error("ERR attache: MULTI failed, command not queued"),
+            };
+            self.slots.push_back(Slot::Ready(answer));
+            return Ok(());
+        }
         match action {
             Action::Forward => {
                 if self.pin.as_ref().is_some_and(|p| !p.sticky) && !self.multi && !self.watch {
@@ -210,6 +222,7 @@ impl Session {
                 let bytes = self.take_request(&req);
                 if let Err(e) = self.pin(false, false).await {
                     self.reply_error(&e);
+                    self.aborted_multi = kind == Transient::Multi;
                     return Ok(());
                 }
                 match kind {
@@ -421,6 +434,7 @@ impl Session {
         }
         self.multi = false;
         self.watch = false;
+        self.aborted_multi = false;
         self.name = None;
         self.protocol = Protocol::Resp2;
         self.slots
@@ -470,13 +484,13 @@ impl Session {
         }
         match out.len() {
             0 => Ok(()),
-            1 => self.stream.write_all(&out[0]).await,
+            1 => write_all(&self.stream, &out[0]).await,
             _ => {
                 let mut joined = BytesMut::with_capacity(out.iter().map(Bytes::len).sum());
                 for b in &out {
                     joined.extend_from_slice(b);
                 }
-                self.stream.write_all(&joined).await
+                write_all(&self.stream, &joined).await
             }
         }
     }

@@ -1,0 +1,85 @@
+#!/usr/bin/env bash
+# The test command: installs what the integration tests start (Debian's
+# redis-server and redis-tools) if it is missing, then runs every test of
+# the workspace. Exits non-zero on any failure.
+#
+#   bash scripts/test.sh                  # install if missing, then test
+#   bash scripts/test.sh --install-deps   # only install (used by .ci/run and demo.sh)
+#   bash scripts/test.sh -- --nocapture   # extra arguments go to the test binaries
+set -euo pipefail
+
+cd "$(dirname "${BASH_SOURCE[0]}")/.."
+
+log() { printf 'test.sh: %s\n' "$*" >&2; }
+
+# A root shell runs apt-get itself; anyone else needs sudo.
+as_root() {
+    if [[ $(id -u) -eq 0 ]]; then
+        "$@"
+    elif command -v sudo >/dev/null; then
+        sudo "$@"
+    else
+        log "need root (or sudo) to run: $*"
+        exit 1
+    fi
+}
+
+install_deps() {
+    local missing=()
+    command -v redis-server >/dev/null || missing+=(redis-server)
+    command -v redis-cli >/dev/null || missing+=(redis-tools)
+    if [[ ${#missing[@]} -eq 0 ]]; then
+        return
+    fi
+    if ! command -v apt-get >/dev/null; then
+        log "missing ${missing[*]} and no apt-get: install Redis 6.2+ (redis-server, redis-cli) yourself"
+        exit 1
+    fi
+    log "installing ${missing[*]}"
+    # The tests and the demo start their own redis-server on free ports; the
+    # packaged service would only take 6379. Keep apt from starting it
+    # (invoke-rc.d honours policy-rc.d) unless a policy is already in place.
+    local policy=/usr/sbin/policy-rc.d added_policy=
+    if [[ ! -e $policy ]]; then
+        trap "as_root rm -f $policy" EXIT
+        as_root sh -c "printf '#!/bin/sh\nexit 101\n' > $policy && chmod 755 $policy"
+        added_policy=1
+    fi
+    local status=0
+    as_root env DEBIAN_FRONTEND=noninteractive apt-get update -q &&
+        as_root env DEBIAN_FRONTEND=noninteractive apt-get install -y -q --no-install-recommends "${missing[@]}" ||
+        status=$?
+    if [[ -n $added_policy ]]; then
+        as_root rm -f "$policy"
+        trap - EXIT
+    fi
+    if [[ $status -ne 0 ]]; then
+        log "apt-get failed (exit $status)"
+        exit "$status"
+    fi
+    if ! command -v redis-server >/dev/null || ! command -v redis-cli >/dev/null; then
+        log "installed ${missing[*]}, but redis-server or redis-cli is still not on PATH"
+        exit 1
+    fi
+}
+
+# rustup installs into ~/.cargo/bin, which a fresh login shell may not have.
+if ! command -v cargo >/dev/null && [[ -x ${CARGO_HOME:-$HOME/.cargo}/bin/cargo ]]; then
+    PATH="${CARGO_HOME:-$HOME/.cargo}/bin:$PATH"
+fi
+
+if [[ ${1:-} == --install-deps ]]; then
+    install_deps
+    exit 0
+fi
+if [[ ${1:-} == -- ]]; then
+    shift
+fi
+
+install_deps
+if ! command -v cargo >/dev/null; then
+    log "cargo not found: install Rust with https://rustup.rs (curl --proto '=https' -sSf https://sh.rustup.rs | sh)"
+    exit 1
+fi
+log "redis: $(redis-server --version | cut -d' ' -f1-3)"
+exec cargo test --workspace --all-targets -- "$@"

@@ -1,0 +1,58 @@
+//! Socket reads and writes that spend no syscall in vain.
+//!
+//! Tokio's readiness is edge-triggered and stays set after a read, so the
+//! usual `read().await` loop pays one `recvfrom` → `EAGAIN` per wakeup. A
+//! short read (fewer bytes than the buffer had room for) means the socket
+//! was drained, so [`read_some`] clears the readiness itself; the next call
+//! waits for epoll instead. On a pipeline-1 workload this is one syscall
+//! saved per request on each side of the proxy.
+
+use std::io;
+
+use bytes::BytesMut;
+use tokio::io::Interest;
+use tokio::net::TcpStream;
+
+/// Reads what is available into `buf` (growing it by at least `reserve`
+/// when it is nearly full), waiting when nothing is. `Ok(0)` is EOF.
+pub(crate) async fn read_some(
+    stream: &TcpStream,
+    buf: &mut BytesMut,
+    reserve: usize,
+) -> io::Result<usize> {
+    loop {
+        stream.readable().await?;
+        if buf.capacity() - buf.len() < reserve / 2 {
+            buf.reserve(reserve.max(buf.len() / 2));
+        }
+        let room = buf.capacity() - buf.len();
+        match stream.try_read_buf(buf) {
+            Ok(n) => {
+                if n > 0 && n < room {
+                    // Drained: forget the stale readiness without a syscall.
+                    // (tokio only clears it if no new event arrived meanwhile.)
+                    let _ = stream.try_io(Interest::READABLE, || {
+                        Err::<(), _>(io::Error::from(io::ErrorKind::WouldBlock))
+                    });
+                }
+                return Ok(n);
+            }
+            Err(e) if e.kind() == io::ErrorKind::WouldBlock => continue,
+            Err(e) => return Err(e),
+        }
+    }
+}
+
+/// Writes all of `data`, trying first and waiting for writability only when
+/// the socket buffer is full.
+pub(crate) async fn write_all(stream: &TcpStream, mut data: &[u8]) -> io::Result<()> {
+    while !data.is_empty() {
+        match stream.try_write(data) {
+            Ok(0) => return Err(io::ErrorKind::WriteZero.into()),
+            Ok(n) => data = &data[n..],
+            Err(e) if e.kind() == io::ErrorKind::WouldBlock => stream.writable().await?,
+            Err(e) => return Err(e),
+        }
+    }
+    Ok(())
+}
