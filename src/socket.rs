@@ -22,24 +22,35 @@ pub(crate) async fn read_some(
 ) -> io::Result<usize> {
     loop {
         stream.readable().await?;
-        if buf.capacity() - buf.len() < reserve / 2 {
-            buf.reserve(reserve.max(buf.len() / 2));
+        if let Some(n) = try_read(stream, buf, reserve)? {
+            return Ok(n);
         }
-        let room = buf.capacity() - buf.len();
-        match stream.try_read_buf(buf) {
-            Ok(n) => {
-                if n > 0 && n < room {
-                    // Drained: forget the stale readiness without a syscall.
-                    // (tokio only clears it if no new event arrived meanwhile.)
-                    let _ = stream.try_io(Interest::READABLE, || {
-                        Err::<(), _>(io::Error::from(io::ErrorKind::WouldBlock))
-                    });
-                }
-                return Ok(n);
+    }
+}
+
+/// One non-blocking read into `buf`: `None` when nothing was there.
+pub(crate) fn try_read(
+    stream: &TcpStream,
+    buf: &mut BytesMut,
+    reserve: usize,
+) -> io::Result<Option<usize>> {
+    if buf.capacity() - buf.len() < reserve / 2 {
+        buf.reserve(reserve.max(buf.len() / 2));
+    }
+    let room = buf.capacity() - buf.len();
+    match stream.try_read_buf(buf) {
+        Ok(n) => {
+            if n > 0 && n < room {
+                // Drained: forget the stale readiness without a syscall.
+                // (tokio only clears it if no new event arrived meanwhile.)
+                let _ = stream.try_io(Interest::READABLE, || {
+                    Err::<(), _>(io::Error::from(io::ErrorKind::WouldBlock))
+                });
             }
-            Err(e) if e.kind() == io::ErrorKind::WouldBlock => continue,
-            Err(e) => return Err(e),
+            Ok(Some(n))
         }
+        Err(e) if e.kind() == io::ErrorKind::WouldBlock => Ok(None),
+        Err(e) => Err(e),
     }
 }
 

@@ -26,7 +26,7 @@ use super::dedicated::Dedicated;
 use super::error::UpstreamError;
 use super::policy::{classify, Action, Transient};
 use super::service::RedisService;
-use crate::socket::{read_some, write_all};
+use crate::socket::{try_read, write_all};
 
 /// Most reply slots outstanding before the session stops reading the app
 /// (back-pressure instead of unbounded buffering).
@@ -120,13 +120,22 @@ impl Session {
                 self.stream.shutdown().await.ok();
                 return Ok(());
             }
+            if self.slots.is_empty() && self.rbuf.is_empty() && self.rbuf.capacity() > 0 {
+                // Idle: an idle app connection holds no read buffer.
+                spare_buffers::give_back(std::mem::take(&mut self.rbuf));
+            }
             let can_read = !self.closing && self.slots.len() < MAX_SLOTS;
             tokio::select! {
-                read = read_some(&self.stream, &mut self.rbuf, READ_CHUNK), if can_read => {
-                    if read? == 0 {
-                        return Ok(());
+                ready = self.stream.readable(), if can_read => {
+                    ready?;
+                    if self.rbuf.capacity() == 0 {
+                        self.rbuf = spare_buffers::take();
                     }
-                    self.process_input().await?;
+                    match try_read(&self.stream, &mut self.rbuf, READ_CHUNK)? {
+                        None => continue,
+                        Some(0) => return Ok(()),
+                        Some(_) => self.process_input().await?,
+                    }
                 }
                 _ = wait_front(&mut self.slots, &self.service), if !self.slots.is_empty() => {}
             }
@@ -157,9 +166,6 @@ impl Session {
             self.dispatch(req).await?;
         }
         self.flush_run();
-        if self.rbuf.is_empty() && self.rbuf.capacity() > KEEP_BUFFER {
-            self.rbuf = BytesMut::new();
-        }
         Ok(())
     }
 
@@ -503,6 +509,45 @@ impl Session {
                 pin.conn.dirty = true;
             }
         }
+    }
+}
+
+/// Read buffers of idle app connections, kept per worker thread: a thousand
+/// idle connections hold no buffer, and a busy pipeline-1 connection does
+/// not allocate one per request.
+mod spare_buffers {
+    use std::cell::RefCell;
+
+    use bytes::BytesMut;
+
+    use super::{KEEP_BUFFER, READ_CHUNK};
+
+    /// Enough for every connection that is mid-request at once on a worker.
+    const MAX_SPARE: usize = 64;
+
+    thread_local! {
+        static SPARE: RefCell<Vec<BytesMut>> = const { RefCell::new(Vec::new()) };
+    }
+
+    pub(super) fn take() -> BytesMut {
+        SPARE
+            .with(|spare| spare.borrow_mut().pop())
+            .unwrap_or_else(|| BytesMut::with_capacity(READ_CHUNK))
+    }
+
+    pub(super) fn give_back(mut buf: BytesMut) {
+        if buf.capacity() > KEEP_BUFFER {
+            return;
+        }
+        buf.clear();
+        // Reclaims the whole allocation in place once nothing else shares it.
+        buf.reserve(READ_CHUNK);
+        SPARE.with(|spare| {
+            let mut spare = spare.borrow_mut();
+            if spare.len() < MAX_SPARE {
+                spare.push(buf);
+            }
+        });
     }
 }
 
