@@ -38,19 +38,25 @@ pub(crate) fn try_read(
         buf.reserve(reserve.max(buf.len() / 2));
     }
     let room = buf.capacity() - buf.len();
-    match stream.try_read_buf(buf) {
-        Ok(n) => {
-            if n > 0 && n < room {
-                // Drained: forget the stale readiness without a syscall.
-                // (tokio only clears it if no new event arrived meanwhile.)
-                let _ = stream.try_io(Interest::READABLE, || {
-                    Err::<(), _>(io::Error::from(io::ErrorKind::WouldBlock))
-                });
-            }
-            Ok(Some(n))
+    let mut got = None;
+    // The read runs inside `try_io` so that the readiness it clears is the
+    // one observed *before* reading: an event that arrives during the read
+    // bumps tokio's tick and survives (another thread's driver may deliver
+    // it at any moment on a multi-threaded runtime).
+    let outcome = stream.try_io(Interest::READABLE, || {
+        let n = stream.try_read_buf(&mut *buf)?;
+        got = Some(n);
+        if n > 0 && n < room {
+            // Drained: forget the readiness without another syscall.
+            Err(io::ErrorKind::WouldBlock.into())
+        } else {
+            Ok(())
         }
-        Err(e) if e.kind() == io::ErrorKind::WouldBlock => Ok(None),
-        Err(e) => Err(e),
+    });
+    match (got, outcome) {
+        (Some(n), _) => Ok(Some(n)),
+        (None, Err(e)) if e.kind() != io::ErrorKind::WouldBlock => Err(e),
+        (None, _) => Ok(None),
     }
 }
 

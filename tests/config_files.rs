@@ -299,7 +299,11 @@ fn environment_overrides_the_file() {
     let cache = &config.redis["cache"];
     assert_eq!(cache.listen.to_string(), "127.0.0.1:6380");
     assert_eq!(cache.timeout, Duration::from_millis(250));
-    assert_eq!(cache.servers[0].authority(), "127.0.0.1:7000", "untouched");
+    assert_eq!(
+        cache.servers[0].to_string(),
+        "127.0.0.1:7000:1",
+        "untouched"
+    );
     assert_eq!(config.admin.listen.to_string(), "127.0.0.1:9911");
 }
 

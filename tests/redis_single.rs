@@ -643,3 +643,16 @@ async fn a_multi_that_cannot_start_runs_nothing() {
     assert!(lines[1].starts_with("-ERR attache: MULTI failed"), "{text}");
     assert!(lines[2].starts_with("-EXECABORT"), "{text}");
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn local_replies_before_a_pin_are_delivered_in_order() {
+    let server = RedisServer::start();
+    let (_attache, addr) = attache_for(&server, "").await;
+    let mut s = TcpStream::connect(addr).await.unwrap();
+    let mut request = cmd(&["CLIENT", "SETNAME", "worker"]);
+    request.extend(cmd(&["MULTI"]));
+    request.extend(cmd(&["CLIENT", "GETNAME"]));
+    request.extend(cmd(&["EXEC"]));
+    let replies = raw_exchange(&mut s, &request, 4).await;
+    assert_eq!(replies, b"+OK\r\n+OK\r\n$6\r\nworker\r\n*0\r\n");
+}

@@ -6,7 +6,9 @@ use std::path::{Path, PathBuf};
 use figment::providers::{Env, Format, Toml, Yaml};
 use figment::Figment;
 
-use super::model::{Config, RedisListenerConfig};
+use attache_resp::hash::Distributor;
+
+use super::model::{Config, Mode, RedisListenerConfig};
 
 /// A config that cannot be used. The message names the file (or the
 /// environment variable) and the key.
@@ -138,15 +140,23 @@ impl RedisListenerConfig {
                 ),
             ));
         }
-        match self.servers.len() {
-            0 => return Err(("servers", "at least one server is required".into())),
-            1 => {}
-            n => {
+        match (self.mode, self.servers.len()) {
+            (_, 0) => return Err(("servers", "at least one server is required".into())),
+            (Mode::Single, n) if n > 1 => {
                 return Err((
                     "servers",
-                    format!("mode \"single\" takes exactly one server, got {n}"),
+                    format!("mode \"single\" takes exactly one server, got {n}; use ketama, modula or random to shard"),
                 ))
             }
+            _ => {}
+        }
+        if let Some(distribution) = self.mode.distribution() {
+            // Duplicate names, weights that overflow: what twemproxy refuses.
+            Distributor::new(distribution, self.hash, self.hash_tag, &self.servers)
+                .map_err(|e| ("servers", e.to_string()))?;
+        }
+        if self.server_failure_limit == 0 {
+            return Err(("server_failure_limit", "must be at least 1".into()));
         }
         if self.server_connections == 0 {
             return Err(("server_connections", "must be at least 1".into()));

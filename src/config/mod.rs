@@ -9,6 +9,4 @@ mod load;
 mod model;
 
 pub use load::{load, ConfigError};
-pub use model::{
-    AdminConfig, Config, Mode, RedisAuthConfig, RedisListenerConfig, RuntimeConfig, ServerAddress,
-};
+pub use model::{AdminConfig, Config, Mode, RedisAuthConfig, RedisListenerConfig, RuntimeConfig};

@@ -2,12 +2,11 @@
 //! in README.md; every struct denies unknown keys.
 
 use std::collections::BTreeMap;
-use std::fmt;
 use std::net::SocketAddr;
 use std::path::PathBuf;
-use std::str::FromStr;
 use std::time::Duration;
 
+use attache_resp::hash::{Distribution, HashFunction, HashTag, ServerSpec};
 use serde::{Deserialize, Serialize};
 
 /// The whole config file.
@@ -80,7 +79,32 @@ pub struct RedisListenerConfig {
     pub mode: Mode,
     /// Upstream servers in twemproxy syntax: `"host:port[:weight] [name]"`.
     /// `single` mode takes exactly one.
-    pub servers: Vec<ServerAddress>,
+    #[serde(with = "server_list")]
+    pub servers: Vec<ServerSpec>,
+    /// Hash function for `ketama` and `modula`, by twemproxy's names
+    /// (`fnv1a_64`, `md5`, `murmur`, `crc32a`, …). Default `fnv1a_64`.
+    #[serde(default, with = "as_text")]
+    pub hash: HashFunction,
+    /// Two characters; only the part of a key between them is hashed, so
+    /// `{user:1}:a` and `{user:1}:b` land together. Default: none.
+    #[serde(
+        default,
+        with = "optional_tag",
+        skip_serializing_if = "Option::is_none"
+    )]
+    pub hash_tag: Option<HashTag>,
+    /// Take a server out of the ring after `server_failure_limit`
+    /// consecutive failures, for `server_retry_timeout` (its keys go to the
+    /// next server meanwhile). Default `false`, as in twemproxy.
+    #[serde(default)]
+    pub auto_eject_hosts: bool,
+    /// Consecutive failures (connect errors, lost connections, timeouts)
+    /// that eject a server. Default `2`.
+    #[serde(default = "default_failure_limit")]
+    pub server_failure_limit: u32,
+    /// How long an ejected server stays out. Default `30s`.
+    #[serde(default = "default_retry_timeout", with = "humantime_serde")]
+    pub server_retry_timeout: Duration,
     /// How long a command may wait for its reply before the app gets an
     /// error and the upstream connection is reset (blocking commands such as
     /// `BLPOP` are exempt). Default `5s`.
@@ -120,6 +144,24 @@ pub enum Mode {
     /// One upstream server; every command Redis accepts is forwarded.
     #[default]
     Single,
+    /// twemproxy's ketama consistent hashing over `servers`.
+    Ketama,
+    /// twemproxy's modula: hash modulo the (weighted) server count.
+    Modula,
+    /// twemproxy's random: any server for each request.
+    Random,
+}
+
+impl Mode {
+    /// The twemproxy distribution of a hashed mode.
+    pub fn distribution(self) -> Option<Distribution> {
+        match self {
+            Mode::Single => None,
+            Mode::Ketama => Some(Distribution::Ketama),
+            Mode::Modula => Some(Distribution::Modula),
+            Mode::Random => Some(Distribution::Random),
+        }
+    }
 }
 
 /// `[redis.NAME.auth]`: the upstream's `AUTH`. The password is read at
@@ -138,103 +180,81 @@ pub struct RedisAuthConfig {
     pub password_env: Option<String>,
 }
 
-/// One `servers` entry: `"host:port[:weight] [name]"` (twemproxy syntax).
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub struct ServerAddress {
-    /// Host name or IP address.
-    pub host: String,
-    /// TCP port.
-    pub port: u16,
-    /// Relative weight for hashed modes. Default 1.
-    pub weight: u32,
-    /// Optional name; twemproxy hashes by name when one is given.
-    pub name: Option<String>,
-}
+/// `servers` as twemproxy's `"host:port[:weight] [name]"` strings.
+mod server_list {
+    use attache_resp::hash::ServerSpec;
+    use serde::{Deserialize, Deserializer, Serializer};
 
-impl ServerAddress {
-    /// `host:port`, as used to connect and in error messages.
-    pub fn authority(&self) -> String {
-        if self.host.contains(':') {
-            format!("[{}]:{}", self.host, self.port)
-        } else {
-            format!("{}:{}", self.host, self.port)
-        }
+    pub(super) fn serialize<S: Serializer>(
+        servers: &[ServerSpec],
+        s: S,
+    ) -> Result<S::Ok, S::Error> {
+        s.collect_seq(servers.iter().map(ToString::to_string))
+    }
+
+    pub(super) fn deserialize<'de, D: Deserializer<'de>>(
+        d: D,
+    ) -> Result<Vec<ServerSpec>, D::Error> {
+        Vec::<String>::deserialize(d)?
+            .iter()
+            .map(|line| line.parse().map_err(serde::de::Error::custom))
+            .collect()
     }
 }
 
-impl fmt::Display for ServerAddress {
-    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        write!(f, "{}:{}", self.authority(), self.weight)?;
-        if let Some(name) = &self.name {
-            write!(f, " {name}")?;
-        }
-        Ok(())
+/// Values written as their `Display` / `FromStr` text (hash names, tags).
+mod as_text {
+    use std::fmt::Display;
+    use std::str::FromStr;
+
+    use serde::{Deserialize, Deserializer, Serializer};
+
+    pub(super) fn serialize<T: Display, S: Serializer>(value: &T, s: S) -> Result<S::Ok, S::Error> {
+        s.collect_str(value)
+    }
+
+    pub(super) fn deserialize<'de, T, D>(d: D) -> Result<T, D::Error>
+    where
+        T: FromStr,
+        T::Err: Display,
+        D: Deserializer<'de>,
+    {
+        String::deserialize(d)?
+            .parse()
+            .map_err(serde::de::Error::custom)
     }
 }
 
-impl FromStr for ServerAddress {
-    type Err = String;
+/// `hash_tag`, optional.
+mod optional_tag {
+    use attache_resp::hash::HashTag;
+    use serde::{Deserialize, Deserializer, Serializer};
 
-    fn from_str(s: &str) -> Result<Self, String> {
-        let mut parts = s.split_whitespace();
-        let addr = parts.next().ok_or("empty server address")?;
-        let name = parts.next().map(str::to_owned);
-        if parts.next().is_some() {
-            return Err(format!("'{s}': expected \"host:port[:weight] [name]\""));
+    pub(super) fn serialize<S: Serializer>(tag: &Option<HashTag>, s: S) -> Result<S::Ok, S::Error> {
+        match tag {
+            Some(tag) => s.collect_str(tag),
+            None => s.serialize_none(),
         }
-        let (host, rest) = if let Some(v6) = addr.strip_prefix('[') {
-            let (host, rest) = v6.split_once(']').ok_or(format!("'{s}': missing ']'"))?;
-            let rest = rest
-                .strip_prefix(':')
-                .ok_or(format!("'{s}': missing port"))?;
-            (host, rest)
-        } else {
-            addr.split_once(':').ok_or(format!("'{s}': missing port"))?
-        };
-        let (port, weight) = match rest.split_once(':') {
-            Some((port, weight)) => (port, Some(weight)),
-            None => (rest, None),
-        };
-        if host.is_empty() {
-            return Err(format!("'{s}': missing host"));
+    }
+
+    pub(super) fn deserialize<'de, D: Deserializer<'de>>(
+        d: D,
+    ) -> Result<Option<HashTag>, D::Error> {
+        match Option::<String>::deserialize(d)? {
+            None => Ok(None),
+            Some(text) => text.parse().map(Some).map_err(serde::de::Error::custom),
         }
-        let port = port
-            .parse::<u16>()
-            .ok()
-            .filter(|p| *p != 0)
-            .ok_or(format!("'{s}': invalid port '{port}'"))?;
-        let weight = match weight {
-            None => 1,
-            Some(w) => w
-                .parse::<u32>()
-                .ok()
-                .filter(|w| *w > 0)
-                .ok_or(format!("'{s}': invalid weight '{w}'"))?,
-        };
-        Ok(Self {
-            host: host.to_owned(),
-            port,
-            weight,
-            name,
-        })
-    }
-}
-
-impl Serialize for ServerAddress {
-    fn serialize<S: serde::Serializer>(&self, s: S) -> Result<S::Ok, S::Error> {
-        s.collect_str(self)
-    }
-}
-
-impl<'de> Deserialize<'de> for ServerAddress {
-    fn deserialize<D: serde::Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
-        let s = String::deserialize(d)?;
-        s.parse().map_err(serde::de::Error::custom)
     }
 }
 
 fn default_admin_listen() -> SocketAddr {
     SocketAddr::from(([127, 0, 0, 1], 9901))
+}
+fn default_failure_limit() -> u32 {
+    2
+}
+fn default_retry_timeout() -> Duration {
+    Duration::from_secs(30)
 }
 fn default_workers() -> usize {
     1
@@ -256,27 +276,4 @@ fn default_max_connections() -> usize {
 }
 fn default_max_request_bytes() -> usize {
     512 * 1024 * 1024
-}
-
-#[cfg(test)]
-mod tests {
-    use super::*;
-
-    #[test]
-    fn server_addresses_in_twemproxy_syntax() {
-        let a: ServerAddress = "10.0.0.7:6379".parse().unwrap();
-        assert_eq!(
-            (a.host.as_str(), a.port, a.weight, a.name),
-            ("10.0.0.7", 6379, 1, None)
-        );
-        let b: ServerAddress = "redis-1.internal:7000:3 shard-a".parse().unwrap();
-        assert_eq!(b.weight, 3);
-        assert_eq!(b.name.as_deref(), Some("shard-a"));
-        assert_eq!(b.to_string(), "redis-1.internal:7000:3 shard-a");
-        let c: ServerAddress = "[::1]:6379".parse().unwrap();
-        assert_eq!(c.authority(), "[::1]:6379");
-        for bad in ["", "host", "host:0", "host:x", ":6379", "h:1:0", "h:1 a b"] {
-            assert!(bad.parse::<ServerAddress>().is_err(), "{bad}");
-        }
-    }
 }

@@ -9,8 +9,8 @@ use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::net::TcpStream;
 
 use super::error::{UpstreamError, UpstreamId};
-use crate::config::ServerAddress;
 use crate::credentials::RedisCredentials;
+use attache_resp::hash::ServerSpec;
 
 /// The protocol version an upstream connection speaks. A connection's
 /// version is connection state, so shared connections are kept per version.
@@ -37,7 +37,7 @@ impl Protocol {
 #[derive(Debug)]
 pub(crate) struct Connector {
     pub(crate) id: UpstreamId,
-    server: ServerAddress,
+    server: ServerSpec,
     credentials: Option<RedisCredentials>,
     connect_timeout: Duration,
 }
@@ -45,14 +45,14 @@ pub(crate) struct Connector {
 impl Connector {
     pub(crate) fn new(
         listener: &str,
-        server: ServerAddress,
+        server: ServerSpec,
         credentials: Option<RedisCredentials>,
         connect_timeout: Duration,
     ) -> Self {
         Self {
             id: UpstreamId {
                 listener: listener.into(),
-                addr: server.authority().into(),
+                addr: authority(&server).into(),
             },
             server,
             credentials,
@@ -144,6 +144,15 @@ impl Connector {
             rest = &rest[len..];
         }
         Ok(())
+    }
+}
+
+/// `host:port`, bracketing IPv6 hosts.
+pub(crate) fn authority(server: &ServerSpec) -> String {
+    if server.host.contains(':') {
+        format!("[{}]:{}", server.host, server.port)
+    } else {
+        format!("{}:{}", server.host, server.port)
     }
 }
 

@@ -1,7 +1,8 @@
 //! The Redis ambassador: app sessions on a local listener, and the upstream
 //! connections they are multiplexed over.
 //!
-//! - [`service`]: one listener's upstream side (shared connections, pools).
+//! - [`service`]: one listener's upstream side (servers, connections, pools).
+//! - `router`: key → server (twemproxy's ketama/modula/random), ejection.
 //! - `session`: one app connection: decode, classify, batch, reply in order.
 //! - `policy`: which commands share, pin, or are answered locally.
 //! - `connection`: the driver of one upstream socket (pipelined, in order).
@@ -14,9 +15,11 @@ mod connector;
 mod dedicated;
 mod error;
 mod policy;
+mod router;
 pub(crate) mod service;
 mod session;
 mod shared;
+mod slots;
 
 use std::net::SocketAddr;
 use std::sync::Arc;

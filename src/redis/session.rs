@@ -20,12 +20,16 @@ use tokio::net::TcpStream;
 use tokio::sync::mpsc;
 use tracing::debug;
 
-use super::connection::{Op, ReplyRx, STREAM_BUFFER};
+use attache_resp::command;
+use attache_resp::shard::{self, Merge, Part};
+
+use super::connection::{Op, STREAM_BUFFER};
 use super::connector::Protocol;
 use super::dedicated::Dedicated;
 use super::error::UpstreamError;
 use super::policy::{classify, Action, Transient};
 use super::service::RedisService;
+use super::slots::{collect_ready, split_scan_cursor, wait_front, Combine, PartReply, Slot};
 use crate::socket::{try_read, write_all};
 
 /// Most reply slots outstanding before the session stops reading the app
@@ -36,30 +40,46 @@ const READ_CHUNK: usize = 8 * 1024;
 /// Buffers larger than this are released once empty.
 const KEEP_BUFFER: usize = 64 * 1024;
 
-/// A reply (or a run of replies) the app is owed, in order.
-enum Slot {
-    Ready(Bytes),
-    Wait {
-        rx: ReplyRx,
-        replies: u32,
-    },
-    /// Everything the pinned connection sends, as it comes.
-    Stream(mpsc::Receiver<Bytes>),
-}
-
 /// The dedicated connection an app is pinned to, and why.
 struct Pin {
     conn: Dedicated,
+    server: usize,
     sticky: bool,
     streaming: bool,
+}
+
+/// Which connection a run of requests goes to.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Target {
+    /// The app's shared connection to this server.
+    Shared(usize),
+    /// The app's dedicated connection.
+    Pinned,
 }
 
 /// Consecutive requests bound for the same connection, not yet sent.
 struct Run {
     bytes: BytesMut,
     count: u32,
-    pinned: bool,
+    target: Target,
     blocking: bool,
+}
+
+/// Where one request goes, in the listener's mode.
+enum Route {
+    /// To this server.
+    To(usize),
+    /// No key: whichever server the app is on (pinned, else the first).
+    Keyless,
+    /// Answered without the upstream (PING and ECHO in sharded modes, or a
+    /// refusal such as CROSSSLOT).
+    Reply(Bytes),
+    /// The same request to every server.
+    All(Merge),
+    /// Split by server.
+    Split(Vec<Part>, Merge),
+    /// A SCAN step on one server.
+    Scan { server: usize, inner: u64 },
 }
 
 pub(crate) struct Session {
@@ -78,6 +98,11 @@ pub(crate) struct Session {
     /// MULTI could not get a dedicated connection: until EXEC or DISCARD,
     /// commands are refused rather than run outside the transaction.
     aborted_multi: bool,
+    /// Sharded modes: MULTI was answered, and the transaction goes to the
+    /// server of its first keyed command, pinned then.
+    multi_deferred: bool,
+    /// Scratch for key positions (sharded modes).
+    keys: Vec<usize>,
     /// Close once every owed reply is written (QUIT, protocol error, the
     /// pinned upstream went away).
     closing: bool,
@@ -99,6 +124,8 @@ impl Session {
             pin: None,
             multi: false,
             aborted_multi: false,
+            multi_deferred: false,
+            keys: Vec::new(),
             watch: false,
             closing: false,
         }
@@ -137,7 +164,7 @@ impl Session {
                         Some(_) => self.process_input().await?,
                     }
                 }
-                _ = wait_front(&mut self.slots, &self.service), if !self.slots.is_empty() => {}
+                _ = wait_front(&mut self.slots, &self.service, self.protocol.is_resp3()), if !self.slots.is_empty() => {}
             }
         }
     }
@@ -211,22 +238,46 @@ impl Session {
         match action {
             Action::Forward => {
                 if self.pin.as_ref().is_some_and(|p| !p.sticky) && !self.multi && !self.watch {
-                    // The transient state is over: back to the shared connection.
+                    // The transient state is over: back to the shared connections.
                     self.barrier().await?;
                     self.pin = None;
                 }
-                let pinned = self.pin.is_some();
-                let bytes = self.take_request(&req);
-                self.push_run(bytes, pinned, false);
+                let route = self.route(&req);
+                self.forward(&req, route).await?;
             }
-            Action::Reply(bytes) => {
-                self.rbuf.advance(req.len);
-                self.flush_run();
-                self.slots.push_back(Slot::Ready(bytes));
-            }
+            Action::Reply(bytes) => self.reply_local(&req, bytes),
             Action::PinTransient(kind) => {
+                let server = match self.route(&req) {
+                    Route::To(server) => server,
+                    Route::Keyless => self.pin.as_ref().map_or(0, |p| p.server),
+                    Route::Reply(bytes) => {
+                        self.reply_local(&req, bytes);
+                        return Ok(());
+                    }
+                    _ => {
+                        self.reply_local(&req, shard::cross_slot_error());
+                        return Ok(());
+                    }
+                };
+                if kind == Transient::Multi
+                    && self.service.router.is_sharded()
+                    && self.pin.is_none()
+                {
+                    // The server is known at the first keyed command.
+                    self.multi_deferred = true;
+                    {
+                        self.reply_local(&req, Bytes::from_static(reply::OK));
+                        return Ok(());
+                    }
+                }
+                if self.pin.as_ref().is_some_and(|p| p.server != server) {
+                    {
+                        self.reply_local(&req, shard::cross_slot_error());
+                        return Ok(());
+                    }
+                }
                 let bytes = self.take_request(&req);
-                if let Err(e) = self.pin(false, false).await {
+                if let Err(e) = self.pin(server, false, false).await {
                     self.reply_error(&e);
                     self.aborted_multi = kind == Transient::Multi;
                     return Ok(());
@@ -237,56 +288,95 @@ impl Session {
                     Transient::Blocking => {}
                 }
                 let blocking = kind == Transient::Blocking && !self.multi;
-                self.push_run(bytes, true, blocking);
+                self.push_run(bytes, Target::Pinned, blocking);
             }
             Action::PinSticky { stream } => {
+                let server = match self.route(&req) {
+                    Route::To(server)
+                        if !self.service.router.is_sharded()
+                            || is_sharded_channel(&req, &self.rbuf) =>
+                    {
+                        server
+                    }
+                    Route::Keyless if !self.service.router.is_sharded() => 0,
+                    _ => {
+                        let name = req
+                            .arg(&self.rbuf, 0)
+                            .map(String::from_utf8_lossy)
+                            .unwrap_or_default()
+                            .to_uppercase();
+                        let refusal = reply::error(&format!(
+                            "ERR attache: {name} holds connection state that cannot span the shards of a sharded listener"
+                        ));
+                        {
+                            self.reply_local(&req, refusal);
+                            return Ok(());
+                        }
+                    }
+                };
+                if self.pin.as_ref().is_some_and(|p| p.server != server) {
+                    {
+                        self.reply_local(&req, shard::cross_slot_error());
+                        return Ok(());
+                    }
+                }
                 let bytes = self.take_request(&req);
-                if let Err(e) = self.pin(true, stream).await {
+                if let Err(e) = self.pin(server, true, stream).await {
                     self.reply_error(&e);
                     return Ok(());
                 }
                 if stream {
                     self.start_streaming(bytes.freeze());
                 } else {
-                    self.push_run(bytes, true, false);
+                    self.push_run(bytes, Target::Pinned, false);
                 }
             }
             Action::EndsState { multi } => {
-                let pinned = self.pin.is_some();
-                if pinned {
+                if multi && self.multi_deferred {
+                    // MULTI was never sent anywhere: nothing was queued.
+                    self.multi_deferred = false;
+                    let exec = req
+                        .arg(&self.rbuf, 0)
+                        .is_some_and(|n| n.eq_ignore_ascii_case(b"exec"));
+                    let answer = if exec {
+                        Bytes::from_static(b"*0\r\n")
+                    } else {
+                        Bytes::from_static(reply::OK)
+                    };
+                    {
+                        self.reply_local(&req, answer);
+                        return Ok(());
+                    }
+                }
+                let target = if self.pin.is_some() {
                     if multi {
                         self.multi = false;
                     }
                     self.watch = false;
-                }
+                    Target::Pinned
+                } else {
+                    Target::Shared(0)
+                };
                 let bytes = self.take_request(&req);
-                self.push_run(bytes, pinned, false);
+                self.push_run(bytes, target, false);
             }
             Action::Hello { protocol, setname } => {
                 self.rbuf.advance(req.len);
                 self.hello(protocol, setname).await?;
             }
             Action::SetName(name) => {
-                self.rbuf.advance(req.len);
-                self.flush_run();
                 self.name = Some(name);
-                self.slots
-                    .push_back(Slot::Ready(Bytes::from_static(reply::OK)));
+                self.reply_local(&req, Bytes::from_static(reply::OK));
             }
             Action::GetName => {
-                self.rbuf.advance(req.len);
-                self.flush_run();
                 let answer = match &self.name {
                     Some(name) => reply::bulk(name),
                     None => reply::null(self.protocol.is_resp3()),
                 };
-                self.slots.push_back(Slot::Ready(answer));
+                self.reply_local(&req, answer);
             }
             Action::Quit => {
-                self.rbuf.advance(req.len);
-                self.flush_run();
-                self.slots
-                    .push_back(Slot::Ready(Bytes::from_static(reply::OK)));
+                self.reply_local(&req, Bytes::from_static(reply::OK));
                 self.closing = true;
             }
             Action::Reset => {
@@ -294,6 +384,197 @@ impl Session {
                 self.reset().await?;
             }
         }
+        Ok(())
+    }
+
+    /// Consumes `req` and answers it with `bytes`, in order.
+    fn reply_local(&mut self, req: &Request, bytes: Bytes) {
+        self.rbuf.advance(req.len);
+        self.flush_run();
+        self.slots.push_back(Slot::Ready(bytes));
+    }
+
+    /// Where `req` goes. Single mode: the one server. Sharded modes: by its
+    /// keys and the command table's policy tips.
+    fn route(&mut self, req: &Request) -> Route {
+        let super::router::Router::Hashed(router) = &self.service.router else {
+            return Route::To(0);
+        };
+        let args: Vec<&[u8]> = (0..req.args.len())
+            .filter_map(|i| req.arg(&self.rbuf, i))
+            .collect();
+        let Some(spec) = command::resolve(&args) else {
+            return Route::Keyless;
+        };
+        let ring = router.ring();
+        match spec.name {
+            "ping" if args.len() <= 2 => {
+                return Route::Reply(match args.get(1) {
+                    Some(message) => reply::bulk(message),
+                    None => Bytes::from_static(b"+PONG\r\n"),
+                })
+            }
+            "echo" if args.len() == 2 => return Route::Reply(reply::bulk(args[1])),
+            "scan" => {
+                let Some(cursor) = std::str::from_utf8(args.get(1).copied().unwrap_or_default())
+                    .ok()
+                    .and_then(|c| c.parse::<u64>().ok())
+                else {
+                    return Route::Reply(reply::error("ERR invalid cursor"));
+                };
+                let (server, inner) = split_scan_cursor(cursor, self.service.servers());
+                return Route::Scan { server, inner };
+            }
+            // Channels are not keys, but a sharded listener still spreads them.
+            "publish" | "spublish" | "ssubscribe" | "sunsubscribe" if args.len() >= 2 => {
+                return Route::To(ring.server_for_key(args[1]))
+            }
+            _ => {}
+        }
+        command::key_indices(spec, &args, &mut self.keys);
+        match shard::plan(spec, &args, &self.keys, |key| ring.server_for_key(key)) {
+            shard::Plan::One(server) => Route::To(server),
+            shard::Plan::Keyless => {
+                if spec.has_flag(command::WRITE) || spec.has_flag(command::ADMIN) {
+                    Route::Reply(reply::error(&format!(
+                        "ERR attache: '{}' has no key to pick a shard by; send it to a server directly",
+                        spec.name
+                    )))
+                } else {
+                    Route::Keyless
+                }
+            }
+            shard::Plan::All(merge) => Route::All(merge),
+            shard::Plan::Split { parts, merge } => Route::Split(parts, merge),
+            shard::Plan::CrossSlot => Route::Reply(shard::cross_slot_error()),
+        }
+    }
+
+    /// Sends a stateless request where `route` says.
+    async fn forward(&mut self, req: &Request, route: Route) -> std::io::Result<()> {
+        let server = match route {
+            Route::Reply(bytes) => {
+                self.reply_local(req, bytes);
+                return Ok(());
+            }
+            Route::To(server) => Some(server),
+            Route::Keyless => None,
+            Route::All(merge) => {
+                let sub = self.sub_request(req, None, None);
+                let parts = (0..self.service.servers())
+                    .map(|server| (server, sub.clone()))
+                    .collect();
+                return self.fan_out(
+                    req,
+                    parts,
+                    Combine::Shards {
+                        merge,
+                        key_orders: Vec::new(),
+                    },
+                );
+            }
+            Route::Split(parts, merge) => {
+                let key_orders = parts.iter().map(|p| p.key_order.clone()).collect();
+                let subs = parts
+                    .iter()
+                    .map(|p| (p.server, self.sub_request(req, Some(&p.args), None)))
+                    .collect();
+                return self.fan_out(req, subs, Combine::Shards { merge, key_orders });
+            }
+            Route::Scan { server, inner } => {
+                let sub = self.sub_request(req, None, Some(inner));
+                let servers = self.service.servers();
+                return self.fan_out(req, vec![(server, sub)], Combine::Scan { server, servers });
+            }
+        };
+        if let Some(pin) = &self.pin {
+            if server.is_some_and(|s| s != pin.server) {
+                // A transaction is bound to one shard, as in Redis Cluster.
+                if self.multi {
+                    self.send_unanswered(reply::command(&[b"DISCARD"]));
+                    self.multi = false;
+                    self.aborted_multi = true;
+                }
+                self.reply_local(req, shard::cross_slot_error());
+                return Ok(());
+            }
+            let bytes = self.take_request(req);
+            self.push_run(bytes, Target::Pinned, false);
+            return Ok(());
+        }
+        let server = server.unwrap_or(0);
+        if self.multi_deferred {
+            self.multi_deferred = false;
+            if let Err(e) = self.pin(server, false, false).await {
+                self.rbuf.advance(req.len);
+                self.reply_error(&e);
+                self.aborted_multi = true;
+                return Ok(());
+            }
+            // MULTI was answered already; its upstream reply is dropped.
+            self.send_unanswered(reply::command(&[b"MULTI"]));
+            self.multi = true;
+            let bytes = self.take_request(req);
+            self.push_run(bytes, Target::Pinned, false);
+            return Ok(());
+        }
+        let bytes = self.take_request(req);
+        self.push_run(bytes, Target::Shared(server), false);
+        Ok(())
+    }
+
+    /// Sends a command on the pinned connection, after everything queued
+    /// before it, whose reply the app does not wait for.
+    fn send_unanswered(&mut self, command: Bytes) {
+        self.flush_run();
+        if let Some(pin) = &self.pin {
+            drop(pin.conn.handle.request(command, 1, false));
+        }
+    }
+
+    /// `req` re-encoded: only the arguments at `indices` (all if `None`),
+    /// with argument 1 replaced by `cursor` if given.
+    fn sub_request(&self, req: &Request, indices: Option<&[usize]>, cursor: Option<u64>) -> Bytes {
+        let cursor_text = cursor.map(|c| c.to_string());
+        let all: Vec<usize> = (0..req.args.len()).collect();
+        let indices = indices.unwrap_or(&all);
+        let args: Vec<&[u8]> = indices
+            .iter()
+            .filter_map(|&i| match (&cursor_text, i) {
+                (Some(c), 1) => Some(c.as_bytes()),
+                _ => req.arg(&self.rbuf, i),
+            })
+            .collect();
+        reply::command(&args)
+    }
+
+    /// Sends one sub-request per server on the shared connections and owes
+    /// the app one combined reply.
+    fn fan_out(
+        &mut self,
+        req: &Request,
+        subs: Vec<(usize, Bytes)>,
+        combine: Combine,
+    ) -> std::io::Result<()> {
+        if self.pin.is_some() || self.multi_deferred {
+            let refusal = reply::error(
+                "ERR attache: a command that spans shards cannot run inside MULTI or WATCH",
+            );
+            self.reply_local(req, refusal);
+            return Ok(());
+        }
+        self.rbuf.advance(req.len);
+        self.flush_run();
+        let parts = subs
+            .into_iter()
+            .map(|(server, bytes)| {
+                let handle = self
+                    .service
+                    .shared(server, self.protocol, self.shared_index);
+                PartReply::new(handle.request(bytes, 1, false))
+            })
+            .collect();
+        self.slots.push_back(Slot::Merge { parts, combine });
         Ok(())
     }
 
@@ -312,9 +593,9 @@ impl Session {
         }
     }
 
-    fn push_run(&mut self, bytes: BytesMut, pinned: bool, blocking: bool) {
+    fn push_run(&mut self, bytes: BytesMut, target: Target, blocking: bool) {
         if let Some(run) = &mut self.run {
-            if run.pinned == pinned && !run.blocking && !blocking {
+            if run.target == target && !run.blocking && !blocking {
                 run.bytes.unsplit(bytes);
                 run.count += 1;
                 return;
@@ -324,7 +605,7 @@ impl Session {
         self.run = Some(Run {
             bytes,
             count: 1,
-            pinned,
+            target,
             blocking,
         });
     }
@@ -333,13 +614,14 @@ impl Session {
     fn flush_run(&mut self) {
         let Some(run) = self.run.take() else { return };
         let bytes = run.bytes.freeze();
-        let handle = if run.pinned {
-            match &self.pin {
+        let handle = match run.target {
+            Target::Pinned => match &self.pin {
                 Some(pin) => pin.conn.handle.clone(),
                 None => return,
-            }
-        } else {
-            self.service.shared(self.protocol, self.shared_index)
+            },
+            Target::Shared(server) => self
+                .service
+                .shared(server, self.protocol, self.shared_index),
         };
         let rx = handle.request(bytes, run.count, run.blocking);
         self.slots.push_back(Slot::Wait {
@@ -357,14 +639,21 @@ impl Session {
                 self.slots.pop_back();
                 continue;
             }
-            wait_front(&mut self.slots, &self.service).await;
             self.write_ready().await?;
+            if !self.slots.is_empty() {
+                wait_front(&mut self.slots, &self.service, self.protocol.is_resp3()).await;
+            }
         }
         Ok(())
     }
 
     /// Pins the app to a dedicated connection (or upgrades the pin).
-    async fn pin(&mut self, sticky: bool, streaming: bool) -> Result<(), UpstreamError> {
+    async fn pin(
+        &mut self,
+        server: usize,
+        sticky: bool,
+        streaming: bool,
+    ) -> Result<(), UpstreamError> {
         if let Some(pin) = &mut self.pin {
             pin.sticky |= sticky;
             pin.streaming |= streaming;
@@ -373,16 +662,16 @@ impl Session {
         if self.barrier().await.is_err() {
             self.closing = true;
         }
-        let pool = self.service.dedicated(self.protocol);
+        let pool = self.service.dedicated(server, self.protocol);
+        let id = || self.service.upstream_id(server);
         let conn = pool.get().await.map_err(|e| match e {
             PoolError::Backend(e) => e,
-            PoolError::Timeout(_) => {
-                UpstreamError::PoolExhausted(self.service.upstream_id(), pool.status().max_size)
-            }
-            other => UpstreamError::Io(self.service.upstream_id(), other.to_string().into()),
+            PoolError::Timeout(_) => UpstreamError::PoolExhausted(id(), pool.status().max_size),
+            other => UpstreamError::Io(id(), other.to_string().into()),
         })?;
         self.pin = Some(Pin {
             conn,
+            server,
             sticky,
             streaming,
         });
@@ -428,8 +717,12 @@ impl Session {
             Some(_) => reply::command(&[b"HELLO", b"2"]),
             None => reply::command(&[b"HELLO"]),
         };
-        let pinned = self.pin.is_some();
-        self.push_run(BytesMut::from(&command[..]), pinned, false);
+        let target = if self.pin.is_some() {
+            Target::Pinned
+        } else {
+            Target::Shared(0)
+        };
+        self.push_run(BytesMut::from(&command[..]), target, false);
         Ok(())
     }
 
@@ -441,6 +734,7 @@ impl Session {
         self.multi = false;
         self.watch = false;
         self.aborted_multi = false;
+        self.multi_deferred = false;
         self.name = None;
         self.protocol = Protocol::Resp2;
         self.slots
@@ -456,37 +750,15 @@ impl Session {
     /// Writes every reply that is ready, in order, in as few writes as possible.
     async fn write_ready(&mut self) -> std::io::Result<()> {
         let mut out: Vec<Bytes> = Vec::new();
-        while let Some(front) = self.slots.front_mut() {
-            match front {
-                Slot::Ready(_) => {
-                    if let Some(Slot::Ready(bytes)) = self.slots.pop_front() {
-                        out.push(bytes);
-                    }
-                }
-                Slot::Wait { rx, replies } => match rx.try_recv() {
-                    Ok(result) => {
-                        let replies = *replies;
-                        out.push(settle(result, replies));
-                        self.slots.pop_front();
-                    }
-                    Err(tokio::sync::oneshot::error::TryRecvError::Empty) => break,
-                    Err(tokio::sync::oneshot::error::TryRecvError::Closed) => {
-                        let replies = *replies;
-                        out.push(settle(Err(self.service.closed_error()), replies));
-                        self.slots.pop_front();
-                    }
-                },
-                Slot::Stream(rx) => match rx.try_recv() {
-                    Ok(bytes) => out.push(bytes),
-                    Err(mpsc::error::TryRecvError::Empty) => break,
-                    Err(mpsc::error::TryRecvError::Disconnected) => {
-                        // The pinned upstream closed (QUIT, or it died):
-                        // the app's connection ends with it.
-                        self.slots.pop_front();
-                        self.closing = true;
-                    }
-                },
-            }
+        if collect_ready(
+            &mut self.slots,
+            &self.service,
+            self.protocol.is_resp3(),
+            &mut out,
+        ) {
+            // The pinned upstream closed (QUIT, or it died): the app's
+            // connection ends with it.
+            self.closing = true;
         }
         match out.len() {
             0 => Ok(()),
@@ -551,42 +823,10 @@ mod spare_buffers {
     }
 }
 
-/// Resolves when the front slot has something to write, turning a
-/// settled reply into `Slot::Ready` in place.
-async fn wait_front(slots: &mut VecDeque<Slot>, service: &RedisService) {
-    match slots.front_mut() {
-        Some(Slot::Wait { rx, replies }) => {
-            let result = match rx.await {
-                Ok(result) => result,
-                Err(_) => Err(service.closed_error()),
-            };
-            slots[0] = Slot::Ready(settle(result, *replies));
-        }
-        Some(Slot::Stream(rx)) => match rx.recv().await {
-            Some(bytes) => slots.push_front(Slot::Ready(bytes)),
-            None => {
-                slots.pop_front();
-            }
-        },
-        _ => std::future::pending().await,
-    }
-}
-
-/// A batch's replies, or one error reply per lost reply so the app's reply
-/// count stays right.
-fn settle(result: Result<Bytes, UpstreamError>, replies: u32) -> Bytes {
-    match result {
-        Ok(bytes) => bytes,
-        Err(e) => {
-            let one = e.to_reply();
-            if replies == 1 {
-                return one;
-            }
-            let mut all = BytesMut::with_capacity(one.len() * replies as usize);
-            for _ in 0..replies {
-                all.extend_from_slice(&one);
-            }
-            all.freeze()
-        }
-    }
+/// SSUBSCRIBE and friends: channels with a slot, which a sharded listener
+/// may pin to their server.
+fn is_sharded_channel(req: &Request, buf: &[u8]) -> bool {
+    req.arg(buf, 0).is_some_and(|name| {
+        name.eq_ignore_ascii_case(b"ssubscribe") || name.eq_ignore_ascii_case(b"sunsubscribe")
+    })
 }

@@ -13,6 +13,7 @@ use tracing::{info, warn};
 use super::connection::{drive, ConnectionHandle, DriverSettings, Op};
 use super::connector::{Connector, Protocol};
 use super::error::UpstreamError;
+use super::router::Health;
 
 const BACKOFF_MIN: Duration = Duration::from_millis(50);
 const BACKOFF_MAX: Duration = Duration::from_secs(2);
@@ -24,6 +25,7 @@ pub(crate) fn spawn_shared(
     protocol: Protocol,
     timeout: Duration,
     eager: bool,
+    health: Arc<Health>,
 ) -> ConnectionHandle {
     let (handle, ops, in_flight) = ConnectionHandle::new();
     let settings = DriverSettings {
@@ -31,7 +33,9 @@ pub(crate) fn spawn_shared(
         protocol,
         timeout,
     };
-    tokio::spawn(supervise(connector, ops, in_flight, settings, eager));
+    tokio::spawn(supervise(
+        connector, ops, in_flight, settings, eager, health,
+    ));
     handle
 }
 
@@ -41,6 +45,7 @@ async fn supervise(
     in_flight: Arc<AtomicUsize>,
     settings: DriverSettings,
     eager: bool,
+    health: Arc<Health>,
 ) {
     let mut backoff = BACKOFF_MIN;
     let mut held: Option<Op> = None;
@@ -54,17 +59,20 @@ async fn supervise(
         match connector.connect(settings.protocol).await {
             Ok(stream) => {
                 info!(upstream = %settings.id, protocol = ?settings.protocol, "connected");
+                health.record_success();
                 backoff = BACKOFF_MIN;
                 // A request that waited for this connection goes first.
                 let first = held.take();
                 match drive(stream, first, &mut ops, in_flight.clone(), settings.clone()).await {
                     None => return,
                     Some(e) => {
+                        health.record_failure();
                         warn!(upstream = %settings.id, error = %e, "upstream connection lost; reconnecting")
                     }
                 }
             }
             Err(e) => {
+                health.record_failure();
                 warn!(upstream = %settings.id, error = %e, retry_in = ?backoff, "upstream unavailable");
                 if let Some(op) = held.take() {
                     fail(op, &e, &in_flight);

@@ -10,7 +10,10 @@
 //!   flags the router needs (write, blocking, pub/sub, …).
 //! - [`hash`]: twemproxy's hash functions, its ketama / modula / random
 //!   distributions, hash tags, and Redis Cluster's CRC16 key slots.
+//! - [`shard`]: commands across shards: fan-out, multi-key split and reply
+//!   merge, following the command table's request/response policy tips.
 
 pub mod command;
 pub mod frame;
 pub mod hash;
+pub mod shard;

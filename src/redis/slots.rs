@@ -1,0 +1,227 @@
+//! The replies an app connection is owed, in the order it asked. A slot is
+//! a reply ready to write, a batch whose replies an upstream connection will
+//! deliver, a command split over several servers whose replies are merged,
+//! or a stream relayed as it comes (pub/sub, MONITOR).
+
+use std::collections::VecDeque;
+
+use attache_resp::frame::{self, reply};
+use attache_resp::shard::{self, Merge};
+use bytes::{Bytes, BytesMut};
+use tokio::sync::mpsc;
+use tokio::sync::oneshot::error::TryRecvError;
+
+use super::connection::ReplyRx;
+use super::error::UpstreamError;
+use super::service::RedisService;
+
+pub(super) enum Slot {
+    Ready(Bytes),
+    Wait {
+        rx: ReplyRx,
+        replies: u32,
+    },
+    /// One request per server, one reply each, combined into one reply.
+    Merge {
+        parts: Vec<PartReply>,
+        combine: Combine,
+    },
+    /// Everything the pinned connection sends, as it comes.
+    Stream(mpsc::Receiver<Bytes>),
+}
+
+/// A part of a [`Slot::Merge`].
+pub(super) struct PartReply {
+    pub(super) rx: ReplyRx,
+    pub(super) reply: Option<Bytes>,
+}
+
+impl PartReply {
+    pub(super) fn new(rx: ReplyRx) -> Self {
+        Self { rx, reply: None }
+    }
+}
+
+/// How a [`Slot::Merge`]'s replies become the app's reply.
+pub(super) enum Combine {
+    /// By the command's response policy (see `attache_resp::shard`).
+    Shards {
+        merge: Merge,
+        key_orders: Vec<Vec<usize>>,
+    },
+    /// A SCAN step on `server` of `servers`: the cursor is rewritten so that
+    /// it also says which server to continue on.
+    Scan { server: usize, servers: usize },
+}
+
+/// Moves every ready reply at the front into `out`. Returns true when a
+/// stream ended (the pinned upstream went away).
+pub(super) fn collect_ready(
+    slots: &mut VecDeque<Slot>,
+    service: &RedisService,
+    resp3: bool,
+    out: &mut Vec<Bytes>,
+) -> bool {
+    let mut stream_ended = false;
+    while let Some(front) = slots.front_mut() {
+        match front {
+            Slot::Ready(_) => {
+                if let Some(Slot::Ready(bytes)) = slots.pop_front() {
+                    out.push(bytes);
+                }
+            }
+            Slot::Wait { rx, replies } => {
+                let replies = *replies;
+                match rx.try_recv() {
+                    Ok(result) => out.push(settle(result, replies)),
+                    Err(TryRecvError::Empty) => break,
+                    Err(TryRecvError::Closed) => {
+                        out.push(settle(Err(service.closed_error()), replies))
+                    }
+                }
+                slots.pop_front();
+            }
+            Slot::Merge { parts, combine } => {
+                for part in parts.iter_mut().filter(|p| p.reply.is_none()) {
+                    match part.rx.try_recv() {
+                        Ok(result) => part.reply = Some(settle(result, 1)),
+                        Err(TryRecvError::Empty) => {}
+                        Err(TryRecvError::Closed) => {
+                            part.reply = Some(service.closed_error().to_reply())
+                        }
+                    }
+                }
+                if parts.iter().any(|p| p.reply.is_none()) {
+                    break;
+                }
+                out.push(finish(parts, combine, service, resp3));
+                slots.pop_front();
+            }
+            Slot::Stream(rx) => match rx.try_recv() {
+                Ok(bytes) => out.push(bytes),
+                Err(mpsc::error::TryRecvError::Empty) => break,
+                Err(mpsc::error::TryRecvError::Disconnected) => {
+                    slots.pop_front();
+                    stream_ended = true;
+                }
+            },
+        }
+    }
+    stream_ended
+}
+
+/// Resolves when the front slot has something to write, turning a settled
+/// reply into `Slot::Ready` in place.
+pub(super) async fn wait_front(slots: &mut VecDeque<Slot>, service: &RedisService, resp3: bool) {
+    match slots.front_mut() {
+        Some(Slot::Wait { rx, replies }) => {
+            let result = match rx.await {
+                Ok(result) => result,
+                Err(_) => Err(service.closed_error()),
+            };
+            slots[0] = Slot::Ready(settle(result, *replies));
+        }
+        Some(Slot::Merge { parts, combine }) => {
+            for part in parts.iter_mut() {
+                if part.reply.is_none() {
+                    let result = (&mut part.rx)
+                        .await
+                        .unwrap_or_else(|_| Err(service.closed_error()));
+                    part.reply = Some(settle(result, 1));
+                }
+            }
+            let merged = finish(parts, combine, service, resp3);
+            slots[0] = Slot::Ready(merged);
+        }
+        Some(Slot::Stream(rx)) => match rx.recv().await {
+            Some(bytes) => slots.push_front(Slot::Ready(bytes)),
+            None => {
+                slots.pop_front();
+            }
+        },
+        _ => std::future::pending().await,
+    }
+}
+
+/// A batch's replies, or one error reply per lost reply so the app's reply
+/// count stays right.
+pub(super) fn settle(result: Result<Bytes, UpstreamError>, replies: u32) -> Bytes {
+    match result {
+        Ok(bytes) => bytes,
+        Err(e) => {
+            let one = e.to_reply();
+            if replies == 1 {
+                return one;
+            }
+            let mut all = BytesMut::with_capacity(one.len() * replies as usize);
+            for _ in 0..replies {
+                all.extend_from_slice(&one);
+            }
+            all.freeze()
+        }
+    }
+}
+
+fn finish(
+    parts: &mut [PartReply],
+    combine: &Combine,
+    service: &RedisService,
+    resp3: bool,
+) -> Bytes {
+    let replies: Vec<Bytes> = parts.iter_mut().filter_map(|p| p.reply.take()).collect();
+    match combine {
+        Combine::Shards { merge, key_orders } => {
+            shard::merge(merge, &replies, resp3, key_orders, &service.labels)
+        }
+        Combine::Scan { server, servers } => match replies.first() {
+            Some(r) => rewrite_scan_cursor(r, *server, *servers, resp3),
+            None => reply::error("ERR attache: no reply"),
+        },
+    }
+}
+
+/// attache's SCAN cursor is `inner * servers + server`: the server's own
+/// cursor and which server it belongs to. A server that finishes hands over
+/// to the next one with cursor 0; after the last, the app gets 0.
+pub(super) fn split_scan_cursor(cursor: u64, servers: usize) -> (usize, u64) {
+    let n = servers.max(1) as u64;
+    ((cursor % n) as usize, cursor / n)
+}
+
+fn rewrite_scan_cursor(reply: &Bytes, server: usize, servers: usize, resp3: bool) -> Bytes {
+    if frame::is_error(reply) {
+        return reply.clone();
+    }
+    let Some(elements) = shard::array_elements(reply, resp3) else {
+        return reply.clone();
+    };
+    let (Some(cursor), Some(keys)) = (elements.first(), elements.get(1)) else {
+        return reply.clone();
+    };
+    let inner = reply[cursor.clone()]
+        .split(|&b| b == b'\n')
+        .nth(1)
+        .and_then(|line| std::str::from_utf8(line.strip_suffix(b"\r").unwrap_or(line)).ok())
+        .and_then(|text| text.parse::<u64>().ok());
+    let Some(inner) = inner else {
+        return reply.clone();
+    };
+    let n = servers as u64;
+    let next = if inner != 0 {
+        inner
+            .checked_mul(n)
+            .and_then(|c| c.checked_add(server as u64))
+    } else if server + 1 < servers {
+        Some(server as u64 + 1)
+    } else {
+        Some(0)
+    };
+    let Some(next) = next else {
+        return reply::error("ERR attache: SCAN cursor overflow");
+    };
+    let mut out = BytesMut::new();
+    out.extend_from_slice(b"*2\r\n");
+    out.extend_from_slice(&reply::bulk(next.to_string().as_bytes()));
+    out.extend_from_slice(&reply[keys.clone()]);
+    out.freeze()
+}

@@ -1,0 +1,442 @@
+//! attache in front of three real `redis-server`s in twemproxy's hashed
+//! modes: placement, commands across shards, transactions, ejection.
+
+mod support;
+
+use std::time::Duration;
+
+use attache_resp::hash::{Distribution, Distributor, HashFunction, HashTag, ServerSpec};
+use redis::AsyncCommands;
+use support::*;
+use tokio::net::TcpStream;
+
+struct Shards {
+    servers: Vec<RedisServer>,
+}
+
+impl Shards {
+    fn start() -> Self {
+        Self {
+            servers: (0..3).map(|_| RedisServer::start()).collect(),
+        }
+    }
+
+    /// `servers = [...]` lines with weights and names, twemproxy style.
+    fn server_lines(&self) -> Vec<String> {
+        self.servers
+            .iter()
+            .enumerate()
+            .map(|(i, s)| format!("{}:{} shard-{i}", s.addr(), i + 1))
+            .collect()
+    }
+
+    fn specs(&self) -> Vec<ServerSpec> {
+        self.server_lines()
+            .iter()
+            .map(|l| l.parse().unwrap())
+            .collect()
+    }
+
+    async fn attache(&self, mode: &str, extra: &str) -> (attache::Running, std::net::SocketAddr) {
+        let servers: Vec<String> = self
+            .server_lines()
+            .iter()
+            .map(|l| format!("\"{l}\""))
+            .collect();
+        let running = start_attache(&format!(
+            "[redis.shards]\nlisten = \"127.0.0.1:0\"\nmode = \"{mode}\"\nservers = [{}]\n{extra}\n",
+            servers.join(", ")
+        ))
+        .await;
+        let addr = running.redis_addr("shards").unwrap();
+        (running, addr)
+    }
+
+    /// Every key stored on server `i`, read directly from it.
+    fn keys_on(&self, i: usize) -> Vec<String> {
+        let out = self.servers[i].cli(&["--scan"]);
+        out.lines()
+            .filter(|l| !l.is_empty())
+            .map(str::to_string)
+            .collect()
+    }
+}
+
+async fn placement_matches(
+    mode: &str,
+    distribution: Distribution,
+    hash: HashFunction,
+    tag: Option<&str>,
+) {
+    let shards = Shards::start();
+    let mut extra = format!("hash = \"{hash}\"\n");
+    if let Some(tag) = tag {
+        extra.push_str(&format!("hash_tag = \"{tag}\"\n"));
+    }
+    let (_attache, addr) = shards.attache(mode, &extra).await;
+    let mut c = client(addr).await;
+    let keys: Vec<String> = (0..10_000)
+        .map(|i| format!("{{user:{}}}:key:{i}", i % 700))
+        .collect();
+    for chunk in keys.chunks(500) {
+        let mut pipe = redis::pipe();
+        for k in chunk {
+            pipe.set(k, "v").ignore();
+        }
+        let _: () = pipe.query_async(&mut c).await.unwrap();
+    }
+    let tag = tag.map(|t| t.parse::<HashTag>().unwrap());
+    let ring = Distributor::new(distribution, hash, tag, &shards.specs()).unwrap();
+    let mut total = 0;
+    for i in 0..3 {
+        let on_server = shards.keys_on(i);
+        total += on_server.len();
+        for key in &on_server {
+            assert_eq!(
+                ring.server_for_key(key.as_bytes()),
+                i,
+                "{key} found on server {i}"
+            );
+        }
+    }
+    assert_eq!(total, 10_000, "every key stored exactly once");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn ketama_places_10000_keys_where_twemproxy_would() {
+    placement_matches("ketama", Distribution::Ketama, HashFunction::Fnv1a_64, None).await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn modula_with_a_hash_tag_places_keys_where_twemproxy_would() {
+    placement_matches(
+        "modula",
+        Distribution::Modula,
+        HashFunction::Murmur,
+        Some("{}"),
+    )
+    .await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn multi_key_commands_split_and_merge_in_order() {
+    let shards = Shards::start();
+    let (_attache, addr) = shards.attache("ketama", "").await;
+    let mut c = client(addr).await;
+    let keys: Vec<String> = (0..100).map(|i| format!("k{i}")).collect();
+    let pairs: Vec<(String, String)> = keys.iter().map(|k| (k.clone(), format!("v-{k}"))).collect();
+    let _: () = c.mset(&pairs).await.unwrap();
+    // The keys really are spread, each where the ring says.
+    let ring = Distributor::new(
+        Distribution::Ketama,
+        HashFunction::Fnv1a_64,
+        None,
+        &shards.specs(),
+    )
+    .unwrap();
+    let mut used = std::collections::BTreeSet::new();
+    for i in 0..3 {
+        for key in shards.keys_on(i) {
+            assert_eq!(ring.server_for_key(key.as_bytes()), i, "{key}");
+            used.insert(i);
+        }
+    }
+    assert!(used.len() >= 2, "the keys span servers: {used:?}");
+    let mut asked = keys.clone();
+    asked.insert(50, "missing".into());
+    let values: Vec<Option<String>> = c.mget(&asked).await.unwrap();
+    for (k, v) in asked.iter().zip(&values) {
+        let expected = (k != "missing").then(|| format!("v-{k}"));
+        assert_eq!(v, &expected, "{k}");
+    }
+    let exists: i64 = redis::cmd("EXISTS")
+        .arg(&keys[..10])
+        .arg("missing")
+        .query_async(&mut c)
+        .await
+        .unwrap();
+    assert_eq!(exists, 10);
+    let touched: i64 = redis::cmd("TOUCH")
+        .arg(&keys[..20])
+        .query_async(&mut c)
+        .await
+        .unwrap();
+    assert_eq!(touched, 20);
+    let deleted: i64 = c.del(&keys[..30]).await.unwrap();
+    assert_eq!(deleted, 30);
+    let unlinked: i64 = redis::cmd("UNLINK")
+        .arg(&keys[30..])
+        .query_async(&mut c)
+        .await
+        .unwrap();
+    assert_eq!(unlinked, 70);
+    let size: i64 = redis::cmd("DBSIZE").query_async(&mut c).await.unwrap();
+    assert_eq!(size, 0);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn atomic_commands_across_shards_get_crossslot_and_work_on_one_shard() {
+    let shards = Shards::start();
+    let (_attache, addr) = shards.attache("ketama", "hash_tag = \"{}\"").await;
+    let mut s = TcpStream::connect(addr).await.unwrap();
+    // Find two keys on different shards.
+    let ring = Distributor::new(
+        Distribution::Ketama,
+        HashFunction::Fnv1a_64,
+        Some("{}".parse().unwrap()),
+        &shards.specs(),
+    )
+    .unwrap();
+    let a = "a0".to_string();
+    let b = (1..)
+        .map(|i| format!("b{i}"))
+        .find(|k| ring.server_for_key(k.as_bytes()) != ring.server_for_key(a.as_bytes()))
+        .unwrap();
+    for request in [
+        cmd(&["MSETNX", &a, "1", &b, "2"]),
+        cmd(&["RENAME", &a, &b]),
+        cmd(&["SMOVE", &a, &b, "m"]),
+        cmd(&["SINTERSTORE", &a, &b]),
+        cmd(&["EVAL", "return 1", "2", &a, &b]),
+    ] {
+        let reply = raw_exchange(&mut s, &request, 1).await;
+        assert!(
+            reply.starts_with(b"-CROSSSLOT"),
+            "{}",
+            String::from_utf8_lossy(&reply)
+        );
+    }
+    // With a hash tag the same commands stay on one shard and just work.
+    let mut request = cmd(&["MSETNX", "{t}a", "1", "{t}b", "2"]);
+    request.extend(cmd(&["RENAME", "{t}a", "{t}c"]));
+    request.extend(cmd(&[
+        "EVAL",
+        "return redis.call('GET', KEYS[1])",
+        "1",
+        "{t}c",
+    ]));
+    let replies = raw_exchange(&mut s, &request, 3).await;
+    assert_eq!(replies, b":1\r\n+OK\r\n$1\r\n1\r\n");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn keyless_commands_fan_out_or_answer_locally() {
+    let shards = Shards::start();
+    let (_attache, addr) = shards.attache("ketama", "").await;
+    let mut c = client(addr).await;
+    for i in 0..300 {
+        let _: () = c.set(format!("key:{i}"), i).await.unwrap();
+    }
+    let size: i64 = redis::cmd("DBSIZE").query_async(&mut c).await.unwrap();
+    assert_eq!(size, 300);
+    let mut all: Vec<String> = c.keys("key:*").await.unwrap();
+    all.sort();
+    assert_eq!(all.len(), 300);
+    let info: String = redis::cmd("INFO")
+        .arg("keyspace")
+        .query_async(&mut c)
+        .await
+        .unwrap();
+    assert_eq!(info.matches("# attache_server:").count(), 3, "{info}");
+    let pong: String = redis::cmd("PING").query_async(&mut c).await.unwrap();
+    assert_eq!(pong, "PONG");
+    let echo: String = redis::cmd("ECHO")
+        .arg("hi")
+        .query_async(&mut c)
+        .await
+        .unwrap();
+    assert_eq!(echo, "hi");
+    let sha: String = redis::cmd("SCRIPT")
+        .arg("LOAD")
+        .arg("return 7")
+        .query_async(&mut c)
+        .await
+        .unwrap();
+    let exists: Vec<i64> = redis::cmd("SCRIPT")
+        .arg("EXISTS")
+        .arg(&sha)
+        .query_async(&mut c)
+        .await
+        .unwrap();
+    assert_eq!(exists, [1], "loaded on every shard");
+    for i in 0..10 {
+        let seven: i64 = redis::cmd("EVALSHA")
+            .arg(&sha)
+            .arg(1)
+            .arg(format!("k{i}"))
+            .query_async(&mut c)
+            .await
+            .unwrap();
+        assert_eq!(seven, 7);
+    }
+    // A write with no key would hit one shard at random: refused instead.
+    let err = redis::cmd("SWAPDB")
+        .arg(0)
+        .arg(1)
+        .query_async::<()>(&mut c)
+        .await
+        .unwrap_err();
+    assert!(
+        err.to_string().contains("no key to pick a shard by"),
+        "{err}"
+    );
+    let _: () = redis::cmd("FLUSHALL").query_async(&mut c).await.unwrap();
+    assert!((0..3).all(|i| shards.keys_on(i).is_empty()));
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn scan_visits_every_key_exactly_once() {
+    let shards = Shards::start();
+    let (_attache, addr) = shards.attache("ketama", "").await;
+    let mut c = client(addr).await;
+    for i in 0..1000 {
+        let _: () = c.set(format!("scan:{i}"), i).await.unwrap();
+    }
+    let mut seen = std::collections::HashMap::new();
+    let mut cursor: u64 = 0;
+    let mut steps = 0;
+    loop {
+        let (next, keys): (u64, Vec<String>) = redis::cmd("SCAN")
+            .arg(cursor)
+            .arg("COUNT")
+            .arg(37)
+            .query_async(&mut c)
+            .await
+            .unwrap();
+        for k in keys {
+            *seen.entry(k).or_insert(0) += 1;
+        }
+        steps += 1;
+        cursor = next;
+        if cursor == 0 {
+            break;
+        }
+        assert!(steps < 10_000, "SCAN never ends");
+    }
+    assert_eq!(seen.len(), 1000);
+    assert!(seen.values().all(|&n| n == 1), "a key was returned twice");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn transactions_and_blocking_commands_follow_their_keys() {
+    let shards = Shards::start();
+    let (_attache, addr) = shards.attache("ketama", "hash_tag = \"{}\"").await;
+    let mut s = TcpStream::connect(addr).await.unwrap();
+    let mut request = cmd(&["MULTI"]);
+    request.extend(cmd(&["SET", "{acct}:a", "1"]));
+    request.extend(cmd(&["INCR", "{acct}:a"]));
+    request.extend(cmd(&["EXEC"]));
+    let replies = raw_exchange(&mut s, &request, 4).await;
+    assert_eq!(replies, b"+OK\r\n+QUEUED\r\n+QUEUED\r\n*2\r\n+OK\r\n:2\r\n");
+    // Empty transactions and DISCARD need no server.
+    let mut request = cmd(&["MULTI"]);
+    request.extend(cmd(&["EXEC"]));
+    request.extend(cmd(&["MULTI"]));
+    request.extend(cmd(&["DISCARD"]));
+    let replies = raw_exchange(&mut s, &request, 4).await;
+    assert_eq!(replies, b"+OK\r\n*0\r\n+OK\r\n+OK\r\n");
+    // A transaction touching two shards is refused, and EXEC aborts it.
+    let ring_key = |n: usize| format!("{{k{n}}}");
+    let specs = shards.specs();
+    let ring = Distributor::new(
+        Distribution::Ketama,
+        HashFunction::Fnv1a_64,
+        Some("{}".parse().unwrap()),
+        &specs,
+    )
+    .unwrap();
+    let other = (1..)
+        .map(ring_key)
+        .find(|k| ring.server_for_key(k.as_bytes()) != ring.server_for_key(b"{k0}"))
+        .unwrap();
+    let mut request = cmd(&["MULTI"]);
+    request.extend(cmd(&["SET", "{k0}", "x"]));
+    request.extend(cmd(&["SET", &other, "y"]));
+    request.extend(cmd(&["EXEC"]));
+    let replies = raw_exchange(&mut s, &request, 4).await;
+    let text = String::from_utf8_lossy(&replies);
+    assert!(text.starts_with("+OK\r\n+QUEUED\r\n-CROSSSLOT"), "{text}");
+    assert!(text.contains("-EXECABORT"), "{text}");
+    assert_eq!(
+        raw_exchange(&mut s, &cmd(&["EXISTS", "{k0}"]), 1).await,
+        b":0\r\n",
+        "nothing ran"
+    );
+
+    // BLPOP waits on its key's shard; a push through attache wakes it.
+    let blocker = tokio::spawn(async move {
+        let mut b = TcpStream::connect(addr).await.unwrap();
+        raw_exchange(&mut b, &cmd(&["BLPOP", "jobs", "0"]), 1).await
+    });
+    tokio::time::sleep(Duration::from_millis(200)).await;
+    let mut c = client(addr).await;
+    let _: () = c.rpush("jobs", "j1").await.unwrap();
+    let popped = tokio::time::timeout(Duration::from_secs(5), blocker)
+        .await
+        .unwrap()
+        .unwrap();
+    assert_eq!(popped, b"*2\r\n$4\r\njobs\r\n$2\r\nj1\r\n");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_ejected_server_s_keys_move_to_the_next_one_and_come_back() {
+    let mut shards = Shards::start();
+    let (_attache, addr) = shards
+        .attache(
+            "ketama",
+            "auto_eject_hosts = true\nserver_failure_limit = 1\nserver_retry_timeout = \"1s\"\ntimeout = \"500ms\"\nconnect_timeout = \"300ms\"",
+        )
+        .await;
+    let ring = Distributor::new(
+        Distribution::Ketama,
+        HashFunction::Fnv1a_64,
+        None,
+        &shards.specs(),
+    )
+    .unwrap();
+    let key = (0..)
+        .map(|i| format!("victim:{i}"))
+        .find(|k| ring.server_for_key(k.as_bytes()) == 1)
+        .unwrap();
+    let mut s = TcpStream::connect(addr).await.unwrap();
+    assert_eq!(
+        raw_exchange(&mut s, &cmd(&["SET", &key, "before"]), 1).await,
+        b"+OK\r\n"
+    );
+    shards.servers[1].kill();
+    // Errors until the failure is noticed, then the key is served elsewhere.
+    let deadline = std::time::Instant::now() + Duration::from_secs(10);
+    loop {
+        let reply = raw_exchange(&mut s, &cmd(&["SET", &key, "during"]), 1).await;
+        if reply == b"+OK\r\n" {
+            break;
+        }
+        assert!(
+            reply.starts_with(b"-ERR attache: upstream shards"),
+            "{}",
+            String::from_utf8_lossy(&reply)
+        );
+        assert!(std::time::Instant::now() < deadline, "never ejected");
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    let holders: Vec<usize> = [0, 2]
+        .into_iter()
+        .filter(|&i| shards.keys_on(i).contains(&key))
+        .collect();
+    assert_eq!(holders.len(), 1, "the key moved to exactly one live server");
+    // The server comes back; after the retry timeout its keys go home.
+    shards.servers[1].restart();
+    let deadline = std::time::Instant::now() + Duration::from_secs(15);
+    loop {
+        let reply = raw_exchange(&mut s, &cmd(&["SET", &key, "after"]), 1).await;
+        if reply == b"+OK\r\n" && shards.servers[1].cli(&["GET", &key]) == "after" {
+            break;
+        }
+        assert!(
+            std::time::Instant::now() < deadline,
+            "server never came back: {}",
+            String::from_utf8_lossy(&reply)
+        );
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+}
