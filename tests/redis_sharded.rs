@@ -440,3 +440,30 @@ async fn an_ejected_server_s_keys_move_to_the_next_one_and_come_back() {
         tokio::time::sleep(Duration::from_millis(100)).await;
     }
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn subscribers_hear_every_shard() {
+    let shards = Shards::start();
+    let (_attache, addr) = shards.attache("ketama", "").await;
+    let mut sub = TcpStream::connect(addr).await.unwrap();
+    // One confirmation, as from a single server.
+    let confirm = raw_exchange(&mut sub, &cmd(&["SUBSCRIBE", "news"]), 1).await;
+    assert_eq!(confirm, b"*3\r\n$9\r\nsubscribe\r\n$4\r\nnews\r\n:1\r\n");
+    // Publishers that talk to any shard directly, and one through attache.
+    for (i, server) in shards.servers.iter().enumerate() {
+        let receivers = server.cli(&["PUBLISH", "news", &format!("from-{i}")]);
+        assert_eq!(receivers, "1", "server {i} has the subscription");
+    }
+    let mut c = client(addr).await;
+    let _: i64 = c.publish("news", "via-attache").await.unwrap();
+    let messages = read_replies(&mut sub, 4).await;
+    let text = String::from_utf8_lossy(&messages);
+    for m in ["from-0", "from-1", "from-2", "via-attache"] {
+        assert!(text.contains(m), "{m} missing: {text}");
+    }
+    // PING is answered once, and the stream stays clean.
+    let pong = raw_exchange(&mut sub, &cmd(&["PING"]), 1).await;
+    assert_eq!(pong, b"*2\r\n$4\r\npong\r\n$0\r\n\r\n");
+    let unsub = raw_exchange(&mut sub, &cmd(&["UNSUBSCRIBE", "news"]), 1).await;
+    assert_eq!(unsub, b"*3\r\n$11\r\nunsubscribe\r\n$4\r\nnews\r\n:0\r\n");
+}

@@ -2,6 +2,7 @@
 //! connections they are multiplexed over.
 //!
 //! - [`service`]: one listener's upstream side (servers, connections, pools).
+//! - `fanin`: pub/sub on a sharded listener, subscribed on every server.
 //! - `router`: key → server (twemproxy's ketama/modula/random), ejection.
 //! - `session`: one app connection: decode, classify, batch, reply in order.
 //! - `policy`: which commands share, pin, or are answered locally.
@@ -14,6 +15,7 @@ mod connection;
 mod connector;
 mod dedicated;
 mod error;
+mod fanin;
 mod policy;
 mod router;
 pub(crate) mod service;

@@ -27,6 +27,7 @@ use super::connection::{Op, STREAM_BUFFER};
 use super::connector::Protocol;
 use super::dedicated::Dedicated;
 use super::error::UpstreamError;
+use super::fanin;
 use super::policy::{classify, Action, Transient};
 use super::service::RedisService;
 use super::slots::{collect_ready, split_scan_cursor, wait_front, Combine, PartReply, Slot};
@@ -103,6 +104,9 @@ pub(crate) struct Session {
     multi_deferred: bool,
     /// Scratch for key positions (sharded modes).
     keys: Vec<usize>,
+    /// Sharded pub/sub: the subscription's connections to servers 1..n
+    /// (server 0's is the pin).
+    fanin: Vec<Dedicated>,
     /// Close once every owed reply is written (QUIT, protocol error, the
     /// pinned upstream went away).
     closing: bool,
@@ -126,6 +130,7 @@ impl Session {
             aborted_multi: false,
             multi_deferred: false,
             keys: Vec::new(),
+            fanin: Vec::new(),
             watch: false,
             closing: false,
         }
@@ -214,9 +219,12 @@ impl Session {
                     Ok(())
                 }
                 _ => {
-                    let bytes = self.take_request(&req);
+                    let bytes = self.take_request(&req).freeze();
+                    for conn in &self.fanin {
+                        conn.handle.send(Op::Write(bytes.clone()));
+                    }
                     if let Some(pin) = &self.pin {
-                        pin.conn.handle.send(Op::Write(bytes.freeze()));
+                        pin.conn.handle.send(Op::Write(bytes));
                     }
                     Ok(())
                 }
@@ -299,6 +307,14 @@ impl Session {
                         server
                     }
                     Route::Keyless if !self.service.router.is_sharded() => 0,
+                    // SUBSCRIBE / PSUBSCRIBE: on every server, relayed from server 0.
+                    _ if stream && self.pin.is_none() && is_fan_in_subscribe(&req, &self.rbuf) => {
+                        let bytes = self.take_request(&req).freeze();
+                        if let Err(e) = self.subscribe_everywhere(bytes).await {
+                            self.reply_error(&e);
+                        }
+                        return Ok(());
+                    }
                     _ => {
                         let name = req
                             .arg(&self.rbuf, 0)
@@ -678,6 +694,37 @@ impl Session {
         Ok(())
     }
 
+    /// Sharded pub/sub: pins a connection on every server, all subscribed.
+    async fn subscribe_everywhere(&mut self, bytes: Bytes) -> Result<(), UpstreamError> {
+        self.pin(0, true, true).await?;
+        let mut others = Vec::new();
+        for server in 1..self.service.servers() {
+            let pool = self.service.dedicated(server, self.protocol);
+            let conn = pool.get().await.map_err(|e| match e {
+                PoolError::Backend(e) => e,
+                other => {
+                    UpstreamError::Io(self.service.upstream_id(server), other.to_string().into())
+                }
+            })?;
+            others.push(conn);
+        }
+        self.flush_run();
+        let (sink, rx) = mpsc::channel(STREAM_BUFFER);
+        for conn in &others {
+            let filtered = fanin::secondary_sink(sink.clone(), self.protocol.is_resp3());
+            conn.handle.send(Op::Stream {
+                bytes: bytes.clone(),
+                sink: filtered,
+            });
+        }
+        if let Some(pin) = &self.pin {
+            pin.conn.handle.send(Op::Stream { bytes, sink });
+        }
+        self.fanin = others;
+        self.slots.push_back(Slot::Stream(rx));
+        Ok(())
+    }
+
     fn start_streaming(&mut self, bytes: Bytes) {
         self.flush_run();
         let (sink, rx) = mpsc::channel(STREAM_BUFFER);
@@ -731,6 +778,9 @@ impl Session {
         if let Some(mut pin) = self.pin.take() {
             pin.conn.dirty = true;
         }
+        for mut conn in self.fanin.drain(..) {
+            conn.dirty = true;
+        }
         self.multi = false;
         self.watch = false;
         self.aborted_multi = false;
@@ -776,6 +826,9 @@ impl Session {
     /// Returns a pinned connection to its pool, marked for RESET when the
     /// app left state behind.
     fn release_on_exit(&mut self) {
+        for mut conn in self.fanin.drain(..) {
+            conn.dirty = true;
+        }
         if let Some(mut pin) = self.pin.take() {
             if pin.sticky || pin.streaming || self.multi || self.watch {
                 pin.conn.dirty = true;
@@ -828,5 +881,12 @@ mod spare_buffers {
 fn is_sharded_channel(req: &Request, buf: &[u8]) -> bool {
     req.arg(buf, 0).is_some_and(|name| {
         name.eq_ignore_ascii_case(b"ssubscribe") || name.eq_ignore_ascii_case(b"sunsubscribe")
+    })
+}
+
+/// SUBSCRIBE and PSUBSCRIBE, which a sharded listener sends to every server.
+fn is_fan_in_subscribe(req: &Request, buf: &[u8]) -> bool {
+    req.arg(buf, 0).is_some_and(|name| {
+        name.eq_ignore_ascii_case(b"subscribe") || name.eq_ignore_ascii_case(b"psubscribe")
     })
 }
