@@ -1,6 +1,7 @@
 //! Micro-benches of the per-command work attache does on the hot path:
 //! finding request and reply frames, classifying commands and finding their
-//! keys, encoding, and routing a key (ketama over 64 servers, cluster slots).
+//! keys, encoding, routing a key (ketama over 64 servers, cluster slots),
+//! and splitting a 100-key MGET over shards and merging its replies.
 //!
 //! `cargo bench --bench resp` (criterion; `-- --quick` for a short run).
 
@@ -9,6 +10,7 @@ use std::hint::black_box;
 use attache_resp::command;
 use attache_resp::frame::{self, reply};
 use attache_resp::hash::{key_slot, Distribution, Distributor, HashFunction, ServerSpec};
+use attache_resp::shard::{self, Plan};
 use criterion::{criterion_group, criterion_main, BenchmarkId, Criterion, Throughput};
 
 const MAX: usize = 512 * 1024 * 1024;
@@ -149,5 +151,43 @@ fn route(c: &mut Criterion) {
     group.finish();
 }
 
-criterion_group!(benches, decode, encode, classify, route);
+fn split_merge(c: &mut Criterion) {
+    let servers: Vec<ServerSpec> = (0..3)
+        .map(|i| format!("10.0.0.{i}:6379:1 shard-{i}").parse().unwrap())
+        .collect();
+    // twemproxy's fnv1a_64 is 32-bit with a tiny prime: sequential keys land
+    // on one arc of the ring. murmur spreads them, as a real MGET's would be.
+    let ring =
+        Distributor::new(Distribution::Ketama, HashFunction::Murmur, None, &servers).unwrap();
+    let keys: Vec<String> = (0..100).map(|i| format!("key:{i:06}")).collect();
+    let mut args: Vec<&[u8]> = vec![b"MGET"];
+    args.extend(keys.iter().map(|k| k.as_bytes()));
+    let mut group = c.benchmark_group("multi_key_100_mget");
+    group.throughput(Throughput::Elements(100));
+    group.bench_function("split", |b| {
+        b.iter(|| shard::plan_args(black_box(&args), |k| ring.server_for_key(k)))
+    });
+    let Some(Plan::Split { parts, merge }) = shard::plan_args(&args, |k| ring.server_for_key(k))
+    else {
+        panic!("100 keys over 3 servers split");
+    };
+    let value = reply::bulk(&[b'v'; 100]);
+    let replies: Vec<bytes::Bytes> = parts
+        .iter()
+        .map(|p| {
+            let mut r = format!("*{}\r\n", p.key_order.len()).into_bytes();
+            for _ in &p.key_order {
+                r.extend_from_slice(&value);
+            }
+            bytes::Bytes::from(r)
+        })
+        .collect();
+    let orders: Vec<Vec<usize>> = parts.iter().map(|p| p.key_order.clone()).collect();
+    group.bench_function("merge", |b| {
+        b.iter(|| shard::merge(black_box(&merge), &replies, false, &orders, &[]))
+    });
+    group.finish();
+}
+
+criterion_group!(benches, decode, encode, classify, route, split_merge);
 criterion_main!(benches);

@@ -20,18 +20,21 @@ use tokio::net::TcpStream;
 use tokio::sync::mpsc;
 use tracing::debug;
 
-use attache_resp::command;
-use attache_resp::shard::{self, Merge, Part};
+use attache_resp::shard;
 
 use super::connection::{Op, STREAM_BUFFER};
 use super::connector::Protocol;
 use super::dedicated::Dedicated;
 use super::error::UpstreamError;
-use super::fanin;
 use super::policy::{classify, Action, Transient};
 use super::service::RedisService;
-use super::slots::{collect_ready, split_scan_cursor, wait_front, Combine, PartReply, Slot};
+use super::slots::{collect_ready, wait_front, Slot};
 use crate::socket::{try_read, write_all};
+
+mod routing;
+mod spare_buffers;
+
+use routing::{is_fan_in_subscribe, is_sharded_channel, Route};
 
 /// Most reply slots outstanding before the session stops reading the app
 /// (back-pressure instead of unbounded buffering).
@@ -64,23 +67,6 @@ struct Run {
     count: u32,
     target: Target,
     blocking: bool,
-}
-
-/// Where one request goes, in the listener's mode.
-enum Route {
-    /// To this server.
-    To(usize),
-    /// No key: whichever server the app is on (pinned, else the first).
-    Keyless,
-    /// Answered without the upstream (PING and ECHO in sharded modes, or a
-    /// refusal such as CROSSSLOT).
-    Reply(Bytes),
-    /// The same request to every server.
-    All(Merge),
-    /// Split by server.
-    Split(Vec<Part>, Merge),
-    /// A SCAN step on one server.
-    Scan { server: usize, inner: u64 },
 }
 
 pub(crate) struct Session {
@@ -410,190 +396,6 @@ impl Session {
         self.slots.push_back(Slot::Ready(bytes));
     }
 
-    /// Where `req` goes. Single mode: the one server. Sharded modes: by its
-    /// keys and the command table's policy tips.
-    fn route(&mut self, req: &Request) -> Route {
-        let super::router::Router::Hashed(router) = &self.service.router else {
-            return Route::To(0);
-        };
-        let args: Vec<&[u8]> = (0..req.args.len())
-            .filter_map(|i| req.arg(&self.rbuf, i))
-            .collect();
-        let Some(spec) = command::resolve(&args) else {
-            return Route::Keyless;
-        };
-        let ring = router.ring();
-        match spec.name {
-            "ping" if args.len() <= 2 => {
-                return Route::Reply(match args.get(1) {
-                    Some(message) => reply::bulk(message),
-                    None => Bytes::from_static(b"+PONG\r\n"),
-                })
-            }
-            "echo" if args.len() == 2 => return Route::Reply(reply::bulk(args[1])),
-            "scan" => {
-                let Some(cursor) = std::str::from_utf8(args.get(1).copied().unwrap_or_default())
-                    .ok()
-                    .and_then(|c| c.parse::<u64>().ok())
-                else {
-                    return Route::Reply(reply::error("ERR invalid cursor"));
-                };
-                let (server, inner) = split_scan_cursor(cursor, self.service.servers());
-                return Route::Scan { server, inner };
-            }
-            // Channels are not keys, but a sharded listener still spreads them.
-            "publish" | "spublish" | "ssubscribe" | "sunsubscribe" if args.len() >= 2 => {
-                return Route::To(ring.server_for_key(args[1]))
-            }
-            _ => {}
-        }
-        command::key_indices(spec, &args, &mut self.keys);
-        match shard::plan(spec, &args, &self.keys, |key| ring.server_for_key(key)) {
-            shard::Plan::One(server) => Route::To(server),
-            shard::Plan::Keyless => {
-                if spec.has_flag(command::WRITE) || spec.has_flag(command::ADMIN) {
-                    Route::Reply(reply::error(&format!(
-                        "ERR attache: '{}' has no key to pick a shard by; send it to a server directly",
-                        spec.name
-                    )))
-                } else {
-                    Route::Keyless
-                }
-            }
-            shard::Plan::All(merge) => Route::All(merge),
-            shard::Plan::Split { parts, merge } => Route::Split(parts, merge),
-            shard::Plan::CrossSlot => Route::Reply(shard::cross_slot_error()),
-        }
-    }
-
-    /// Sends a stateless request where `route` says.
-    async fn forward(&mut self, req: &Request, route: Route) -> std::io::Result<()> {
-        let server = match route {
-            Route::Reply(bytes) => {
-                self.reply_local(req, bytes);
-                return Ok(());
-            }
-            Route::To(server) => Some(server),
-            Route::Keyless => None,
-            Route::All(merge) => {
-                let sub = self.sub_request(req, None, None);
-                let parts = (0..self.service.servers())
-                    .map(|server| (server, sub.clone()))
-                    .collect();
-                return self.fan_out(
-                    req,
-                    parts,
-                    Combine::Shards {
-                        merge,
-                        key_orders: Vec::new(),
-                    },
-                );
-            }
-            Route::Split(parts, merge) => {
-                let key_orders = parts.iter().map(|p| p.key_order.clone()).collect();
-                let subs = parts
-                    .iter()
-                    .map(|p| (p.server, self.sub_request(req, Some(&p.args), None)))
-                    .collect();
-                return self.fan_out(req, subs, Combine::Shards { merge, key_orders });
-            }
-            Route::Scan { server, inner } => {
-                let sub = self.sub_request(req, None, Some(inner));
-                let servers = self.service.servers();
-                return self.fan_out(req, vec![(server, sub)], Combine::Scan { server, servers });
-            }
-        };
-        if let Some(pin) = &self.pin {
-            if server.is_some_and(|s| s != pin.server) {
-                // A transaction is bound to one shard, as in Redis Cluster.
-                if self.multi {
-                    self.send_unanswered(reply::command(&[b"DISCARD"]));
-                    self.multi = false;
-                    self.aborted_multi = true;
-                }
-                self.reply_local(req, shard::cross_slot_error());
-                return Ok(());
-            }
-            let bytes = self.take_request(req);
-            self.push_run(bytes, Target::Pinned, false);
-            return Ok(());
-        }
-        let server = server.unwrap_or(0);
-        if self.multi_deferred {
-            self.multi_deferred = false;
-            if let Err(e) = self.pin(server, false, false).await {
-                self.rbuf.advance(req.len);
-                self.reply_error(&e);
-                self.aborted_multi = true;
-                return Ok(());
-            }
-            // MULTI was answered already; its upstream reply is dropped.
-            self.send_unanswered(reply::command(&[b"MULTI"]));
-            self.multi = true;
-            let bytes = self.take_request(req);
-            self.push_run(bytes, Target::Pinned, false);
-            return Ok(());
-        }
-        let bytes = self.take_request(req);
-        self.push_run(bytes, Target::Shared(server), false);
-        Ok(())
-    }
-
-    /// Sends a command on the pinned connection, after everything queued
-    /// before it, whose reply the app does not wait for.
-    fn send_unanswered(&mut self, command: Bytes) {
-        self.flush_run();
-        if let Some(pin) = &self.pin {
-            drop(pin.conn.handle.request(command, 1, false));
-        }
-    }
-
-    /// `req` re-encoded: only the arguments at `indices` (all if `None`),
-    /// with argument 1 replaced by `cursor` if given.
-    fn sub_request(&self, req: &Request, indices: Option<&[usize]>, cursor: Option<u64>) -> Bytes {
-        let cursor_text = cursor.map(|c| c.to_string());
-        let all: Vec<usize> = (0..req.args.len()).collect();
-        let indices = indices.unwrap_or(&all);
-        let args: Vec<&[u8]> = indices
-            .iter()
-            .filter_map(|&i| match (&cursor_text, i) {
-                (Some(c), 1) => Some(c.as_bytes()),
-                _ => req.arg(&self.rbuf, i),
-            })
-            .collect();
-        reply::command(&args)
-    }
-
-    /// Sends one sub-request per server on the shared connections and owes
-    /// the app one combined reply.
-    fn fan_out(
-        &mut self,
-        req: &Request,
-        subs: Vec<(usize, Bytes)>,
-        combine: Combine,
-    ) -> std::io::Result<()> {
-        if self.pin.is_some() || self.multi_deferred {
-            let refusal = reply::error(
-                "ERR attache: a command that spans shards cannot run inside MULTI or WATCH",
-            );
-            self.reply_local(req, refusal);
-            return Ok(());
-        }
-        self.rbuf.advance(req.len);
-        self.flush_run();
-        let parts = subs
-            .into_iter()
-            .map(|(server, bytes)| {
-                let handle = self
-                    .service
-                    .shared(server, self.protocol, self.shared_index);
-                PartReply::new(handle.request(bytes, 1, false))
-            })
-            .collect();
-        self.slots.push_back(Slot::Merge { parts, combine });
-        Ok(())
-    }
-
     /// The request's bytes, taken off the read buffer. Inline commands are
     /// re-encoded as RESP so that everything sent upstream is RESP.
     fn take_request(&mut self, req: &Request) -> BytesMut {
@@ -691,37 +493,6 @@ impl Session {
             sticky,
             streaming,
         });
-        Ok(())
-    }
-
-    /// Sharded pub/sub: pins a connection on every server, all subscribed.
-    async fn subscribe_everywhere(&mut self, bytes: Bytes) -> Result<(), UpstreamError> {
-        self.pin(0, true, true).await?;
-        let mut others = Vec::new();
-        for server in 1..self.service.servers() {
-            let pool = self.service.dedicated(server, self.protocol);
-            let conn = pool.get().await.map_err(|e| match e {
-                PoolError::Backend(e) => e,
-                other => {
-                    UpstreamError::Io(self.service.upstream_id(server), other.to_string().into())
-                }
-            })?;
-            others.push(conn);
-        }
-        self.flush_run();
-        let (sink, rx) = mpsc::channel(STREAM_BUFFER);
-        for conn in &others {
-            let filtered = fanin::secondary_sink(sink.clone(), self.protocol.is_resp3());
-            conn.handle.send(Op::Stream {
-                bytes: bytes.clone(),
-                sink: filtered,
-            });
-        }
-        if let Some(pin) = &self.pin {
-            pin.conn.handle.send(Op::Stream { bytes, sink });
-        }
-        self.fanin = others;
-        self.slots.push_back(Slot::Stream(rx));
         Ok(())
     }
 
@@ -835,58 +606,4 @@ impl Session {
             }
         }
     }
-}
-
-/// Read buffers of idle app connections, kept per worker thread: a thousand
-/// idle connections hold no buffer, and a busy pipeline-1 connection does
-/// not allocate one per request.
-mod spare_buffers {
-    use std::cell::RefCell;
-
-    use bytes::BytesMut;
-
-    use super::{KEEP_BUFFER, READ_CHUNK};
-
-    /// Enough for every connection that is mid-request at once on a worker.
-    const MAX_SPARE: usize = 64;
-
-    thread_local! {
-        static SPARE: RefCell<Vec<BytesMut>> = const { RefCell::new(Vec::new()) };
-    }
-
-    pub(super) fn take() -> BytesMut {
-        SPARE
-            .with(|spare| spare.borrow_mut().pop())
-            .unwrap_or_else(|| BytesMut::with_capacity(READ_CHUNK))
-    }
-
-    pub(super) fn give_back(mut buf: BytesMut) {
-        if buf.capacity() > KEEP_BUFFER {
-            return;
-        }
-        buf.clear();
-        // Reclaims the whole allocation in place once nothing else shares it.
-        buf.reserve(READ_CHUNK);
-        SPARE.with(|spare| {
-            let mut spare = spare.borrow_mut();
-            if spare.len() < MAX_SPARE {
-                spare.push(buf);
-            }
-        });
-    }
-}
-
-/// SSUBSCRIBE and friends: channels with a slot, which a sharded listener
-/// may pin to their server.
-fn is_sharded_channel(req: &Request, buf: &[u8]) -> bool {
-    req.arg(buf, 0).is_some_and(|name| {
-        name.eq_ignore_ascii_case(b"ssubscribe") || name.eq_ignore_ascii_case(b"sunsubscribe")
-    })
-}
-
-/// SUBSCRIBE and PSUBSCRIBE, which a sharded listener sends to every server.
-fn is_fan_in_subscribe(req: &Request, buf: &[u8]) -> bool {
-    req.arg(buf, 0).is_some_and(|name| {
-        name.eq_ignore_ascii_case(b"subscribe") || name.eq_ignore_ascii_case(b"psubscribe")
-    })
 }
