@@ -182,3 +182,4 @@ pub fn cmd(args: &[&str]) -> Vec<u8> {
     let args: Vec<&[u8]> = args.iter().map(|a| a.as_bytes()).collect();
     attache_resp::frame::reply::command(&args).to_vec()
 }
+pub mod cluster;

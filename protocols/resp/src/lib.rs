@@ -5,6 +5,7 @@
 //! - [`frame`]: finding request and reply frames in a byte buffer (on
 //!   `redis-protocol`), size limits, inline commands, and the replies attache
 //!   writes itself.
+//! - [`cluster`]: Redis Cluster slot maps, `MOVED`/`ASK` and retryable errors.
 //! - [`command`]: the command table generated from a real Redis 7
 //!   (`COMMAND INFO` / `COMMAND DOCS`), key extraction from key specs, and the
 //!   flags the router needs (write, blocking, pub/sub, …).
@@ -13,6 +14,7 @@
 //! - [`shard`]: commands across shards: fan-out, multi-key split and reply
 //!   merge, following the command table's request/response policy tips.
 
+pub mod cluster;
 pub mod command;
 pub mod frame;
 pub mod hash;
