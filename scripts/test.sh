@@ -1,7 +1,9 @@
 #!/usr/bin/env bash
 # The test command: installs what the integration tests start (Debian's
-# redis-server and redis-tools) if it is missing, then runs every test of
-# the workspace. Exits non-zero on any failure.
+# redis-server and redis-tools, and the client libraries tests/clients.rs
+# drives: redis-py from PyPI, ioredis and node-redis from npm) if it is
+# missing, then runs every test of the workspace. Exits non-zero on any
+# failure.
 #
 #   bash scripts/test.sh                  # install if missing, then test
 #   bash scripts/test.sh --install-deps   # only install (used by .ci/run and demo.sh)
@@ -24,7 +26,35 @@ as_root() {
     fi
 }
 
+# The client libraries tests/clients.rs runs through attache: redis-py
+# (PyPI) and ioredis + node-redis (npm, pinned by tests/clients/package-lock.json).
+install_client_libraries() {
+    if ! command -v python3 >/dev/null; then
+        log "missing python3: install Python 3 (with pip) for the redis-py client tests"
+        exit 1
+    fi
+    if ! python3 -c 'import redis' 2>/dev/null; then
+        log "installing redis-py (python3 -m pip install 'redis>=5')"
+        python3 -m pip install --quiet 'redis>=5' || {
+            log "pip failed to install redis-py"
+            exit 1
+        }
+    fi
+    if ! command -v npm >/dev/null; then
+        log "missing node/npm: install Node.js 20+ (with npm) for the ioredis and node-redis client tests"
+        exit 1
+    fi
+    if [[ ! -d tests/clients/node_modules ]]; then
+        log "installing ioredis and node-redis (npm ci --prefix tests/clients)"
+        npm ci --prefix tests/clients --no-audit --no-fund --loglevel=error || {
+            log "npm ci failed"
+            exit 1
+        }
+    fi
+}
+
 install_deps() {
+    install_client_libraries
     local missing=()
     command -v redis-server >/dev/null || missing+=(redis-server)
     command -v redis-cli >/dev/null || missing+=(redis-tools)

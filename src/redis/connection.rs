@@ -275,7 +275,9 @@ async fn read_replies(
         {
             break e;
         }
-        if writer_done && queue.is_empty() {
+        // Every handle is gone: finish what is owed, then close. A stream
+        // owes nothing (a subscriber whose app left), so it closes at once.
+        if writer_done && queue.iter().all(|p| matches!(p, Pending::Stream(_))) {
             return None;
         }
         let deadline = match queue.front() {

@@ -546,11 +546,11 @@ impl Session {
 
     async fn reset(&mut self) -> std::io::Result<()> {
         self.barrier().await?;
-        if let Some(mut pin) = self.pin.take() {
-            pin.conn.dirty = true;
+        if let Some(pin) = self.pin.take() {
+            discard(pin.conn);
         }
-        for mut conn in self.fanin.drain(..) {
-            conn.dirty = true;
+        for conn in self.fanin.drain(..) {
+            discard(conn);
         }
         self.multi = false;
         self.watch = false;
@@ -594,16 +594,24 @@ impl Session {
         }
     }
 
-    /// Returns a pinned connection to its pool, marked for RESET when the
-    /// app left state behind.
+    /// Returns a pinned connection to its pool, or closes it when the app
+    /// left state behind.
     fn release_on_exit(&mut self) {
-        for mut conn in self.fanin.drain(..) {
-            conn.dirty = true;
+        for conn in self.fanin.drain(..) {
+            discard(conn);
         }
-        if let Some(mut pin) = self.pin.take() {
+        if let Some(pin) = self.pin.take() {
             if pin.sticky || pin.streaming || self.multi || self.watch {
-                pin.conn.dirty = true;
+                discard(pin.conn);
             }
         }
     }
+}
+
+/// Closes a dedicated connection that holds state (a subscription, another
+/// database, tracking, an open MULTI) instead of pooling it: the server then
+/// drops that state at once, as it would for the app's own connection (a
+/// pooled subscriber would stay subscribed until reused).
+fn discard(conn: Dedicated) {
+    drop(deadpool::managed::Object::take(conn));
 }
