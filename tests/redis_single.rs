@@ -656,3 +656,23 @@ async fn local_replies_before_a_pin_are_delivered_in_order() {
     let replies = raw_exchange(&mut s, &request, 4).await;
     assert_eq!(replies, b"+OK\r\n+OK\r\n$6\r\nworker\r\n*0\r\n");
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_subscriber_that_leaves_leaves_no_subscription_behind() {
+    let server = RedisServer::start();
+    let (_attache, addr) = attache_for(&server, "").await;
+    {
+        let mut sub = TcpStream::connect(addr).await.unwrap();
+        let confirm = raw_exchange(&mut sub, &cmd(&["SUBSCRIBE", "ghost"]), 1).await;
+        assert!(confirm.starts_with(b"*3\r\n$9\r\nsubscribe"));
+        assert_eq!(server.cli(&["PUBSUB", "NUMSUB", "ghost"]), "ghost\n1");
+    }
+    let deadline = std::time::Instant::now() + Duration::from_secs(5);
+    while server.cli(&["PUBSUB", "NUMSUB", "ghost"]) != "ghost\n0" {
+        assert!(
+            std::time::Instant::now() < deadline,
+            "the upstream is still subscribed"
+        );
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+}
