@@ -446,7 +446,35 @@ def sc_pubsub_disconnect(host, port, proto):
     to its pool still subscribed (a ghost subscriber that PUBLISH counted
     and PUBSUB NUMSUB showed). It now closes a dedicated connection that
     holds state, so Redis drops the subscription at once, as it would for
-    the app's own connection.
+    the app's own connection."""
+    channel = f"gone.{proto}"
+    r = connect(host, port, proto, decode_responses=True)
+    sub_client = connect(host, port, proto, decode_responses=True)
+    p = sub_client.pubsub()
+    p.subscribe(channel)
+    msg = p.get_message(timeout=2)
+    eq(msg and msg["type"], "subscribe", "SUBSCRIBE confirmation")
+    eq(r.publish(channel, "x"), 1, "PUBLISH while subscribed")
+    # Wait for it: a message still on its way when the app leaves would make
+    # attache drop that upstream connection anyway, hiding a leak.
+    msg = p.get_message(timeout=2)
+    eq(msg and (msg["type"], msg["data"]), ("message", "x"), "message")
+    # Close the socket without UNSUBSCRIBE, as a crashed app would.
+    p.connection.disconnect()
+    # PUBSUB NUMSUB, not PUBLISH: a message sent to a ghost would make
+    # attache drop that upstream connection, which would hide the leak.
+    deadline = time.monotonic() + 2
+    while r.pubsub_numsub(channel) != [(channel, 0)]:
+        if time.monotonic() > deadline:
+            raise Mismatch(
+                f"PUBSUB NUMSUB {channel} is {r.pubsub_numsub(channel)} 2 s after the only "
+                "subscriber disconnected: attache left its upstream connection subscribed"
+            )
+        time.sleep(0.02)
+    eq(r.publish(channel, "anyone?"), 0, "PUBLISH after the subscriber disconnected")
+    p.close()
+    sub_client.close()
+    r.close()
 
 
 def sc_client_tracking(host, port, proto):
