@@ -1,8 +1,10 @@
 //! Dedicated connections: an app connection that changes connection state
 //! (MULTI, WATCH, a blocking pop, SUBSCRIBE, SELECT, CLIENT TRACKING …) is
 //! pinned to one of these for as long as that state lasts. They come from a
-//! deadpool pool per server and protocol version; one that comes back dirty
-//! is `RESET` and re-authenticated before anyone else gets it.
+//! deadpool pool per server and protocol version. Only clean connections
+//! come back to the pool: a session closes one that still holds state (a
+//! subscription, another database, tracking, an open MULTI), so that Redis
+//! drops the state at once, as it would for the app's own connection.
 
 use std::sync::Arc;
 use std::time::Duration;
@@ -13,18 +15,13 @@ use tracing::debug;
 use super::connection::{drive, ConnectionHandle, DriverSettings};
 use super::connector::{Connector, Protocol};
 use super::error::UpstreamError;
-use attache_resp::frame::reply;
 
 pub(crate) type DedicatedPool = managed::Pool<DedicatedManager>;
 pub(crate) type Dedicated = managed::Object<DedicatedManager>;
 
-/// A dedicated connection: its handle, and whether its state must be reset
-/// before reuse.
+/// A dedicated connection.
 pub(crate) struct DedicatedConnection {
     pub(crate) handle: ConnectionHandle,
-    /// Set by a session that leaves state behind (an open MULTI, a
-    /// subscription, another database, tracking …).
-    pub(crate) dirty: bool,
 }
 
 pub(crate) struct DedicatedManager {
@@ -71,10 +68,7 @@ impl managed::Manager for DedicatedManager {
                 debug!(error = %e, "dedicated connection ended");
             }
         });
-        Ok(DedicatedConnection {
-            handle,
-            dirty: false,
-        })
+        Ok(DedicatedConnection { handle })
     }
 
     async fn recycle(
@@ -89,20 +83,6 @@ impl managed::Manager for DedicatedManager {
         // from): this connection cannot be trusted to be idle; replace it.
         if conn.handle.in_flight() > 0 {
             return Err(RecycleError::message("connection busy"));
-        }
-        if conn.dirty {
-            let (handshake, replies) = self.connector.handshake(self.protocol)?;
-            let mut commands = reply::command(&[b"RESET"]).to_vec();
-            commands.extend_from_slice(&handshake);
-            let rx = conn.handle.request(commands.into(), 1 + replies, false);
-            let answer = rx
-                .await
-                .map_err(|_| RecycleError::message("connection closed"))?
-                .map_err(RecycleError::Backend)?;
-            self.connector
-                .check_handshake(&answer, self.protocol)
-                .map_err(RecycleError::Backend)?;
-            conn.dirty = false;
         }
         Ok(())
     }
