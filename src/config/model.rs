@@ -150,13 +150,16 @@ pub enum Mode {
     Modula,
     /// twemproxy's random: any server for each request.
     Random,
+    /// Redis Cluster: `servers` are seed nodes; the topology comes from
+    /// `CLUSTER SHARDS` and follows MOVED/ASK and failovers.
+    Cluster,
 }
 
 impl Mode {
     /// The twemproxy distribution of a hashed mode.
     pub fn distribution(self) -> Option<Distribution> {
         match self {
-            Mode::Single => None,
+            Mode::Single | Mode::Cluster => None,
             Mode::Ketama => Some(Distribution::Ketama),
             Mode::Modula => Some(Distribution::Modula),
             Mode::Random => Some(Distribution::Random),

@@ -60,6 +60,27 @@ impl Connector {
         }
     }
 
+    /// The server this connector reaches.
+    pub(crate) fn server(&self) -> &ServerSpec {
+        &self.server
+    }
+
+    /// Sends one command on a fresh connection and returns its reply
+    /// (topology queries).
+    pub(crate) async fn query(&self, command: &[u8]) -> Result<Bytes, UpstreamError> {
+        let mut stream = self.connect(Protocol::Resp2).await?;
+        let exchange = async {
+            stream
+                .write_all(command)
+                .await
+                .map_err(|e| UpstreamError::Io(self.id.clone(), e.to_string().into()))?;
+            read_replies(&mut stream, 1, Protocol::Resp2, &self.id).await
+        };
+        tokio::time::timeout(self.connect_timeout, exchange)
+            .await
+            .map_err(|_| UpstreamError::Timeout(self.id.clone(), self.connect_timeout))?
+    }
+
     /// A connected, authenticated stream speaking `protocol`.
     pub(crate) async fn connect(&self, protocol: Protocol) -> Result<TcpStream, UpstreamError> {
         let attempt = async {

@@ -3,6 +3,7 @@
 //!
 //! - [`service`]: one listener's upstream side (servers, connections, pools).
 //! - `fanin`: pub/sub on a sharded listener, subscribed on every server.
+//! - `topology`: the Redis Cluster slot map, refreshed in the background.
 //! - `router`: key → server (twemproxy's ketama/modula/random), ejection.
 //! - `session`: one app connection: decode, classify, batch, reply in order.
 //! - `policy`: which commands share, pin, or are answered locally.
@@ -22,6 +23,7 @@ pub(crate) mod service;
 mod session;
 mod shared;
 mod slots;
+mod topology;
 
 use std::net::SocketAddr;
 use std::sync::Arc;

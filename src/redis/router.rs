@@ -8,10 +8,11 @@
 //! again.
 
 use std::sync::atomic::{AtomicU32, AtomicU64, Ordering};
-use std::sync::{Arc, Mutex};
+use std::sync::{Arc, Mutex, RwLock};
 use std::time::Duration;
 
 use attache_resp::hash::Distributor;
+use tokio::sync::Notify;
 use tokio::time::Instant;
 use tracing::warn;
 
@@ -74,6 +75,49 @@ pub(crate) enum Router {
     Single,
     /// twemproxy's ketama / modula / random over the servers.
     Hashed(HashedRouter),
+    /// Redis Cluster: slots to the upstream of each slot's primary.
+    Cluster(ClusterRouter),
+}
+
+/// The slot map of a Redis Cluster, as upstream indexes.
+pub(crate) struct ClusterRouter {
+    slots: RwLock<Option<Arc<ClusterSlots>>>,
+    /// Wakes the topology task early (a MOVED, a failing node).
+    pub(crate) refresh: Notify,
+}
+
+/// Slot → upstream index of its primary, and the primaries.
+pub(crate) struct ClusterSlots {
+    pub(crate) owner: Box<[Option<u32>]>,
+    pub(crate) primaries: Vec<usize>,
+}
+
+impl ClusterRouter {
+    pub(crate) fn new() -> Self {
+        Self {
+            slots: RwLock::new(None),
+            refresh: Notify::new(),
+        }
+    }
+
+    pub(crate) fn install(&self, slots: ClusterSlots) {
+        *self.slots.write().unwrap_or_else(|e| e.into_inner()) = Some(Arc::new(slots));
+    }
+
+    /// The current map, if the topology is known yet.
+    pub(crate) fn slots(&self) -> Option<Arc<ClusterSlots>> {
+        self.slots.read().unwrap_or_else(|e| e.into_inner()).clone()
+    }
+}
+
+impl ClusterSlots {
+    pub(crate) fn owner_of(&self, slot: u16) -> Option<usize> {
+        self.owner
+            .get(slot as usize)
+            .copied()
+            .flatten()
+            .map(|u| u as usize)
+    }
 }
 
 pub(crate) struct HashedRouter {
@@ -146,6 +190,10 @@ impl HashedRouter {
 
 impl Router {
     pub(crate) fn is_sharded(&self) -> bool {
-        matches!(self, Router::Hashed(_))
+        !matches!(self, Router::Single)
+    }
+
+    pub(crate) fn is_cluster(&self) -> bool {
+        matches!(self, Router::Cluster(_))
     }
 }

@@ -3,17 +3,19 @@
 //! and the router that maps keys to servers.
 
 use std::sync::atomic::{AtomicU64, AtomicUsize, Ordering};
-use std::sync::Arc;
+use std::sync::{Arc, RwLock};
+use std::time::Duration;
 
-use attache_resp::hash::Distributor;
+use attache_resp::hash::{Distributor, ServerSpec};
 
 use super::connection::ConnectionHandle;
-use super::connector::{authority, Connector, Protocol};
+use super::connector::{Connector, Protocol};
 use super::dedicated::{DedicatedManager, DedicatedPool};
 use super::error::{UpstreamError, UpstreamId};
-use super::router::{EjectPolicy, HashedRouter, Health, Router};
+use super::router::{ClusterRouter, EjectPolicy, HashedRouter, Health, Router};
 use super::shared::spawn_shared;
-use crate::config::RedisListenerConfig;
+use super::topology;
+use crate::config::{Mode, RedisListenerConfig};
 use crate::credentials::RedisCredentials;
 
 /// One upstream server and its connections.
@@ -29,82 +31,174 @@ pub(crate) struct RedisService {
     pub(crate) name: Arc<str>,
     pub(crate) max_request_bytes: usize,
     pub(crate) router: Router,
-    upstreams: Vec<Upstream>,
-    /// `host:port` of each server, for merged replies that name them.
-    pub(crate) labels: Vec<String>,
+    /// Indexes never change; cluster mode appends nodes it discovers.
+    upstreams: RwLock<Vec<Arc<Upstream>>>,
+    template: UpstreamTemplate,
     next_shared: AtomicUsize,
+}
+
+/// What it takes to add an upstream server.
+struct UpstreamTemplate {
+    listener: Arc<str>,
+    credentials: Option<RedisCredentials>,
+    connect_timeout: Duration,
+    timeout: Duration,
+    server_connections: usize,
+    max_dedicated: usize,
+    policy: EjectPolicy,
+    changes: Arc<AtomicU64>,
+}
+
+impl UpstreamTemplate {
+    fn build(&self, server: ServerSpec) -> (Upstream, Arc<Health>) {
+        let connector = Arc::new(Connector::new(
+            &self.listener,
+            server,
+            self.credentials.clone(),
+            self.connect_timeout,
+        ));
+        let health = Arc::new(Health::new(
+            connector.id.clone(),
+            self.policy,
+            self.changes.clone(),
+        ));
+        let shared_for = |protocol: Protocol| {
+            (0..self.server_connections)
+                .map(|_| {
+                    spawn_shared(
+                        connector.clone(),
+                        protocol,
+                        self.timeout,
+                        protocol == Protocol::Resp2,
+                        health.clone(),
+                    )
+                })
+                .collect::<Vec<_>>()
+        };
+        let pool_for = |protocol| {
+            DedicatedManager::pool(
+                connector.clone(),
+                protocol,
+                self.timeout,
+                self.max_dedicated,
+            )
+        };
+        let upstream = Upstream {
+            shared: [shared_for(Protocol::Resp2), shared_for(Protocol::Resp3)],
+            dedicated: [pool_for(Protocol::Resp2), pool_for(Protocol::Resp3)],
+            connector,
+        };
+        (upstream, health)
+    }
 }
 
 impl RedisService {
     /// Builds the upstream side and starts connecting (RESP2 shared
     /// connections now; RESP3 ones when an app first asks for RESP3).
     pub(crate) fn start(name: &str, config: &RedisListenerConfig) -> Arc<Self> {
-        let credentials = config.auth.as_ref().map(RedisCredentials::from_config);
-        let policy = EjectPolicy {
-            enabled: config.auto_eject_hosts && config.mode.distribution().is_some(),
-            failure_limit: config.server_failure_limit,
-            retry_timeout: config.server_retry_timeout,
+        let template = UpstreamTemplate {
+            listener: name.into(),
+            credentials: config.auth.as_ref().map(RedisCredentials::from_config),
+            connect_timeout: config.connect_timeout,
+            timeout: config.timeout,
+            server_connections: config.server_connections,
+            max_dedicated: config.max_dedicated_connections,
+            policy: EjectPolicy {
+                enabled: config.auto_eject_hosts && config.mode.distribution().is_some(),
+                failure_limit: config.server_failure_limit,
+                retry_timeout: config.server_retry_timeout,
+            },
+            changes: Arc::new(AtomicU64::new(0)),
         };
-        let changes = Arc::new(AtomicU64::new(0));
         let mut upstreams = Vec::new();
         let mut healths = Vec::new();
         for server in &config.servers {
-            let connector = Arc::new(Connector::new(
-                name,
-                server.clone(),
-                credentials.clone(),
-                config.connect_timeout,
-            ));
-            let health = Arc::new(Health::new(connector.id.clone(), policy, changes.clone()));
-            let shared_for = |protocol: Protocol| {
-                (0..config.server_connections)
-                    .map(|_| {
-                        spawn_shared(
-                            connector.clone(),
-                            protocol,
-                            config.timeout,
-                            protocol == Protocol::Resp2,
-                            health.clone(),
-                        )
-                    })
-                    .collect::<Vec<_>>()
-            };
-            let pool_for = |protocol| {
-                DedicatedManager::pool(
-                    connector.clone(),
-                    protocol,
-                    config.timeout,
-                    config.max_dedicated_connections,
-                )
-            };
-            upstreams.push(Upstream {
-                shared: [shared_for(Protocol::Resp2), shared_for(Protocol::Resp3)],
-                dedicated: [pool_for(Protocol::Resp2), pool_for(Protocol::Resp3)],
-                connector,
-            });
+            let (upstream, health) = template.build(server.clone());
+            upstreams.push(Arc::new(upstream));
             healths.push(health);
         }
-        let router = match config.mode.distribution() {
-            None => Router::Single,
-            Some(distribution) => {
-                match Distributor::new(distribution, config.hash, config.hash_tag, &config.servers)
-                {
-                    Ok(ring) => {
-                        Router::Hashed(HashedRouter::new(ring, policy.enabled, healths, changes))
+        let router = if config.mode == Mode::Cluster {
+            Router::Cluster(ClusterRouter::new())
+        } else {
+            match config.mode.distribution() {
+                None => Router::Single,
+                Some(distribution) => {
+                    match Distributor::new(
+                        distribution,
+                        config.hash,
+                        config.hash_tag,
+                        &config.servers,
+                    ) {
+                        Ok(ring) => Router::Hashed(HashedRouter::new(
+                            ring,
+                            template.policy.enabled,
+                            healths,
+                            template.changes.clone(),
+                        )),
+                        // Validation builds the same ring first, so this cannot happen.
+                        Err(_) => Router::Single,
                     }
-                    // Validation builds the same ring first, so this cannot happen.
-                    Err(_) => Router::Single,
                 }
             }
         };
-        Arc::new(Self {
+        let service = Arc::new(Self {
             name: name.into(),
             max_request_bytes: config.max_request_bytes,
             router,
-            labels: config.servers.iter().map(authority).collect(),
-            upstreams,
+            upstreams: RwLock::new(upstreams),
+            template,
             next_shared: AtomicUsize::new(0),
-        })
+        });
+        if let Router::Cluster(_) = &service.router {
+            tokio::spawn(topology::maintain(Arc::downgrade(&service)));
+        }
+        service
+    }
+
+    /// The index of the upstream at `host:port`, added if it is new.
+    pub(crate) fn upstream_at(&self, host: &str, port: u16) -> usize {
+        let upstreams = self.upstreams.read().unwrap_or_else(|e| e.into_inner());
+        if let Some(i) = upstreams
+            .iter()
+            .position(|u| u.connector.server().host == host && u.connector.server().port == port)
+        {
+            return i;
+        }
+        drop(upstreams);
+        let mut upstreams = self.upstreams.write().unwrap_or_else(|e| e.into_inner());
+        let spec = ServerSpec {
+            host: host.to_owned(),
+            port,
+            weight: 1,
+            name: None,
+        };
+        let (upstream, _) = self.template.build(spec);
+        upstreams.push(Arc::new(upstream));
+        upstreams.len() - 1
+    }
+
+    fn upstream(&self, server: usize) -> Arc<Upstream> {
+        let upstreams = self.upstreams.read().unwrap_or_else(|e| e.into_inner());
+        upstreams[server.min(upstreams.len() - 1)].clone()
+    }
+
+    /// The host of upstream `server`.
+    pub(crate) fn host_of(&self, server: usize) -> String {
+        self.upstream(server).connector.server().host.clone()
+    }
+
+    /// Every upstream's connector, in index order.
+    pub(crate) fn connectors(&self) -> Vec<Arc<Connector>> {
+        let upstreams = self.upstreams.read().unwrap_or_else(|e| e.into_inner());
+        upstreams.iter().map(|u| u.connector.clone()).collect()
+    }
+
+    /// `host:port` of each server, for merged replies that name them.
+    pub(crate) fn labels(&self, servers: &[usize]) -> Vec<String> {
+        servers
+            .iter()
+            .map(|&s| self.upstream_id(s).addr.to_string())
+            .collect()
     }
 
     /// Which shared connection a new app connection uses for its whole life:
@@ -114,7 +208,10 @@ impl RedisService {
     }
 
     pub(crate) fn servers(&self) -> usize {
-        self.upstreams.len()
+        self.upstreams
+            .read()
+            .unwrap_or_else(|e| e.into_inner())
+            .len()
     }
 
     pub(crate) fn shared(
@@ -123,16 +220,17 @@ impl RedisService {
         protocol: Protocol,
         index: usize,
     ) -> ConnectionHandle {
-        let group = &self.upstreams[server].shared[protocol.index()];
+        let upstream = self.upstream(server);
+        let group = &upstream.shared[protocol.index()];
         group[index % group.len()].clone()
     }
 
-    pub(crate) fn dedicated(&self, server: usize, protocol: Protocol) -> &DedicatedPool {
-        &self.upstreams[server].dedicated[protocol.index()]
+    pub(crate) fn dedicated(&self, server: usize, protocol: Protocol) -> DedicatedPool {
+        self.upstream(server).dedicated[protocol.index()].clone()
     }
 
     pub(crate) fn upstream_id(&self, server: usize) -> UpstreamId {
-        self.upstreams[server].connector.id.clone()
+        self.upstream(server).connector.id.clone()
     }
 
     /// For a reply whose connection vanished without saying why.

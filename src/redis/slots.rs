@@ -5,6 +5,7 @@
 
 use std::collections::VecDeque;
 
+use attache_resp::cluster;
 use attache_resp::frame::{self, reply};
 use attache_resp::shard::{self, Merge};
 use bytes::{Bytes, BytesMut};
@@ -12,7 +13,9 @@ use tokio::sync::mpsc;
 use tokio::sync::oneshot::error::TryRecvError;
 
 use super::connection::ReplyRx;
+use super::connector::Protocol;
 use super::error::UpstreamError;
+use super::router::Router;
 use super::service::RedisService;
 
 pub(super) enum Slot {
@@ -28,6 +31,74 @@ pub(super) enum Slot {
     },
     /// Everything the pinned connection sends, as it comes.
     Stream(mpsc::Receiver<Bytes>),
+    /// Cluster mode: one command, kept so that a MOVED or ASK reply can be
+    /// followed without the app seeing it.
+    Cluster(Box<Redirectable>),
+}
+
+/// A cluster-mode command in flight.
+pub(crate) struct Redirectable {
+    pub(crate) rx: ReplyRx,
+    pub(crate) request: Bytes,
+    /// The upstream it was sent to (a MOVED to `:port` means its host).
+    pub(crate) server: usize,
+    pub(crate) protocol: Protocol,
+    pub(crate) shared_index: usize,
+    pub(crate) redirects: u8,
+    /// Sent as `ASKING` + the command: the first reply is ASKING's.
+    pub(crate) asking: bool,
+}
+
+/// Redirects followed for one command before the app gets the last one.
+const MAX_REDIRECTS: u8 = 5;
+
+impl Redirectable {
+    /// The app's reply, or `None` after re-sending on a redirect.
+    fn settle(
+        &mut self,
+        result: Result<Bytes, UpstreamError>,
+        service: &RedisService,
+    ) -> Option<Bytes> {
+        let mut reply = settle(result, if self.asking { 2 } else { 1 });
+        if self.asking {
+            // Drop ASKING's +OK.
+            let first = frame::reply_len(&reply, false).ok().flatten().unwrap_or(0);
+            reply = reply.slice(first..);
+        }
+        if self.redirects >= MAX_REDIRECTS || !cluster::is_redirect(&reply) {
+            return Some(reply);
+        }
+        let line_end = reply
+            .iter()
+            .position(|&b| b == b'\r')
+            .unwrap_or(reply.len());
+        let redirect = cluster::parse_redirect(&reply[..line_end])?;
+        let Router::Cluster(router) = &service.router else {
+            return Some(reply);
+        };
+        let host = match &redirect.addr().host {
+            cluster::Host::Name(name) => name.clone(),
+            cluster::Host::Unknown => service.host_of(self.server),
+        };
+        let target = service.upstream_at(&host, redirect.addr().port);
+        let handle = service.shared(target, self.protocol, self.shared_index);
+        self.redirects += 1;
+        self.server = target;
+        match redirect {
+            cluster::Redirect::Moved { .. } => {
+                router.refresh.notify_one();
+                self.asking = false;
+                self.rx = handle.request(self.request.clone(), 1, false);
+            }
+            cluster::Redirect::Ask { .. } => {
+                let mut both = BytesMut::from(&reply::command(&[b"ASKING"])[..]);
+                both.extend_from_slice(&self.request);
+                self.asking = true;
+                self.rx = handle.request(both.freeze(), 2, false);
+            }
+        }
+        None
+    }
 }
 
 /// A part of a [`Slot::Merge`].
@@ -48,6 +119,8 @@ pub(super) enum Combine {
     Shards {
         merge: Merge,
         key_orders: Vec<Vec<usize>>,
+        /// The servers asked, in reply order (to name them in INFO).
+        servers: Vec<usize>,
     },
     /// A SCAN step on `server` of `servers`: the cursor is rewritten so that
     /// it also says which server to continue on.
@@ -97,6 +170,21 @@ pub(super) fn collect_ready(
                 out.push(finish(parts, combine, service, resp3));
                 slots.pop_front();
             }
+            Slot::Cluster(cmd) => {
+                let result = match cmd.rx.try_recv() {
+                    Ok(result) => result,
+                    Err(TryRecvError::Empty) => break,
+                    Err(TryRecvError::Closed) => Err(service.closed_error()),
+                };
+                match cmd.settle(result, service) {
+                    Some(reply) => {
+                        out.push(reply);
+                        slots.pop_front();
+                    }
+                    // Re-sent: wait for the new reply.
+                    None => break,
+                }
+            }
             Slot::Stream(rx) => match rx.try_recv() {
                 Ok(bytes) => out.push(bytes),
                 Err(mpsc::error::TryRecvError::Empty) => break,
@@ -133,6 +221,15 @@ pub(super) async fn wait_front(slots: &mut VecDeque<Slot>, service: &RedisServic
             let merged = finish(parts, combine, service, resp3);
             slots[0] = Slot::Ready(merged);
         }
+        Some(Slot::Cluster(cmd)) => loop {
+            let result = (&mut cmd.rx)
+                .await
+                .unwrap_or_else(|_| Err(service.closed_error()));
+            if let Some(reply) = cmd.settle(result, service) {
+                slots[0] = Slot::Ready(reply);
+                break;
+            }
+        },
         Some(Slot::Stream(rx)) => match rx.recv().await {
             Some(bytes) => slots.push_front(Slot::Ready(bytes)),
             None => {
@@ -170,9 +267,11 @@ fn finish(
 ) -> Bytes {
     let replies: Vec<Bytes> = parts.iter_mut().filter_map(|p| p.reply.take()).collect();
     match combine {
-        Combine::Shards { merge, key_orders } => {
-            shard::merge(merge, &replies, resp3, key_orders, &service.labels)
-        }
+        Combine::Shards {
+            merge,
+            key_orders,
+            servers,
+        } => shard::merge(merge, &replies, resp3, key_orders, &service.labels(servers)),
         Combine::Scan { server, servers } => match replies.first() {
             Some(r) => rewrite_scan_cursor(r, *server, *servers, resp3),
             None => reply::error("ERR attache: no reply"),

@@ -28,7 +28,7 @@ use super::dedicated::Dedicated;
 use super::error::UpstreamError;
 use super::policy::{classify, Action, Transient};
 use super::service::RedisService;
-use super::slots::{collect_ready, wait_front, Slot};
+use super::slots::{collect_ready, wait_front, Redirectable, Slot};
 use crate::socket::{try_read, write_all};
 
 mod routing;
@@ -292,6 +292,14 @@ impl Session {
                     {
                         server
                     }
+                    // A cluster relays every PUBLISH to every node: one
+                    // subscription hears them all.
+                    Route::To(server)
+                        if self.service.router.is_cluster()
+                            && is_fan_in_subscribe(&req, &self.rbuf) =>
+                    {
+                        server
+                    }
                     Route::Keyless if !self.service.router.is_sharded() => 0,
                     // SUBSCRIBE / PSUBSCRIBE: on every server, relayed from server 0.
                     _ if stream && self.pin.is_none() && is_fan_in_subscribe(&req, &self.rbuf) => {
@@ -412,8 +420,10 @@ impl Session {
     }
 
     fn push_run(&mut self, bytes: BytesMut, target: Target, blocking: bool) {
+        // Cluster mode keeps each shared command apart, to follow a redirect.
+        let alone = self.service.router.is_cluster() && target != Target::Pinned;
         if let Some(run) = &mut self.run {
-            if run.target == target && !run.blocking && !blocking {
+            if run.target == target && !run.blocking && !blocking && !alone {
                 run.bytes.unsplit(bytes);
                 run.count += 1;
                 return;
@@ -441,6 +451,19 @@ impl Session {
                 .service
                 .shared(server, self.protocol, self.shared_index),
         };
+        if let (Target::Shared(server), true) = (run.target, self.service.router.is_cluster()) {
+            let rx = handle.request(bytes.clone(), 1, false);
+            self.slots.push_back(Slot::Cluster(Box::new(Redirectable {
+                rx,
+                request: bytes,
+                server,
+                protocol: self.protocol,
+                shared_index: self.shared_index,
+                redirects: 0,
+                asking: false,
+            })));
+            return;
+        }
         let rx = handle.request(bytes, run.count, run.blocking);
         self.slots.push_back(Slot::Wait {
             rx,

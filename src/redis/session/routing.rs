@@ -13,7 +13,11 @@ use super::{Session, Target};
 use crate::redis::connection::{Op, STREAM_BUFFER};
 use crate::redis::error::UpstreamError;
 use crate::redis::fanin;
-use crate::redis::router::Router;
+use std::sync::Arc;
+
+use attache_resp::hash::{key_slot, Distributor};
+
+use crate::redis::router::{ClusterSlots, Router};
 use crate::redis::slots::{split_scan_cursor, Combine, PartReply, Slot};
 
 /// Where one request goes, in the listener's mode.
@@ -25,20 +29,72 @@ pub(super) enum Route {
     /// Answered without the upstream (PING and ECHO in sharded modes, or a
     /// refusal such as CROSSSLOT).
     Reply(Bytes),
-    /// The same request to every server.
-    All(Merge),
-    /// Split by server.
+    /// The same request to each of these servers.
+    All(Vec<usize>, Merge),
+    /// Split by server (each part's `server` is an upstream index).
     Split(Vec<Part>, Merge),
-    /// A SCAN step on one server.
-    Scan { server: usize, inner: u64 },
+    /// A SCAN step on the `position`-th of `servers`.
+    Scan {
+        servers: Vec<usize>,
+        position: usize,
+        inner: u64,
+    },
+}
+
+/// How keys map to upstreams in a sharded mode.
+enum Shards {
+    /// twemproxy's ring: a key's server directly.
+    Ring(Arc<Distributor>, usize),
+    /// Redis Cluster: a key's slot, then the slot's primary. Keys group by
+    /// slot (not node): Redis refuses multi-key commands across slots.
+    Cluster(Arc<ClusterSlots>),
+}
+
+impl Shards {
+    /// The group a key belongs to: a server (ring) or a slot (cluster).
+    fn group_of(&self, key: &[u8]) -> usize {
+        match self {
+            Shards::Ring(ring, _) => ring.server_for_key(key),
+            Shards::Cluster(_) => key_slot(key) as usize,
+        }
+    }
+
+    /// The upstream serving a group.
+    fn upstream(&self, group: usize) -> Option<usize> {
+        match self {
+            Shards::Ring(..) => Some(group),
+            Shards::Cluster(slots) => slots.owner_of(group as u16),
+        }
+    }
+
+    /// Every server a fan-out asks.
+    fn all(&self) -> Vec<usize> {
+        match self {
+            Shards::Ring(_, n) => (0..*n).collect(),
+            Shards::Cluster(slots) => slots.primaries.clone(),
+        }
+    }
+}
+
+fn unserved(group: usize) -> Bytes {
+    reply::error(&format!("CLUSTERDOWN Hash slot {group} not served"))
 }
 
 impl Session {
     /// Where `req` goes. Single mode: the one server. Sharded modes: by its
     /// keys and the command table's policy tips.
     pub(super) fn route(&mut self, req: &Request) -> Route {
-        let Router::Hashed(router) = &self.service.router else {
-            return Route::To(0);
+        let shards = match &self.service.router {
+            Router::Single => return Route::To(0),
+            Router::Hashed(router) => Shards::Ring(router.ring(), self.service.servers()),
+            Router::Cluster(router) => match router.slots() {
+                Some(slots) => Shards::Cluster(slots),
+                None => {
+                    return Route::Reply(reply::error(
+                        "CLUSTERDOWN attache: the cluster topology is not known yet",
+                    ))
+                }
+            },
         };
         let args: Vec<&[u8]> = (0..req.args.len())
             .filter_map(|i| req.arg(&self.rbuf, i))
@@ -46,7 +102,6 @@ impl Session {
         let Some(spec) = command::resolve(&args) else {
             return Route::Keyless;
         };
-        let ring = router.ring();
         match spec.name {
             "ping" if args.len() <= 2 => {
                 return Route::Reply(match args.get(1) {
@@ -62,18 +117,30 @@ impl Session {
                 else {
                     return Route::Reply(reply::error("ERR invalid cursor"));
                 };
-                let (server, inner) = split_scan_cursor(cursor, self.service.servers());
-                return Route::Scan { server, inner };
+                let servers = shards.all();
+                let (position, inner) = split_scan_cursor(cursor, servers.len());
+                return Route::Scan {
+                    servers,
+                    position,
+                    inner,
+                };
             }
             // Channels are not keys, but a sharded listener still spreads them.
             "publish" | "spublish" | "ssubscribe" | "sunsubscribe" if args.len() >= 2 => {
-                return Route::To(ring.server_for_key(args[1]))
+                let group = shards.group_of(args[1]);
+                return match shards.upstream(group) {
+                    Some(server) => Route::To(server),
+                    None => Route::Reply(unserved(group)),
+                };
             }
             _ => {}
         }
         command::key_indices(spec, &args, &mut self.keys);
-        match shard::plan(spec, &args, &self.keys, |key| ring.server_for_key(key)) {
-            shard::Plan::One(server) => Route::To(server),
+        match shard::plan(spec, &args, &self.keys, |key| shards.group_of(key)) {
+            shard::Plan::One(group) => match shards.upstream(group) {
+                Some(server) => Route::To(server),
+                None => Route::Reply(unserved(group)),
+            },
             shard::Plan::Keyless => {
                 if spec.has_flag(command::WRITE) || spec.has_flag(command::ADMIN) {
                     Route::Reply(reply::error(&format!(
@@ -81,11 +148,22 @@ impl Session {
                         spec.name
                     )))
                 } else {
-                    Route::Keyless
+                    match shards.all().first() {
+                        Some(&first) if self.pin.is_none() => Route::To(first),
+                        _ => Route::Keyless,
+                    }
                 }
             }
-            shard::Plan::All(merge) => Route::All(merge),
-            shard::Plan::Split { parts, merge } => Route::Split(parts, merge),
+            shard::Plan::All(merge) => Route::All(shards.all(), merge),
+            shard::Plan::Split { mut parts, merge } => {
+                for part in &mut parts {
+                    match shards.upstream(part.server) {
+                        Some(server) => part.server = server,
+                        None => return Route::Reply(unserved(part.server)),
+                    }
+                }
+                Route::Split(parts, merge)
+            }
             shard::Plan::CrossSlot => Route::Reply(shard::cross_slot_error()),
         }
     }
@@ -99,32 +177,48 @@ impl Session {
             }
             Route::To(server) => Some(server),
             Route::Keyless => None,
-            Route::All(merge) => {
+            Route::All(servers, merge) => {
                 let sub = self.sub_request(req, None, None);
-                let parts = (0..self.service.servers())
-                    .map(|server| (server, sub.clone()))
+                let parts = servers
+                    .iter()
+                    .map(|&server| (server, sub.clone()))
                     .collect();
-                return self.fan_out(
-                    req,
-                    parts,
-                    Combine::Shards {
-                        merge,
-                        key_orders: Vec::new(),
-                    },
-                );
+                let combine = Combine::Shards {
+                    merge,
+                    key_orders: Vec::new(),
+                    servers,
+                };
+                return self.fan_out(req, parts, combine);
             }
             Route::Split(parts, merge) => {
                 let key_orders = parts.iter().map(|p| p.key_order.clone()).collect();
+                let servers = parts.iter().map(|p| p.server).collect();
                 let subs = parts
                     .iter()
                     .map(|p| (p.server, self.sub_request(req, Some(&p.args), None)))
                     .collect();
-                return self.fan_out(req, subs, Combine::Shards { merge, key_orders });
+                let combine = Combine::Shards {
+                    merge,
+                    key_orders,
+                    servers,
+                };
+                return self.fan_out(req, subs, combine);
             }
-            Route::Scan { server, inner } => {
+            Route::Scan {
+                servers,
+                position,
+                inner,
+            } => {
                 let sub = self.sub_request(req, None, Some(inner));
-                let servers = self.service.servers();
-                return self.fan_out(req, vec![(server, sub)], Combine::Scan { server, servers });
+                let Some(&server) = servers.get(position) else {
+                    self.reply_local(req, reply::error("ERR invalid cursor"));
+                    return Ok(());
+                };
+                let combine = Combine::Scan {
+                    server: position,
+                    servers: servers.len(),
+                };
+                return self.fan_out(req, vec![(server, sub)], combine);
             }
         };
         if let Some(pin) = &self.pin {

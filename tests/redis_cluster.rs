@@ -1,0 +1,255 @@
+//! attache in front of a real Redis Cluster (3 primaries + 3 replicas):
+//! routing by slot, commands across slots, a slot migrated under load, and
+//! a primary failing over.
+
+mod support;
+
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use attache_resp::hash::key_slot;
+use redis::AsyncCommands;
+use support::cluster::RedisCluster;
+use support::*;
+use tokio::net::TcpStream;
+
+async fn attache_for_cluster(
+    cluster: &RedisCluster,
+    extra: &str,
+) -> (attache::Running, std::net::SocketAddr) {
+    let seeds: Vec<String> = cluster.seeds().iter().map(|s| format!("\"{s}\"")).collect();
+    let running = start_attache(&format!(
+        "[redis.c]\nlisten = \"127.0.0.1:0\"\nmode = \"cluster\"\nservers = [{}]\n{extra}\n",
+        seeds.join(", ")
+    ))
+    .await;
+    let addr = running.redis_addr("c").unwrap();
+    // Wait for the first topology.
+    let deadline = Instant::now() + Duration::from_secs(10);
+    let mut s = TcpStream::connect(addr).await.unwrap();
+    loop {
+        let reply = raw_exchange(&mut s, &cmd(&["SET", "probe", "1"]), 1).await;
+        if reply == b"+OK\r\n" {
+            break;
+        }
+        assert!(
+            Instant::now() < deadline,
+            "no topology: {}",
+            String::from_utf8_lossy(&reply)
+        );
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    (running, addr)
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn keys_land_on_their_slot_owner_and_multi_key_commands_span_slots() {
+    let cluster = tokio::task::spawn_blocking(RedisCluster::start)
+        .await
+        .unwrap();
+    let (_attache, addr) = attache_for_cluster(&cluster, "").await;
+    let mut c = client(addr).await;
+    let keys: Vec<String> = (0..300).map(|i| format!("user:{i}")).collect();
+    for k in &keys {
+        let _: () = c.set(k, format!("v-{k}")).await.unwrap();
+    }
+    for k in keys.iter().step_by(37) {
+        let owner = cluster.primary_for_slot(key_slot(k.as_bytes()));
+        assert_eq!(
+            cluster.cli(owner, &["GET", k]),
+            format!("v-{k}"),
+            "{k} on its slot's primary"
+        );
+    }
+    // Across slots: split, merged in order.
+    let values: Vec<Option<String>> = c.mget(&keys[..50]).await.unwrap();
+    assert!(values
+        .iter()
+        .zip(&keys)
+        .all(|(v, k)| v.as_deref() == Some(&format!("v-{k}"))));
+    let pairs: Vec<(String, String)> = keys[..20]
+        .iter()
+        .map(|k| (k.clone(), "m".to_string()))
+        .collect();
+    let _: () = c.mset(&pairs).await.unwrap();
+    let deleted: i64 = c.del(&keys[..20]).await.unwrap();
+    assert_eq!(deleted, 20);
+    let size: i64 = redis::cmd("DBSIZE").query_async(&mut c).await.unwrap();
+    assert_eq!(size, 281, "280 keys + the probe");
+    // SCAN over every primary, each key exactly once.
+    let mut seen = std::collections::HashSet::new();
+    let mut cursor: u64 = 0;
+    loop {
+        let (next, batch): (u64, Vec<String>) = redis::cmd("SCAN")
+            .arg(cursor)
+            .arg("COUNT")
+            .arg(50)
+            .query_async(&mut c)
+            .await
+            .unwrap();
+        for k in batch {
+            assert!(seen.insert(k.clone()), "{k} returned twice");
+        }
+        cursor = next;
+        if cursor == 0 {
+            break;
+        }
+    }
+    assert_eq!(seen.len(), 281);
+    // Atomic commands across slots are refused; a hash tag keeps them together.
+    let err = redis::cmd("RENAME")
+        .arg("user:1")
+        .arg("user:2")
+        .query_async::<()>(&mut c)
+        .await
+        .unwrap_err();
+    assert!(err.to_string().contains("same slot"), "{err}");
+    let _: () = redis::cmd("MSET")
+        .arg("{t}a")
+        .arg(1)
+        .arg("{t}b")
+        .arg(2)
+        .query_async(&mut c)
+        .await
+        .unwrap();
+    let _: () = redis::cmd("RENAME")
+        .arg("{t}a")
+        .arg("{t}c")
+        .query_async(&mut c)
+        .await
+        .unwrap();
+    let mut s = TcpStream::connect(addr).await.unwrap();
+    let mut request = cmd(&["MULTI"]);
+    request.extend(cmd(&["INCR", "{t}n"]));
+    request.extend(cmd(&["INCR", "{t}n"]));
+    request.extend(cmd(&["EXEC"]));
+    assert_eq!(
+        raw_exchange(&mut s, &request, 4).await,
+        b"+OK\r\n+QUEUED\r\n+QUEUED\r\n*2\r\n:1\r\n:2\r\n"
+    );
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_slot_migrated_under_load_costs_the_app_no_error() {
+    let cluster = Arc::new(
+        tokio::task::spawn_blocking(RedisCluster::start)
+            .await
+            .unwrap(),
+    );
+    let (_attache, addr) = attache_for_cluster(&cluster, "").await;
+    // Keys that all live in one slot, written before the move.
+    let keys: Vec<String> = (0..200).map(|i| format!("{{hot}}:{i}")).collect();
+    let slot = key_slot(keys[0].as_bytes());
+    let mut c = client(addr).await;
+    for k in &keys {
+        let _: () = c.set(k, k).await.unwrap();
+    }
+    let from = cluster.primary_for_slot(slot);
+    let to = cluster
+        .primaries()
+        .into_iter()
+        .find(|&p| p != from)
+        .unwrap();
+    let stop = Arc::new(AtomicBool::new(false));
+    let ops = Arc::new(AtomicU64::new(0));
+    let mut load = Vec::new();
+    for worker in 0..4 {
+        let (keys, stop, ops) = (keys.clone(), stop.clone(), ops.clone());
+        load.push(tokio::spawn(async move {
+            let mut c = client(addr).await;
+            let mut errors = Vec::new();
+            let mut i = worker;
+            while !stop.load(Ordering::Relaxed) {
+                let k = &keys[i % keys.len()];
+                match c.get::<_, Option<String>>(k).await {
+                    Ok(Some(v)) if &v == k => {}
+                    other => errors.push(format!("GET {k}: {other:?}")),
+                }
+                if let Err(e) = c.set::<_, _, ()>(format!("{{hot}}:new:{i}"), i).await {
+                    errors.push(format!("SET: {e}"));
+                }
+                ops.fetch_add(2, Ordering::Relaxed);
+                i += 4;
+            }
+            errors
+        }));
+    }
+    tokio::time::sleep(Duration::from_millis(300)).await;
+    let mover = cluster.clone();
+    tokio::task::spawn_blocking(move || {
+        mover.begin_migration(slot, from, to);
+        while mover.migrate_keys_batch(slot, from, to, 10) > 0 {
+            std::thread::sleep(Duration::from_millis(20));
+        }
+        mover.finish_migration(slot, from, to);
+    })
+    .await
+    .unwrap();
+    tokio::time::sleep(Duration::from_millis(500)).await;
+    stop.store(true, Ordering::Relaxed);
+    let mut errors = Vec::new();
+    for l in load {
+        errors.extend(l.await.unwrap());
+    }
+    assert!(ops.load(Ordering::Relaxed) > 100, "the load ran");
+    assert!(
+        errors.is_empty(),
+        "{} errors, first: {:?}",
+        errors.len(),
+        errors.first()
+    );
+    assert_eq!(cluster.primary_for_slot(slot), to);
+    // The app saw nothing, but attache did follow ASK redirects mid-move.
+    let stats = cluster.cli(to, &["INFO", "commandstats"]);
+    assert!(
+        stats.contains("cmdstat_asking:calls="),
+        "no ASKING reached {to}: {stats}"
+    );
+    assert_eq!(cluster.cli(to, &["GET", &keys[0]]), keys[0]);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_failed_primary_is_followed_to_its_promoted_replica() {
+    let mut cluster = tokio::task::spawn_blocking(RedisCluster::start)
+        .await
+        .unwrap();
+    let (_attache, addr) =
+        attache_for_cluster(&cluster, "timeout = \"1s\"\nconnect_timeout = \"300ms\"").await;
+    let key = "failover:key";
+    let mut s = TcpStream::connect(addr).await.unwrap();
+    assert_eq!(
+        raw_exchange(&mut s, &cmd(&["SET", key, "before"]), 1).await,
+        b"+OK\r\n"
+    );
+    let old = cluster.primary_for_slot(key_slot(key.as_bytes()));
+    cluster.kill_node(old);
+    let cluster = tokio::task::spawn_blocking(move || {
+        cluster.wait_for_failover(old);
+        cluster
+    })
+    .await
+    .unwrap();
+    // Commands in between get clear errors (none hang); then it serves again.
+    let deadline = Instant::now() + Duration::from_secs(15);
+    loop {
+        let started = Instant::now();
+        let reply = raw_exchange(&mut s, &cmd(&["GET", key]), 1).await;
+        assert!(started.elapsed() < Duration::from_secs(3), "a command hung");
+        if reply == b"$6\r\nbefore\r\n" {
+            break;
+        }
+        assert!(
+            reply.starts_with(b"-"),
+            "{}",
+            String::from_utf8_lossy(&reply)
+        );
+        assert!(
+            Instant::now() < deadline,
+            "never followed: {}",
+            String::from_utf8_lossy(&reply)
+        );
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    drop(cluster);
+}
