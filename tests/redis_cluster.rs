@@ -253,3 +253,66 @@ async fn a_failed_primary_is_followed_to_its_promoted_replica() {
     }
     drop(cluster);
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn reads_go_to_replicas_when_asked() {
+    let cluster = tokio::task::spawn_blocking(RedisCluster::start)
+        .await
+        .unwrap();
+    let (_attache, addr) = attache_for_cluster(&cluster, "read_from = \"replica\"").await;
+    let mut c = client(addr).await;
+    let key = "replicated";
+    let _: () = c.set(key, "v").await.unwrap();
+    // Replication is asynchronous: the replica has it shortly.
+    let deadline = Instant::now() + Duration::from_secs(5);
+    loop {
+        let v: Option<String> = c.get(key).await.unwrap();
+        if v.as_deref() == Some("v") {
+            break;
+        }
+        assert!(Instant::now() < deadline, "the read never saw the write");
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+    let primary = cluster.primary_for_slot(key_slot(key.as_bytes()));
+    let replica = cluster.replicas_of(primary)[0];
+    let stats = cluster.cli(replica, &["INFO", "commandstats"]);
+    assert!(
+        stats.contains("cmdstat_get:calls="),
+        "GET served by the replica: {stats}"
+    );
+    assert!(
+        stats.contains("cmdstat_readonly:calls="),
+        "READONLY sent: {stats}"
+    );
+    let primary_stats = cluster.cli(primary, &["INFO", "commandstats"]);
+    assert!(
+        !primary_stats.contains("cmdstat_get:"),
+        "no GET on the primary: {primary_stats}"
+    );
+    // Writes still go to the primary.
+    let _: () = c.set(key, "w").await.unwrap();
+    assert_eq!(cluster.cli(primary, &["GET", key]), "w");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn subscribers_hear_messages_published_on_any_node() {
+    let cluster = tokio::task::spawn_blocking(RedisCluster::start)
+        .await
+        .unwrap();
+    let (_attache, addr) = attache_for_cluster(&cluster, "").await;
+    let mut sub = TcpStream::connect(addr).await.unwrap();
+    let confirm = raw_exchange(&mut sub, &cmd(&["SUBSCRIBE", "events"]), 1).await;
+    assert_eq!(confirm, b"*3\r\n$9\r\nsubscribe\r\n$6\r\nevents\r\n:1\r\n");
+    for (i, port) in cluster.primaries().into_iter().enumerate() {
+        cluster.cli(port, &["PUBLISH", "events", &format!("m{i}")]);
+    }
+    let messages = read_replies(&mut sub, 3).await;
+    let text = String::from_utf8_lossy(&messages);
+    for m in ["m0", "m1", "m2"] {
+        assert_eq!(
+            text.matches(&format!("\r\n{m}\r\n")).count(),
+            1,
+            "{m} exactly once: {text}"
+        );
+    }
+}

@@ -9,4 +9,6 @@ mod load;
 mod model;
 
 pub use load::{load, ConfigError};
-pub use model::{AdminConfig, Config, Mode, RedisAuthConfig, RedisListenerConfig, RuntimeConfig};
+pub use model::{
+    AdminConfig, Config, Mode, ReadFrom, RedisAuthConfig, RedisListenerConfig, RuntimeConfig,
+};

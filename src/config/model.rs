@@ -105,6 +105,11 @@ pub struct RedisListenerConfig {
     /// How long an ejected server stays out. Default `30s`.
     #[serde(default = "default_retry_timeout", with = "humantime_serde")]
     pub server_retry_timeout: Duration,
+    /// Cluster mode: where read-only commands go. `primary` (default),
+    /// `replica` (an online replica of the slot, the primary when it has
+    /// none) or `prefer_replica` (the same, today).
+    #[serde(default)]
+    pub read_from: ReadFrom,
     /// How long a command may wait for its reply before the app gets an
     /// error and the upstream connection is reset (blocking commands such as
     /// `BLPOP` are exempt). Default `5s`.
@@ -153,6 +158,19 @@ pub enum Mode {
     /// Redis Cluster: `servers` are seed nodes; the topology comes from
     /// `CLUSTER SHARDS` and follows MOVED/ASK and failovers.
     Cluster,
+}
+
+/// `read_from`: which nodes of a cluster serve reads.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum ReadFrom {
+    /// Every command goes to the slot's primary.
+    #[default]
+    Primary,
+    /// Read-only commands go to a replica (`READONLY` connections).
+    Replica,
+    /// Read-only commands go to a replica when one is online.
+    PreferReplica,
 }
 
 impl Mode {

@@ -38,6 +38,8 @@ impl Protocol {
 pub(crate) struct Connector {
     pub(crate) id: UpstreamId,
     server: ServerSpec,
+    /// A cluster replica serving reads: `READONLY` after the handshake.
+    readonly: bool,
     credentials: Option<RedisCredentials>,
     connect_timeout: Duration,
 }
@@ -54,10 +56,21 @@ impl Connector {
                 listener: listener.into(),
                 addr: authority(&server).into(),
             },
+            readonly: false,
             server,
             credentials,
             connect_timeout,
         }
+    }
+
+    /// The same connector for a cluster replica that serves reads.
+    pub(crate) fn readonly(mut self) -> Self {
+        self.readonly = true;
+        self
+    }
+
+    pub(crate) fn is_readonly(&self) -> bool {
+        self.readonly
     }
 
     /// The server this connector reaches.
@@ -135,9 +148,14 @@ impl Connector {
                 }
                 None => reply::command(&[b"AUTH", c.password.expose().as_bytes()]),
             }),
-            (Protocol::Resp2, None) => return Ok((Bytes::new(), 0)),
+            (Protocol::Resp2, None) => {}
         }
-        Ok((out.freeze(), 1))
+        let mut replies = u32::from(!out.is_empty());
+        if self.readonly {
+            out.extend_from_slice(&reply::command(&[b"READONLY"]));
+            replies += 1;
+        }
+        Ok((out.freeze(), replies))
     }
 
     /// Fails with the upstream's own words if any handshake reply is an error.

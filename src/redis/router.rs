@@ -17,6 +17,7 @@ use tokio::time::Instant;
 use tracing::warn;
 
 use super::error::UpstreamId;
+use crate::config::ReadFrom;
 
 /// Ejection settings (`auto_eject_hosts` and friends).
 #[derive(Debug, Clone, Copy)]
@@ -81,20 +82,25 @@ pub(crate) enum Router {
 
 /// The slot map of a Redis Cluster, as upstream indexes.
 pub(crate) struct ClusterRouter {
+    pub(crate) read_from: ReadFrom,
     slots: RwLock<Option<Arc<ClusterSlots>>>,
     /// Wakes the topology task early (a MOVED, a failing node).
     pub(crate) refresh: Notify,
 }
 
-/// Slot → upstream index of its primary, and the primaries.
+/// Slot → shard, each shard's primary and read replicas (upstream
+/// indexes), and the distinct primaries.
 pub(crate) struct ClusterSlots {
-    pub(crate) owner: Box<[Option<u32>]>,
+    pub(crate) shard_of: Box<[Option<u16>]>,
+    pub(crate) shard_primary: Vec<u32>,
+    pub(crate) shard_replicas: Vec<Vec<u32>>,
     pub(crate) primaries: Vec<usize>,
 }
 
 impl ClusterRouter {
-    pub(crate) fn new() -> Self {
+    pub(crate) fn new(read_from: ReadFrom) -> Self {
         Self {
+            read_from,
             slots: RwLock::new(None),
             refresh: Notify::new(),
         }
@@ -111,12 +117,18 @@ impl ClusterRouter {
 }
 
 impl ClusterSlots {
+    /// The primary serving `slot`.
     pub(crate) fn owner_of(&self, slot: u16) -> Option<usize> {
-        self.owner
-            .get(slot as usize)
-            .copied()
-            .flatten()
-            .map(|u| u as usize)
+        let shard = self.shard_of.get(slot as usize).copied().flatten()?;
+        self.shard_primary.get(shard as usize).map(|&u| u as usize)
+    }
+
+    /// A replica serving reads of `slot` (spread by `pick`), if the
+    /// listener reads from replicas and the shard has one online.
+    pub(crate) fn reader_of(&self, slot: u16, pick: usize) -> Option<usize> {
+        let shard = self.shard_of.get(slot as usize).copied().flatten()?;
+        let replicas = self.shard_replicas.get(shard as usize)?;
+        (!replicas.is_empty()).then(|| replicas[pick % replicas.len()] as usize)
     }
 }
 

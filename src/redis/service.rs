@@ -50,13 +50,18 @@ struct UpstreamTemplate {
 }
 
 impl UpstreamTemplate {
-    fn build(&self, server: ServerSpec) -> (Upstream, Arc<Health>) {
-        let connector = Arc::new(Connector::new(
+    fn build(&self, server: ServerSpec, readonly: bool) -> (Upstream, Arc<Health>) {
+        let connector = Connector::new(
             &self.listener,
             server,
             self.credentials.clone(),
             self.connect_timeout,
-        ));
+        );
+        let connector = Arc::new(if readonly {
+            connector.readonly()
+        } else {
+            connector
+        });
         let health = Arc::new(Health::new(
             connector.id.clone(),
             self.policy,
@@ -113,12 +118,12 @@ impl RedisService {
         let mut upstreams = Vec::new();
         let mut healths = Vec::new();
         for server in &config.servers {
-            let (upstream, health) = template.build(server.clone());
+            let (upstream, health) = template.build(server.clone(), false);
             upstreams.push(Arc::new(upstream));
             healths.push(health);
         }
         let router = if config.mode == Mode::Cluster {
-            Router::Cluster(ClusterRouter::new())
+            Router::Cluster(ClusterRouter::new(config.read_from))
         } else {
             match config.mode.distribution() {
                 None => Router::Single,
@@ -155,24 +160,29 @@ impl RedisService {
         service
     }
 
-    /// The index of the upstream at `host:port`, added if it is new.
-    pub(crate) fn upstream_at(&self, host: &str, port: u16) -> usize {
+    /// The index of the upstream at `host:port` (a replica serving reads
+    /// with `readonly`), added if it is new.
+    pub(crate) fn upstream_at(&self, host: &str, port: u16, readonly: bool) -> usize {
+        let matches = |u: &Arc<Upstream>| {
+            let c = &u.connector;
+            c.server().host == host && c.server().port == port && c.is_readonly() == readonly
+        };
         let upstreams = self.upstreams.read().unwrap_or_else(|e| e.into_inner());
-        if let Some(i) = upstreams
-            .iter()
-            .position(|u| u.connector.server().host == host && u.connector.server().port == port)
-        {
+        if let Some(i) = upstreams.iter().position(matches) {
             return i;
         }
         drop(upstreams);
         let mut upstreams = self.upstreams.write().unwrap_or_else(|e| e.into_inner());
+        if let Some(i) = upstreams.iter().position(matches) {
+            return i;
+        }
         let spec = ServerSpec {
             host: host.to_owned(),
             port,
             weight: 1,
             name: None,
         };
-        let (upstream, _) = self.template.build(spec);
+        let (upstream, _) = self.template.build(spec, readonly);
         upstreams.push(Arc::new(upstream));
         upstreams.len() - 1
     }

@@ -80,7 +80,7 @@ impl Redirectable {
             cluster::Host::Name(name) => name.clone(),
             cluster::Host::Unknown => service.host_of(self.server),
         };
-        let target = service.upstream_at(&host, redirect.addr().port);
+        let target = service.upstream_at(&host, redirect.addr().port, false);
         let handle = service.shared(target, self.protocol, self.shared_index);
         self.redirects += 1;
         self.server = target;

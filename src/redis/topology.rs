@@ -7,12 +7,13 @@
 use std::sync::{Arc, Weak};
 use std::time::Duration;
 
-use attache_resp::cluster::{Host, SlotMap};
+use attache_resp::cluster::{Host, Node, SlotMap};
 use attache_resp::frame::reply;
 use tracing::{info, warn};
 
 use super::router::{ClusterSlots, Router};
 use super::service::RedisService;
+use crate::config::ReadFrom;
 
 /// Periodic refresh, which also bounds how long a failover goes unnoticed
 /// when no MOVED points at it.
@@ -74,7 +75,10 @@ async fn fetch(service: &Arc<RedisService>) -> Result<ClusterSlots, String> {
         match map {
             Ok(map) if !map.shards().is_empty() => {
                 let replying_host = connector.server().host.clone();
-                return Ok(install_map(service, &map, &replying_host));
+                let Router::Cluster(router) = &service.router else {
+                    return Err("not a cluster listener".into());
+                };
+                return Ok(install_map(service, &map, &replying_host, router.read_from));
             }
             Ok(_) => last_error = format!("{}: no slots assigned", connector.id),
             Err(e) => last_error = e,
@@ -83,26 +87,42 @@ async fn fetch(service: &Arc<RedisService>) -> Result<ClusterSlots, String> {
     Err(last_error)
 }
 
-fn install_map(service: &RedisService, map: &SlotMap, replying_host: &str) -> ClusterSlots {
-    let primaries: Vec<usize> = map
+fn install_map(
+    service: &RedisService,
+    map: &SlotMap,
+    replying_host: &str,
+    read_from: ReadFrom,
+) -> ClusterSlots {
+    let upstream_of = |node: &Node, readonly: bool| {
+        let host = match &node.addr.host {
+            Host::Name(name) => name.as_str(),
+            Host::Unknown => replying_host,
+        };
+        service.upstream_at(host, node.addr.port, readonly) as u32
+    };
+    let primaries: Vec<u32> = map
         .shards()
         .iter()
-        .map(|shard| {
-            let host = match &shard.primary.addr.host {
-                Host::Name(name) => name.as_str(),
-                Host::Unknown => replying_host,
-            };
-            service.upstream_at(host, shard.primary.addr.port)
-        })
+        .map(|s| upstream_of(&s.primary, false))
         .collect();
-    let owner = (0..attache_resp::hash::SLOT_COUNT)
-        .map(|slot| map.shard_index(slot).map(|s| primaries[s] as u32))
+    let replicas: Vec<Vec<u32>> = match read_from {
+        ReadFrom::Primary => vec![Vec::new(); primaries.len()],
+        ReadFrom::Replica | ReadFrom::PreferReplica => map
+            .shards()
+            .iter()
+            .map(|s| s.replicas.iter().map(|r| upstream_of(r, true)).collect())
+            .collect(),
+    };
+    let shard_of: Box<[Option<u16>]> = (0..attache_resp::hash::SLOT_COUNT)
+        .map(|slot| map.shard_index(slot).map(|s| s as u16))
         .collect();
-    let mut unique = primaries.clone();
+    let mut unique: Vec<usize> = primaries.iter().map(|&p| p as usize).collect();
     unique.sort_unstable();
     unique.dedup();
     ClusterSlots {
-        owner,
+        shard_of,
+        shard_primary: primaries,
+        shard_replicas: replicas,
         primaries: unique,
     }
 }

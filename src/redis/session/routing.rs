@@ -67,6 +67,17 @@ impl Shards {
         }
     }
 
+    /// The upstream serving a group's reads: a replica when the cluster
+    /// listener reads from replicas and one is online (spread by `pick`).
+    fn reader(&self, group: usize, pick: usize) -> Option<usize> {
+        match self {
+            Shards::Cluster(slots) => slots
+                .reader_of(group as u16, pick)
+                .or_else(|| slots.owner_of(group as u16)),
+            Shards::Ring(..) => self.upstream(group),
+        }
+    }
+
     /// Every server a fan-out asks.
     fn all(&self) -> Vec<usize> {
         match self {
@@ -136,8 +147,18 @@ impl Session {
             _ => {}
         }
         command::key_indices(spec, &args, &mut self.keys);
+        // Reads may go to a replica, unless the app is in a transaction.
+        let read = spec.has_flag(command::READONLY) && self.pin.is_none() && !self.multi_deferred;
+        let pick = self.shared_index;
+        let serve = |group: usize| {
+            if read {
+                shards.reader(group, pick)
+            } else {
+                shards.upstream(group)
+            }
+        };
         match shard::plan(spec, &args, &self.keys, |key| shards.group_of(key)) {
-            shard::Plan::One(group) => match shards.upstream(group) {
+            shard::Plan::One(group) => match serve(group) {
                 Some(server) => Route::To(server),
                 None => Route::Reply(unserved(group)),
             },
@@ -157,7 +178,7 @@ impl Session {
             shard::Plan::All(merge) => Route::All(shards.all(), merge),
             shard::Plan::Split { mut parts, merge } => {
                 for part in &mut parts {
-                    match shards.upstream(part.server) {
+                    match serve(part.server) {
                         Some(server) => part.server = server,
                         None => return Route::Reply(unserved(part.server)),
                     }
