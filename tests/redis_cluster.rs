@@ -316,3 +316,63 @@ async fn subscribers_hear_messages_published_on_any_node() {
         );
     }
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_subscription_survives_its_node_going_away() {
+    let mut cluster = tokio::task::spawn_blocking(RedisCluster::start)
+        .await
+        .unwrap();
+    let (_attache, addr) = attache_for_cluster(&cluster, "").await;
+    let mut sub = TcpStream::connect(addr).await.unwrap();
+    let mut request = cmd(&["SUBSCRIBE", "alerts"]);
+    request.extend(cmd(&["PSUBSCRIBE", "alert.*"]));
+    let confirms = raw_exchange(&mut sub, &request, 2).await;
+    assert!(
+        confirms.ends_with(b"$7\r\nalert.*\r\n:2\r\n"),
+        "{}",
+        String::from_utf8_lossy(&confirms)
+    );
+    // The node attache subscribed on: the only one with a subscriber.
+    let relay = cluster
+        .primaries()
+        .into_iter()
+        .find(|&p| {
+            cluster
+                .cli(p, &["PUBSUB", "NUMSUB", "alerts"])
+                .ends_with('1')
+        })
+        .expect("a node holds the subscription");
+    cluster.kill_node(relay);
+    let other = cluster
+        .primaries()
+        .into_iter()
+        .find(|&p| p != relay)
+        .unwrap();
+    // Publish until the resubscribed connection hears it.
+    let deadline = Instant::now() + Duration::from_secs(15);
+    let mut buf = Vec::new();
+    loop {
+        cluster.cli(other, &["PUBLISH", "alerts", "after"]);
+        let mut chunk = [0u8; 4096];
+        if let Ok(Ok(n)) = tokio::time::timeout(
+            Duration::from_millis(200),
+            tokio::io::AsyncReadExt::read(&mut sub, &mut chunk),
+        )
+        .await
+        {
+            assert!(n > 0, "the app's connection was closed");
+            buf.extend_from_slice(&chunk[..n]);
+        }
+        if String::from_utf8_lossy(&buf).contains("after") {
+            break;
+        }
+        assert!(Instant::now() < deadline, "never resubscribed");
+    }
+    let text = String::from_utf8_lossy(&buf);
+    // Only messages reach the app: no stray subscribe confirmations.
+    assert!(
+        text.starts_with("*3\r\n$7\r\nmessage\r\n") || text.starts_with("*4\r\n$8\r\npmessage\r\n"),
+        "{text}"
+    );
+    assert!(!text.contains("subscribe"), "{text}");
+}

@@ -34,6 +34,8 @@ pub(super) enum Slot {
     /// Cluster mode: one command, kept so that a MOVED or ASK reply can be
     /// followed without the app seeing it.
     Cluster(Box<Redirectable>),
+    /// A stream whose upstream went away.
+    Ended,
 }
 
 /// A cluster-mode command in flight.
@@ -185,6 +187,10 @@ pub(super) fn collect_ready(
                     None => break,
                 }
             }
+            Slot::Ended => {
+                slots.pop_front();
+                stream_ended = true;
+            }
             Slot::Stream(rx) => match rx.try_recv() {
                 Ok(bytes) => out.push(bytes),
                 Err(mpsc::error::TryRecvError::Empty) => break,
@@ -232,9 +238,7 @@ pub(super) async fn wait_front(slots: &mut VecDeque<Slot>, service: &RedisServic
         },
         Some(Slot::Stream(rx)) => match rx.recv().await {
             Some(bytes) => slots.push_front(Slot::Ready(bytes)),
-            None => {
-                slots.pop_front();
-            }
+            None => slots[0] = Slot::Ended,
         },
         _ => std::future::pending().await,
     }

@@ -33,6 +33,9 @@ use crate::socket::{try_read, write_all};
 
 mod routing;
 mod spare_buffers;
+mod subscriptions;
+
+use subscriptions::Subscriptions;
 
 use routing::{is_fan_in_subscribe, is_sharded_channel, Route};
 
@@ -93,6 +96,11 @@ pub(crate) struct Session {
     /// Sharded pub/sub: the subscription's connections to servers 1..n
     /// (server 0's is the pin).
     fanin: Vec<Dedicated>,
+    /// Cluster pub/sub: what the app is subscribed to, to subscribe again
+    /// on another node when its node goes away.
+    subscriptions: Subscriptions,
+    /// The streaming upstream went away (cluster: resubscribe elsewhere).
+    stream_lost: bool,
     /// Close once every owed reply is written (QUIT, protocol error, the
     /// pinned upstream went away).
     closing: bool,
@@ -117,6 +125,8 @@ impl Session {
             multi_deferred: false,
             keys: Vec::new(),
             fanin: Vec::new(),
+            subscriptions: Subscriptions::default(),
+            stream_lost: false,
             watch: false,
             closing: false,
         }
@@ -134,6 +144,12 @@ impl Session {
     async fn serve(&mut self) -> std::io::Result<()> {
         loop {
             self.write_ready().await?;
+            if std::mem::take(&mut self.stream_lost) {
+                if let Err(e) = self.resubscribe().await {
+                    debug!(listener = %self.service.name, peer = %self.peer, error = %e, "resubscribe failed");
+                    self.closing = true;
+                }
+            }
             if self.closing && self.slots.is_empty() {
                 self.stream.shutdown().await.ok();
                 return Ok(());
@@ -205,6 +221,7 @@ impl Session {
                     Ok(())
                 }
                 _ => {
+                    self.subscriptions.track(&req, &self.rbuf);
                     let bytes = self.take_request(&req).freeze();
                     for conn in &self.fanin {
                         conn.handle.send(Op::Write(bytes.clone()));
@@ -330,6 +347,7 @@ impl Session {
                         return Ok(());
                     }
                 }
+                self.subscriptions.track(&req, &self.rbuf);
                 let bytes = self.take_request(&req);
                 if let Err(e) = self.pin(server, true, stream).await {
                     self.reply_error(&e);
@@ -575,6 +593,7 @@ impl Session {
         for conn in self.fanin.drain(..) {
             discard(conn);
         }
+        self.subscriptions = Subscriptions::default();
         self.multi = false;
         self.watch = false;
         self.aborted_multi = false;
@@ -601,8 +620,13 @@ impl Session {
             &mut out,
         ) {
             // The pinned upstream closed (QUIT, or it died): the app's
-            // connection ends with it.
-            self.closing = true;
+            // connection ends with it, unless a cluster subscription can
+            // move to another node.
+            if self.service.router.is_cluster() && !self.subscriptions.is_empty() {
+                self.stream_lost = true;
+            } else {
+                self.closing = true;
+            }
         }
         match out.len() {
             0 => Ok(()),

@@ -1,0 +1,130 @@
+//! Cluster pub/sub that survives its node: the session remembers the
+//! channels and patterns the app subscribed to, and when the node relaying
+//! them goes away (a failover, a node removed), subscribes again on another
+//! node. The confirmations of that resubscription are dropped, so the app
+//! sees only the messages it was already waiting for.
+
+use std::collections::BTreeSet;
+use std::time::Duration;
+
+use attache_resp::frame::{reply, Request};
+use bytes::Bytes;
+use tokio::sync::mpsc;
+
+use super::{discard, Session};
+use crate::redis::connection::{Op, STREAM_BUFFER};
+use crate::redis::error::UpstreamError;
+use crate::redis::fanin;
+use crate::redis::router::Router;
+use crate::redis::slots::Slot;
+
+/// Tries to find a node for the subscription before giving up.
+const ATTEMPTS: usize = 40;
+const RETRY_EVERY: Duration = Duration::from_millis(250);
+
+#[derive(Default)]
+pub(super) struct Subscriptions {
+    channels: BTreeSet<Bytes>,
+    patterns: BTreeSet<Bytes>,
+}
+
+impl Subscriptions {
+    pub(super) fn is_empty(&self) -> bool {
+        self.channels.is_empty() && self.patterns.is_empty()
+    }
+
+    /// Follows SUBSCRIBE / PSUBSCRIBE / UNSUBSCRIBE / PUNSUBSCRIBE.
+    pub(super) fn track(&mut self, req: &Request, buf: &[u8]) {
+        let Some(name) = req.arg(buf, 0) else { return };
+        let args = (1..req.args.len())
+            .filter_map(|i| req.arg(buf, i))
+            .map(Bytes::copy_from_slice);
+        if name.eq_ignore_ascii_case(b"subscribe") {
+            self.channels.extend(args);
+        } else if name.eq_ignore_ascii_case(b"psubscribe") {
+            self.patterns.extend(args);
+        } else if name.eq_ignore_ascii_case(b"unsubscribe") {
+            remove(&mut self.channels, args, req.args.len() == 1);
+        } else if name.eq_ignore_ascii_case(b"punsubscribe") {
+            remove(&mut self.patterns, args, req.args.len() == 1);
+        }
+    }
+
+    /// The commands that restore every subscription, and how many
+    /// confirmations they produce.
+    fn commands(&self) -> (Bytes, usize) {
+        let mut out = Vec::new();
+        for (verb, set) in [
+            (&b"SUBSCRIBE"[..], &self.channels),
+            (b"PSUBSCRIBE", &self.patterns),
+        ] {
+            if !set.is_empty() {
+                let mut args: Vec<&[u8]> = vec![verb];
+                args.extend(set.iter().map(|b| &b[..]));
+                out.extend_from_slice(&reply::command(&args));
+            }
+        }
+        (out.into(), self.channels.len() + self.patterns.len())
+    }
+}
+
+fn remove(set: &mut BTreeSet<Bytes>, args: impl Iterator<Item = Bytes>, all: bool) {
+    if all {
+        set.clear();
+    } else {
+        for a in args {
+            set.remove(&a);
+        }
+    }
+}
+
+impl Session {
+    /// Subscribes again, on another node, to everything the app had.
+    pub(super) async fn resubscribe(&mut self) -> Result<(), UpstreamError> {
+        let lost = self.pin.take();
+        let lost_server = lost.as_ref().map(|p| p.server);
+        if let Some(pin) = lost {
+            discard(pin.conn);
+        }
+        let service = self.service.clone();
+        let Router::Cluster(router) = &service.router else {
+            return Err(self.service.closed_error());
+        };
+        let mut last = self.service.closed_error();
+        for _ in 0..ATTEMPTS {
+            router.refresh.notify_one();
+            let candidates = router
+                .slots()
+                .map(|s| s.primaries.clone())
+                .unwrap_or_default();
+            // Any node relays every PUBLISH; avoid the one that just went away.
+            let mut ordered: Vec<usize> = candidates
+                .iter()
+                .copied()
+                .filter(|&c| Some(c) != lost_server)
+                .collect();
+            ordered.extend(lost_server);
+            for server in ordered {
+                match self.pin(server, true, true).await {
+                    Ok(()) => {
+                        let (commands, confirmations) = self.subscriptions.commands();
+                        let (sink, rx) = mpsc::channel(STREAM_BUFFER);
+                        let quiet =
+                            fanin::skip_first(sink, confirmations, self.protocol.is_resp3());
+                        if let Some(pin) = &self.pin {
+                            pin.conn.handle.send(Op::Stream {
+                                bytes: commands,
+                                sink: quiet,
+                            });
+                        }
+                        self.slots.push_back(Slot::Stream(rx));
+                        return Ok(());
+                    }
+                    Err(e) => last = e,
+                }
+            }
+            tokio::time::sleep(RETRY_EVERY).await;
+        }
+        Err(last)
+    }
+}
