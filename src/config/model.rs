@@ -106,8 +106,8 @@ pub struct RedisListenerConfig {
     #[serde(default = "default_retry_timeout", with = "humantime_serde")]
     pub server_retry_timeout: Duration,
     /// Cluster mode: where read-only commands go. `primary` (default),
-    /// `replica` (an online replica of the slot, the primary when it has
-    /// none) or `prefer_replica` (the same, today).
+    /// `replica` (an online replica of the slot; `-CLUSTERDOWN` when it has
+    /// none) or `prefer_replica` (a replica, else the primary).
     #[serde(default)]
     pub read_from: ReadFrom,
     /// How long a command may wait for its reply before the app gets an
@@ -167,9 +167,11 @@ pub enum ReadFrom {
     /// Every command goes to the slot's primary.
     #[default]
     Primary,
-    /// Read-only commands go to a replica (`READONLY` connections).
+    /// Read-only commands go to a replica (`READONLY` connections), and
+    /// fail when the slot has none online.
     Replica,
-    /// Read-only commands go to a replica when one is online.
+    /// Read-only commands go to a replica when one is online, else to the
+    /// primary.
     PreferReplica,
 }
 

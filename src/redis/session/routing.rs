@@ -17,6 +17,7 @@ use std::sync::Arc;
 
 use attache_resp::hash::{key_slot, Distributor};
 
+use crate::config::ReadFrom;
 use crate::redis::router::{ClusterSlots, Router};
 use crate::redis::slots::{split_scan_cursor, Combine, PartReply, Slot};
 
@@ -47,7 +48,9 @@ enum Shards {
     Ring(Arc<Distributor>, usize),
     /// Redis Cluster: a key's slot, then the slot's primary. Keys group by
     /// slot (not node): Redis refuses multi-key commands across slots.
-    Cluster(Arc<ClusterSlots>),
+    /// With `replicas_only` (`read_from = "replica"`), reads never fall
+    /// back to the primary.
+    Cluster(Arc<ClusterSlots>, bool),
 }
 
 impl Shards {
@@ -55,7 +58,7 @@ impl Shards {
     fn group_of(&self, key: &[u8]) -> usize {
         match self {
             Shards::Ring(ring, _) => ring.server_for_key(key),
-            Shards::Cluster(_) => key_slot(key) as usize,
+            Shards::Cluster(..) => key_slot(key) as usize,
         }
     }
 
@@ -63,7 +66,7 @@ impl Shards {
     fn upstream(&self, group: usize) -> Option<usize> {
         match self {
             Shards::Ring(..) => Some(group),
-            Shards::Cluster(slots) => slots.owner_of(group as u16),
+            Shards::Cluster(slots, _) => slots.owner_of(group as u16),
         }
     }
 
@@ -71,7 +74,8 @@ impl Shards {
     /// listener reads from replicas and one is online (spread by `pick`).
     fn reader(&self, group: usize, pick: usize) -> Option<usize> {
         match self {
-            Shards::Cluster(slots) => slots
+            Shards::Cluster(slots, true) => slots.reader_of(group as u16, pick),
+            Shards::Cluster(slots, _) => slots
                 .reader_of(group as u16, pick)
                 .or_else(|| slots.owner_of(group as u16)),
             Shards::Ring(..) => self.upstream(group),
@@ -82,9 +86,15 @@ impl Shards {
     fn all(&self) -> Vec<usize> {
         match self {
             Shards::Ring(_, n) => (0..*n).collect(),
-            Shards::Cluster(slots) => slots.primaries.clone(),
+            Shards::Cluster(slots, _) => slots.primaries.clone(),
         }
     }
+}
+
+fn no_replica(slot: usize) -> Bytes {
+    reply::error(&format!(
+        "CLUSTERDOWN attache: no replica of hash slot {slot} is online (read_from = \"replica\")"
+    ))
 }
 
 fn unserved(group: usize) -> Bytes {
@@ -99,7 +109,7 @@ impl Session {
             Router::Single => return Route::To(0),
             Router::Hashed(router) => Shards::Ring(router.ring(), self.service.servers()),
             Router::Cluster(router) => match router.slots() {
-                Some(slots) => Shards::Cluster(slots),
+                Some(slots) => Shards::Cluster(slots, router.read_from == ReadFrom::Replica),
                 None => {
                     return Route::Reply(reply::error(
                         "CLUSTERDOWN attache: the cluster topology is not known yet",
@@ -160,6 +170,7 @@ impl Session {
         match shard::plan(spec, &args, &self.keys, |key| shards.group_of(key)) {
             shard::Plan::One(group) => match serve(group) {
                 Some(server) => Route::To(server),
+                None if read => Route::Reply(no_replica(group)),
                 None => Route::Reply(unserved(group)),
             },
             shard::Plan::Keyless => {
