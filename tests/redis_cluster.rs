@@ -376,3 +376,51 @@ async fn a_subscription_survives_its_node_going_away() {
     );
     assert!(!text.contains("subscribe"), "{text}");
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_transaction_follows_its_slot_when_it_moves() {
+    let cluster = Arc::new(
+        tokio::task::spawn_blocking(RedisCluster::start)
+            .await
+            .unwrap(),
+    );
+    let (_attache, addr) = attache_for_cluster(&cluster, "").await;
+    let key = "{moving}:counter";
+    let slot = key_slot(key.as_bytes());
+    let mut s = TcpStream::connect(addr).await.unwrap();
+    let transaction = || {
+        let mut request = cmd(&["MULTI"]);
+        request.extend(cmd(&["INCR", key]));
+        request.extend(cmd(&["INCR", key]));
+        request.extend(cmd(&["EXEC"]));
+        request
+    };
+    let replies = raw_exchange(&mut s, &transaction(), 4).await;
+    assert_eq!(replies, b"+OK\r\n+QUEUED\r\n+QUEUED\r\n*2\r\n:1\r\n:2\r\n");
+    // Move the slot; attache's map is now stale until its next refresh.
+    let from = cluster.primary_for_slot(slot);
+    let to = cluster
+        .primaries()
+        .into_iter()
+        .find(|&p| p != from)
+        .unwrap();
+    let mover = cluster.clone();
+    tokio::task::spawn_blocking(move || mover.migrate_slot(slot, from, to))
+        .await
+        .unwrap();
+    let replies = raw_exchange(&mut s, &transaction(), 4).await;
+    assert_eq!(replies, b"+OK\r\n+QUEUED\r\n+QUEUED\r\n*2\r\n:3\r\n:4\r\n");
+    assert_eq!(cluster.cli(to, &["GET", key]), "4");
+    // Keys of two slots in one transaction: refused, and nothing runs.
+    let mut request = cmd(&["MULTI"]);
+    request.extend(cmd(&["INCR", key]));
+    request.extend(cmd(&["INCR", "elsewhere"]));
+    request.extend(cmd(&["EXEC"]));
+    let replies = raw_exchange(&mut s, &request, 4).await;
+    let text = String::from_utf8_lossy(&replies);
+    assert!(
+        text.contains("-CROSSSLOT") && text.contains("-EXECABORT"),
+        "{text}"
+    );
+    assert_eq!(cluster.cli(to, &["GET", key]), "4");
+}

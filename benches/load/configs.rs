@@ -17,12 +17,13 @@ pub(crate) fn attache_toml(
     let (mode, hash) = match topology {
         Topology::Single => ("single", ""),
         Topology::Ketama3 => ("ketama", "hash = \"fnv1a_64\"\n"),
+        Topology::Cluster3 => ("cluster", ""),
     };
     let servers = servers
         .iter()
         .enumerate()
         .map(|(i, addr)| match topology {
-            Topology::Single => format!("\"{addr}\""),
+            Topology::Single | Topology::Cluster3 => format!("\"{addr}\""),
             Topology::Ketama3 => format!("\"{}\"", named(i, *addr)),
         })
         .collect::<Vec<_>>()
@@ -48,7 +49,7 @@ pub(crate) fn nutcracker_yaml(
         .enumerate()
         .map(|(i, addr)| match topology {
             // twemproxy requires the weight.
-            Topology::Single => format!("    - {addr}:1\n"),
+            Topology::Single | Topology::Cluster3 => format!("    - {addr}:1\n"),
             Topology::Ketama3 => format!("    - {}\n", named(i, *addr)),
         })
         .collect();

@@ -59,6 +59,30 @@ pub(crate) fn free_addr() -> io::Result<SocketAddr> {
     Err(io::Error::other("no fresh loopback port after 100 tries"))
 }
 
+/// A free loopback address for a Redis Cluster node: its port is at most
+/// 55535 and port + 10000 (the cluster bus) is free too; both are reserved.
+pub(crate) fn free_cluster_addr() -> io::Result<SocketAddr> {
+    for _ in 0..1000 {
+        let addr = free_addr()?;
+        let Some(bus) = addr.port().checked_add(10000) else {
+            continue;
+        };
+        let bus = SocketAddr::from(([127, 0, 0, 1], bus));
+        if TcpListener::bind(bus).is_err() {
+            continue;
+        }
+        if lock(&PORTS)
+            .get_or_insert_with(HashSet::new)
+            .insert(bus.port())
+        {
+            return Ok(addr);
+        }
+    }
+    Err(io::Error::other(
+        "no loopback port with a free cluster bus port",
+    ))
+}
+
 /// A running child process, killed (SIGKILL) and reaped when dropped.
 #[derive(Debug)]
 pub(crate) struct ChildGuard {

@@ -23,11 +23,12 @@ pub(crate) struct Report<'a> {
 
 /// Proxy and baseline pairs compared in the ratio table; a sharded pair is
 /// one more line here.
-const PAIRS: [(&str, &str); 4] = [
+const PAIRS: [(&str, &str); 5] = [
     ("attache", "direct"),
     ("attache", "twemproxy"),
     ("attache", "envoy"),
     ("attache-ketama3", "twemproxy-ketama3"),
+    ("attache-cluster3", "direct"),
 ];
 
 impl Report<'_> {

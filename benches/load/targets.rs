@@ -24,6 +24,8 @@ pub(crate) enum Topology {
     Single,
     /// Three redis-servers behind ketama (fnv1a_64), twemproxy's defaults.
     Ketama3,
+    /// A 3-primary Redis Cluster (no replicas), created by the bench.
+    Cluster3,
 }
 
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -64,6 +66,8 @@ pub(crate) fn plan(sharded: bool, envoy: bool) -> Vec<TargetSpec> {
             Kind::Twemproxy,
             Topology::Ketama3,
         ));
+        // twemproxy has no cluster mode.
+        plan.push(spec("attache-cluster3", Kind::Attache, Topology::Cluster3));
     }
     plan
 }
@@ -90,6 +94,7 @@ pub(crate) struct RedisServer {
 pub(crate) struct Backends {
     single: RedisServer,
     shards: Vec<RedisServer>,
+    cluster: Vec<RedisServer>,
 }
 
 impl Backends {
@@ -99,19 +104,25 @@ impl Backends {
         sharded: bool,
     ) -> Result<Self, String> {
         let single = start_redis(programs, scratch, "redis").await?;
-        let mut shards = Vec::new();
+        let (mut shards, mut cluster) = (Vec::new(), Vec::new());
         if sharded {
             for i in 0..3 {
                 shards.push(start_redis(programs, scratch, &format!("redis-shard{i}")).await?);
             }
+            cluster = start_cluster(programs, scratch).await?;
         }
-        Ok(Self { single, shards })
+        Ok(Self {
+            single,
+            shards,
+            cluster,
+        })
     }
 
     fn of(&self, topology: Topology) -> &[RedisServer] {
         match topology {
             Topology::Single => std::slice::from_ref(&self.single),
             Topology::Ketama3 => &self.shards,
+            Topology::Cluster3 => &self.cluster,
         }
     }
 }
@@ -180,6 +191,142 @@ async fn start_redis(
 ) -> Result<RedisServer, String> {
     let addr = free_addr().map_err(|e| e.to_string())?;
     let dir = instance_dir(scratch, name)?;
+    let process = spawn_redis(programs, addr, &dir, name, &[])?;
+    wait_ready(addr, &process).await?;
+    Ok(RedisServer { addr, process })
+}
+
+/// Starts three cluster-enabled redis-servers, joins them with
+/// `redis-cli --cluster create` (3 primaries, no replicas) and waits until
+/// every node reports `cluster_state:ok`.
+async fn start_cluster(programs: &Programs, scratch: &Path) -> Result<Vec<RedisServer>, String> {
+    let mut nodes = Vec::new();
+    for i in 0..3 {
+        let name = format!("redis-cluster{i}");
+        let addr = crate::procs::free_cluster_addr().map_err(|e| e.to_string())?;
+        let dir = instance_dir(scratch, &name)?;
+        let conf = dir.join(format!("nodes-{}.conf", addr.port()));
+        let conf = conf.to_string_lossy();
+        let cluster = [
+            "--cluster-enabled",
+            "yes",
+            "--cluster-config-file",
+            &conf,
+            "--cluster-node-timeout",
+            "5000",
+        ];
+        let process = spawn_redis(programs, addr, &dir, &name, &cluster)?;
+        wait_until(addr, &process, PING, b'+').await?;
+        nodes.push(RedisServer { addr, process });
+    }
+    let cli = programs
+        .redis_server
+        .with_file_name("redis-cli")
+        .is_file()
+        .then(|| programs.redis_server.with_file_name("redis-cli"))
+        .or_else(|| crate::procs::find_program("redis-cli"))
+        .ok_or("redis-cli is not on PATH (apt-get install redis-tools)")?;
+    let mut args = vec!["--cluster".to_owned(), "create".to_owned()];
+    args.extend(nodes.iter().map(|n| n.addr.to_string()));
+    args.extend(["--cluster-replicas", "0", "--cluster-yes"].map(String::from));
+    let log = instance_dir(scratch, "redis-cli-cluster-create")?.join("log");
+    run_to_end(&cli, &args, &log, Duration::from_secs(30)).await?;
+    const LIMIT: Duration = Duration::from_secs(30);
+    let deadline = Instant::now() + LIMIT;
+    for node in &nodes {
+        loop {
+            let state = timeout(Duration::from_secs(1), cluster_info(node.addr)).await;
+            match state {
+                Ok(Ok(info)) if info.lines().any(|l| l.trim() == "cluster_state:ok") => break,
+                _ if Instant::now() >= deadline => {
+                    return Err(format!(
+                        "{} not cluster_state:ok after {LIMIT:?}\n  {}",
+                        node.addr,
+                        node.process.log_tail()
+                    ));
+                }
+                _ => sleep(Duration::from_millis(50)).await,
+            }
+        }
+    }
+    Ok(nodes)
+}
+
+/// Runs `program args…` to its end (output to `log`), killed after `limit`.
+async fn run_to_end(
+    program: &Path,
+    args: &[String],
+    log: &Path,
+    limit: Duration,
+) -> Result<(), String> {
+    let what = format!("{} {}", program.display(), args.join(" "));
+    let out = std::fs::File::create(log).map_err(|e| e.to_string())?;
+    let err = out.try_clone().map_err(|e| e.to_string())?;
+    let mut child = std::process::Command::new(program)
+        .args(args)
+        .stdin(std::process::Stdio::null())
+        .stdout(out)
+        .stderr(err)
+        .spawn()
+        .map_err(|e| format!("{what}: {e}"))?;
+    let deadline = Instant::now() + limit;
+    let status = loop {
+        match child.try_wait() {
+            Ok(Some(status)) => break status,
+            Ok(None) if Instant::now() < deadline => sleep(Duration::from_millis(50)).await,
+            result => {
+                let _ = child.kill();
+                let _ = child.wait();
+                let why =
+                    result.map_or_else(|e| e.to_string(), |_| format!("no end after {limit:?}"));
+                return Err(format!("{what}: {why}"));
+            }
+        }
+    };
+    if status.success() {
+        return Ok(());
+    }
+    let text = std::fs::read_to_string(log).unwrap_or_default();
+    let lines: Vec<&str> = text.lines().collect();
+    let tail = lines[lines.len().saturating_sub(8)..].join("\n    ");
+    Err(format!("{what}: {status}\n    {tail}"))
+}
+
+/// `CLUSTER INFO` of one node, as text.
+async fn cluster_info(addr: SocketAddr) -> Result<String, String> {
+    let mut stream = TcpStream::connect(addr).await.map_err(|e| e.to_string())?;
+    let cmd = b"*2\r\n$7\r\nCLUSTER\r\n$4\r\nINFO\r\n";
+    stream.write_all(cmd).await.map_err(|e| e.to_string())?;
+    let mut reply = Vec::new();
+    let mut buf = [0u8; 4096];
+    // A bulk string: `$LEN\r\n` then LEN bytes and `\r\n`.
+    loop {
+        let n = stream.read(&mut buf).await.map_err(|e| e.to_string())?;
+        if n == 0 {
+            return Err("connection closed".into());
+        }
+        reply.extend_from_slice(&buf[..n]);
+        let text = String::from_utf8_lossy(&reply);
+        let Some((head, body)) = text.split_once("\r\n") else {
+            continue;
+        };
+        let Some(len) = head.strip_prefix('$').and_then(|l| l.parse::<usize>().ok()) else {
+            return Err(format!("CLUSTER INFO replied {head:?}"));
+        };
+        if body.len() >= len {
+            return Ok(body[..len].to_owned());
+        }
+    }
+}
+
+/// `redis-server` on `addr` with its data in `dir`, plus `extra` arguments.
+fn spawn_redis(
+    programs: &Programs,
+    addr: SocketAddr,
+    dir: &Path,
+    name: &str,
+    extra: &[&str],
+) -> Result<ChildGuard, String> {
     let port = addr.port().to_string();
     let args = [
         "--port",
@@ -194,14 +341,15 @@ async fn start_redis(
         "no",
         "--daemonize",
         "no",
-        "--dir",
     ];
-    let args = args.iter().map(|s| s.as_ref()).chain([dir.as_os_str()]);
+    let args = args
+        .iter()
+        .chain(extra)
+        .chain(&["--dir"])
+        .map(|s| s.as_ref())
+        .chain([dir.as_os_str()]);
     let log = dir.join("log");
-    let process = ChildGuard::spawn(name, &programs.redis_server, args, &[], &log)
-        .map_err(|e| e.to_string())?;
-    wait_ready(addr, &process).await?;
-    Ok(RedisServer { addr, process })
+    ChildGuard::spawn(name, &programs.redis_server, args, &[], &log).map_err(|e| e.to_string())
 }
 
 /// `attache run --config FILE` with one Redis listener named `bench`.
@@ -224,7 +372,10 @@ async fn start_attache(
     let env = [("RUST_LOG", "warn")];
     let process = ChildGuard::spawn(spec.name, &programs.attache, args, &env, &log)
         .map_err(|e| e.to_string())?;
-    wait_ready(addr, &process).await?;
+    match spec.topology {
+        Topology::Cluster3 => wait_until(addr, &process, SET, b'+').await?,
+        _ => wait_ready(addr, &process).await?,
+    }
     let about = format!(
         "{} ({:?}, server_connections {conns})",
         programs.attache.display(),
@@ -323,9 +474,27 @@ fn addrs(servers: &[RedisServer]) -> Vec<SocketAddr> {
     servers.iter().map(|s| s.addr).collect()
 }
 
+/// A GET of a key nobody writes: any bulk reply (`$`) means served.
+const GET: &[u8] = b"*2\r\n$3\r\nGET\r\n$13\r\nbench:ready:0\r\n";
+/// `SET probe 1`: a cluster-mode attache replies `+OK` once it knows the
+/// slot map (`-CLUSTERDOWN` before).
+const SET: &[u8] = b"*3\r\n$3\r\nSET\r\n$5\r\nprobe\r\n$1\r\n1\r\n";
+/// `PING`, for a cluster node that serves no slot yet.
+const PING: &[u8] = b"*1\r\n$4\r\nPING\r\n";
+
 /// Waits until a GET through `addr` gets a bulk reply: the target listens
 /// and reaches its upstream. Fails early if the process exits.
 async fn wait_ready(addr: SocketAddr, process: &ChildGuard) -> Result<(), String> {
+    wait_until(addr, process, GET, b'$').await
+}
+
+/// Waits until `command` sent to `addr` gets a reply starting with `want`.
+async fn wait_until(
+    addr: SocketAddr,
+    process: &ChildGuard,
+    command: &[u8],
+    want: u8,
+) -> Result<(), String> {
     const LIMIT: Duration = Duration::from_secs(10);
     let deadline = Instant::now() + LIMIT;
     let mut last = String::from("never connected");
@@ -336,7 +505,7 @@ async fn wait_ready(addr: SocketAddr, process: &ChildGuard) -> Result<(), String
                 process.log_tail()
             ));
         }
-        match timeout(Duration::from_secs(1), probe(addr)).await {
+        match timeout(Duration::from_secs(1), probe(addr, command, want)).await {
             Ok(Ok(())) => return Ok(()),
             Ok(Err(e)) => last = e,
             Err(_) => last = "no reply within 1s".into(),
@@ -349,16 +518,16 @@ async fn wait_ready(addr: SocketAddr, process: &ChildGuard) -> Result<(), String
     ))
 }
 
-async fn probe(addr: SocketAddr) -> Result<(), String> {
+async fn probe(addr: SocketAddr, command: &[u8], want: u8) -> Result<(), String> {
     let mut stream = TcpStream::connect(addr).await.map_err(|e| e.to_string())?;
-    let get = b"*2\r\n$3\r\nGET\r\n$13\r\nbench:ready:0\r\n";
-    stream.write_all(get).await.map_err(|e| e.to_string())?;
+    stream.write_all(command).await.map_err(|e| e.to_string())?;
     let mut reply = [0u8; 128];
     let n = stream.read(&mut reply).await.map_err(|e| e.to_string())?;
     match reply[..n].first() {
-        Some(b'$') => Ok(()),
+        Some(&b) if b == want => Ok(()),
         _ => Err(format!(
-            "GET replied {:?}",
+            "{:?} replied {:?}",
+            String::from_utf8_lossy(command),
             String::from_utf8_lossy(&reply[..n])
         )),
     }

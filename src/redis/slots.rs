@@ -49,6 +49,58 @@ pub(crate) struct Redirectable {
     pub(crate) redirects: u8,
     /// Sent as `ASKING` + the command: the first reply is ASKING's.
     pub(crate) asking: bool,
+    /// A whole transaction (`MULTI`, the commands, `EXEC`) sent as one
+    /// buffer: `replies` frames come back, and the app gets the last
+    /// (EXEC's); a MOVED on any of them re-sends the whole transaction.
+    pub(crate) transaction: Option<u32>,
+}
+
+impl Redirectable {
+    /// A transaction's replies: EXEC's for the app, unless a command was
+    /// redirected (the slot moved): then the whole transaction goes again to
+    /// the slot's new owner. An ASK mid-migration cannot be followed inside
+    /// a transaction; the app gets the EXECABORT.
+    fn settle_transaction(
+        &mut self,
+        all: Bytes,
+        replies: u32,
+        service: &RedisService,
+    ) -> Option<Bytes> {
+        let resp3 = self.protocol.is_resp3();
+        let mut frames = Vec::with_capacity(replies as usize);
+        let mut rest = &all[..];
+        while let Ok(Some(len)) = frame::reply_len(rest, resp3) {
+            frames.push(&rest[..len]);
+            rest = &rest[len..];
+        }
+        let last = frames
+            .last()
+            .map(|f| Bytes::copy_from_slice(f))
+            .unwrap_or(all.clone());
+        let moved = frames.iter().find_map(|f| {
+            match cluster::parse_redirect(f.split(|&b| b == b'\r').next()?) {
+                Some(cluster::Redirect::Moved { addr, .. }) => Some(addr),
+                _ => None,
+            }
+        });
+        let (Some(addr), true) = (moved, self.redirects < MAX_REDIRECTS) else {
+            return Some(last);
+        };
+        let Router::Cluster(router) = &service.router else {
+            return Some(last);
+        };
+        router.refresh.notify_one();
+        let host = match &addr.host {
+            cluster::Host::Name(name) => name.clone(),
+            cluster::Host::Unknown => service.host_of(self.server),
+        };
+        let target = service.upstream_at(&host, addr.port, false);
+        self.redirects += 1;
+        self.server = target;
+        let handle = service.shared(target, self.protocol, self.shared_index);
+        self.rx = handle.request(self.request.clone(), replies, false);
+        None
+    }
 }
 
 /// Redirects followed for one command before the app gets the last one.
@@ -61,6 +113,9 @@ impl Redirectable {
         result: Result<Bytes, UpstreamError>,
         service: &RedisService,
     ) -> Option<Bytes> {
+        if let Some(replies) = self.transaction {
+            return self.settle_transaction(settle(result, replies), replies, service);
+        }
         let mut reply = settle(result, if self.asking { 2 } else { 1 });
         if self.asking {
             // Drop ASKING's +OK.

@@ -34,6 +34,7 @@ use crate::socket::{try_read, write_all};
 mod routing;
 mod spare_buffers;
 mod subscriptions;
+mod transaction;
 
 use subscriptions::Subscriptions;
 
@@ -101,6 +102,8 @@ pub(crate) struct Session {
     subscriptions: Subscriptions,
     /// The streaming upstream went away (cluster: resubscribe elsewhere).
     stream_lost: bool,
+    /// Cluster mode: a transaction queued by attache, sent whole at EXEC.
+    cluster_tx: Option<transaction::ClusterTx>,
     /// Close once every owed reply is written (QUIT, protocol error, the
     /// pinned upstream went away).
     closing: bool,
@@ -127,6 +130,7 @@ impl Session {
             fanin: Vec::new(),
             subscriptions: Subscriptions::default(),
             stream_lost: false,
+            cluster_tx: None,
             watch: false,
             closing: false,
         }
@@ -233,6 +237,10 @@ impl Session {
                 }
             };
         }
+        if self.cluster_tx.is_some() && !matches!(action, Action::Reset | Action::Quit) {
+            self.queue_in_transaction(&req, action);
+            return Ok(());
+        }
         if self.aborted_multi && !matches!(action, Action::Reset | Action::Quit) {
             self.rbuf.advance(req.len);
             self.flush_run();
@@ -270,6 +278,16 @@ impl Session {
                         return Ok(());
                     }
                 };
+                if kind == Transient::Multi
+                    && self.service.router.is_cluster()
+                    && self.pin.is_none()
+                {
+                    // Queued here and sent whole at EXEC, so a moved slot
+                    // can be followed (see `transaction`).
+                    self.cluster_tx = Some(transaction::ClusterTx::default());
+                    self.reply_local(&req, Bytes::from_static(reply::OK));
+                    return Ok(());
+                }
                 if kind == Transient::Multi
                     && self.service.router.is_sharded()
                     && self.pin.is_none()
@@ -479,6 +497,7 @@ impl Session {
                 shared_index: self.shared_index,
                 redirects: 0,
                 asking: false,
+                transaction: None,
             })));
             return;
         }
@@ -594,6 +613,7 @@ impl Session {
             discard(conn);
         }
         self.subscriptions = Subscriptions::default();
+        self.cluster_tx = None;
         self.multi = false;
         self.watch = false;
         self.aborted_multi = false;

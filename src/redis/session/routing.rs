@@ -158,7 +158,10 @@ impl Session {
         }
         command::key_indices(spec, &args, &mut self.keys);
         // Reads may go to a replica, unless the app is in a transaction.
-        let read = spec.has_flag(command::READONLY) && self.pin.is_none() && !self.multi_deferred;
+        let read = spec.has_flag(command::READONLY)
+            && self.pin.is_none()
+            && !self.multi_deferred
+            && self.cluster_tx.is_none();
         let pick = self.shared_index;
         let serve = |group: usize| {
             if read {
