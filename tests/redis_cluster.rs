@@ -424,3 +424,36 @@ async fn a_transaction_follows_its_slot_when_it_moves() {
     );
     assert_eq!(cluster.cli(to, &["GET", key]), "4");
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn sharded_channels_follow_their_slot() {
+    let cluster = tokio::task::spawn_blocking(RedisCluster::start)
+        .await
+        .unwrap();
+    let (_attache, addr) = attache_for_cluster(&cluster, "").await;
+    let channel = "orders:eu";
+    let owner = cluster.primary_for_slot(key_slot(channel.as_bytes()));
+    let mut sub = TcpStream::connect(addr).await.unwrap();
+    let confirm = raw_exchange(&mut sub, &cmd(&["SSUBSCRIBE", channel]), 1).await;
+    assert_eq!(
+        confirm,
+        b"*3\r\n$10\r\nssubscribe\r\n$9\r\norders:eu\r\n:1\r\n"
+    );
+    assert_eq!(
+        cluster.cli(owner, &["PUBSUB", "SHARDNUMSUB", channel]),
+        format!("{channel}\n1")
+    );
+    let mut c = client(addr).await;
+    let receivers: i64 = redis::cmd("SPUBLISH")
+        .arg(channel)
+        .arg("o1")
+        .query_async(&mut c)
+        .await
+        .unwrap();
+    assert_eq!(receivers, 1);
+    let message = read_replies(&mut sub, 1).await;
+    assert_eq!(
+        message,
+        b"*3\r\n$8\r\nsmessage\r\n$9\r\norders:eu\r\n$2\r\no1\r\n"
+    );
+}
