@@ -12,7 +12,7 @@ use bytes::{Bytes, BytesMut};
 use tokio::sync::mpsc;
 use tokio::sync::oneshot::error::TryRecvError;
 
-use super::connection::ReplyRx;
+use super::connection::{ConnectionHandle, ReplyRx};
 use super::connector::Protocol;
 use super::error::UpstreamError;
 use super::router::Router;
@@ -90,16 +90,21 @@ impl Redirectable {
             return Some(last);
         };
         router.refresh.notify_one();
+        let handle = self.follow(&addr, service);
+        self.rx = handle.request(self.request.clone(), replies, false);
+        None
+    }
+
+    /// Moves this command to the node at `addr` (`:port` meaning the host
+    /// of the node that redirected it) and returns that node's connection.
+    fn follow(&mut self, addr: &cluster::NodeAddress, service: &RedisService) -> ConnectionHandle {
         let host = match &addr.host {
             cluster::Host::Name(name) => name.clone(),
             cluster::Host::Unknown => service.host_of(self.server),
         };
-        let target = service.upstream_at(&host, addr.port, false);
+        self.server = service.upstream_at(&host, addr.port, false);
         self.redirects += 1;
-        self.server = target;
-        let handle = service.shared(target, self.protocol, self.shared_index);
-        self.rx = handle.request(self.request.clone(), replies, false);
-        None
+        service.shared(self.server, self.protocol, self.shared_index)
     }
 }
 
@@ -133,14 +138,7 @@ impl Redirectable {
         let Router::Cluster(router) = &service.router else {
             return Some(reply);
         };
-        let host = match &redirect.addr().host {
-            cluster::Host::Name(name) => name.clone(),
-            cluster::Host::Unknown => service.host_of(self.server),
-        };
-        let target = service.upstream_at(&host, redirect.addr().port, false);
-        let handle = service.shared(target, self.protocol, self.shared_index);
-        self.redirects += 1;
-        self.server = target;
+        let handle = self.follow(redirect.addr(), service);
         match redirect {
             cluster::Redirect::Moved { .. } => {
                 router.refresh.notify_one();
