@@ -7,6 +7,12 @@
 //! upstream connection to another (shared → dedicated and back, RESP2 →
 //! RESP3) first waits for every outstanding reply, so a command never
 //! overtakes an earlier one of the same app connection.
+//!
+//! Here: the read loop, dispatch and batching. Beside it: `routing`
+//! (sharded and cluster routing, split and fan-out), `pinning` (dedicated
+//! connections, HELLO, RESET), `transaction` (cluster MULTI…EXEC),
+//! `subscriptions` (cluster pub/sub that survives its node) and
+//! `spare_buffers` (read buffers of idle connections).
 
 use std::collections::VecDeque;
 use std::net::SocketAddr;
@@ -14,15 +20,13 @@ use std::sync::Arc;
 
 use attache_resp::frame::{self, reply, Request};
 use bytes::{Buf, Bytes, BytesMut};
-use deadpool::managed::PoolError;
 use tokio::io::AsyncWriteExt;
 use tokio::net::TcpStream;
-use tokio::sync::mpsc;
 use tracing::debug;
 
 use attache_resp::shard;
 
-use super::connection::{Op, STREAM_BUFFER};
+use super::connection::Op;
 use super::connector::Protocol;
 use super::dedicated::Dedicated;
 use super::error::UpstreamError;
@@ -31,10 +35,13 @@ use super::service::RedisService;
 use super::slots::{collect_ready, wait_front, Redirectable, Slot};
 use crate::socket::{try_read, write_all};
 
+mod pinning;
 mod routing;
 mod spare_buffers;
 mod subscriptions;
 mod transaction;
+
+use pinning::discard;
 
 use subscriptions::Subscriptions;
 
@@ -508,123 +515,6 @@ impl Session {
         });
     }
 
-    /// Waits until every reply owed so far is written to the app.
-    async fn barrier(&mut self) -> std::io::Result<()> {
-        self.flush_run();
-        while !self.slots.is_empty() {
-            if matches!(self.slots.back(), Some(Slot::Stream(_))) {
-                // A streaming connection never "finishes"; drop the relay.
-                self.slots.pop_back();
-                continue;
-            }
-            self.write_ready().await?;
-            if !self.slots.is_empty() {
-                wait_front(&mut self.slots, &self.service, self.protocol.is_resp3()).await;
-            }
-        }
-        Ok(())
-    }
-
-    /// Pins the app to a dedicated connection (or upgrades the pin).
-    async fn pin(
-        &mut self,
-        server: usize,
-        sticky: bool,
-        streaming: bool,
-    ) -> Result<(), UpstreamError> {
-        if let Some(pin) = &mut self.pin {
-            pin.sticky |= sticky;
-            pin.streaming |= streaming;
-            return Ok(());
-        }
-        if self.barrier().await.is_err() {
-            self.closing = true;
-        }
-        let pool = self.service.dedicated(server, self.protocol);
-        let id = || self.service.upstream_id(server);
-        let conn = pool.get().await.map_err(|e| match e {
-            PoolError::Backend(e) => e,
-            PoolError::Timeout(_) => UpstreamError::PoolExhausted(id(), pool.status().max_size),
-            other => UpstreamError::Io(id(), other.to_string().into()),
-        })?;
-        self.pin = Some(Pin {
-            conn,
-            server,
-            sticky,
-            streaming,
-        });
-        Ok(())
-    }
-
-    fn start_streaming(&mut self, bytes: Bytes) {
-        self.flush_run();
-        let (sink, rx) = mpsc::channel(STREAM_BUFFER);
-        if let Some(pin) = &self.pin {
-            pin.conn.handle.send(Op::Stream { bytes, sink });
-        }
-        self.slots.push_back(Slot::Stream(rx));
-    }
-
-    async fn hello(&mut self, protocol: Option<u8>, setname: Option<Bytes>) -> std::io::Result<()> {
-        let wanted = match protocol {
-            Some(3) => Protocol::Resp3,
-            Some(_) => Protocol::Resp2,
-            None => self.protocol,
-        };
-        if wanted != self.protocol {
-            if let Some(pin) = &self.pin {
-                if pin.sticky || self.multi || self.watch {
-                    self.flush_run();
-                    self.slots.push_back(Slot::Ready(reply::error(
-                        "ERR attache: HELLO cannot change the protocol while this connection holds state (MULTI, WATCH, SELECT, tracking); send RESET first",
-                    )));
-                    return Ok(());
-                }
-            }
-            self.barrier().await?;
-            self.pin = None;
-            self.protocol = wanted;
-        }
-        if setname.is_some() {
-            self.name = setname;
-        }
-        // The server's own HELLO reply, from a connection already speaking
-        // that version, so the HELLO changes nothing on it.
-        let command = match protocol {
-            Some(3) => reply::command(&[b"HELLO", b"3"]),
-            Some(_) => reply::command(&[b"HELLO", b"2"]),
-            None => reply::command(&[b"HELLO"]),
-        };
-        let target = if self.pin.is_some() {
-            Target::Pinned
-        } else {
-            Target::Shared(0)
-        };
-        self.push_run(BytesMut::from(&command[..]), target, false);
-        Ok(())
-    }
-
-    async fn reset(&mut self) -> std::io::Result<()> {
-        self.barrier().await?;
-        if let Some(pin) = self.pin.take() {
-            discard(pin.conn);
-        }
-        for conn in self.fanin.drain(..) {
-            discard(conn);
-        }
-        self.subscriptions = Subscriptions::default();
-        self.cluster_tx = None;
-        self.multi = false;
-        self.watch = false;
-        self.aborted_multi = false;
-        self.multi_deferred = false;
-        self.name = None;
-        self.protocol = Protocol::Resp2;
-        self.slots
-            .push_back(Slot::Ready(Bytes::from_static(reply::RESET)));
-        Ok(())
-    }
-
     fn reply_error(&mut self, error: &UpstreamError) {
         self.flush_run();
         self.slots.push_back(Slot::Ready(error.to_reply()));
@@ -660,25 +550,4 @@ impl Session {
             }
         }
     }
-
-    /// Returns a pinned connection to its pool, or closes it when the app
-    /// left state behind.
-    fn release_on_exit(&mut self) {
-        for conn in self.fanin.drain(..) {
-            discard(conn);
-        }
-        if let Some(pin) = self.pin.take() {
-            if pin.sticky || pin.streaming || self.multi || self.watch {
-                discard(pin.conn);
-            }
-        }
-    }
-}
-
-/// Closes a dedicated connection that holds state (a subscription, another
-/// database, tracking, an open MULTI) instead of pooling it: the server then
-/// drops that state at once, as it would for the app's own connection (a
-/// pooled subscriber would stay subscribed until reused).
-fn discard(conn: Dedicated) {
-    drop(deadpool::managed::Object::take(conn));
 }

@@ -1,0 +1,160 @@
+//! Dedicated connections: pinning an app to one (and back), streaming
+//! (pub/sub, MONITOR), the connection-level commands that change which
+//! connection an app is on (HELLO, RESET), and what happens to a pinned
+//! connection when the app leaves.
+
+use attache_resp::frame::reply;
+use bytes::{Bytes, BytesMut};
+use deadpool::managed::PoolError;
+use tokio::sync::mpsc;
+
+use super::{Pin, Session, Subscriptions, Target};
+use crate::redis::connection::{Op, STREAM_BUFFER};
+use crate::redis::connector::Protocol;
+use crate::redis::dedicated::Dedicated;
+use crate::redis::error::UpstreamError;
+use crate::redis::slots::{wait_front, Slot};
+
+impl Session {
+    /// Waits until every reply owed so far is written to the app.
+    pub(super) async fn barrier(&mut self) -> std::io::Result<()> {
+        self.flush_run();
+        while !self.slots.is_empty() {
+            if matches!(self.slots.back(), Some(Slot::Stream(_))) {
+                // A streaming connection never "finishes"; drop the relay.
+                self.slots.pop_back();
+                continue;
+            }
+            self.write_ready().await?;
+            if !self.slots.is_empty() {
+                wait_front(&mut self.slots, &self.service, self.protocol.is_resp3()).await;
+            }
+        }
+        Ok(())
+    }
+
+    /// Pins the app to a dedicated connection (or upgrades the pin).
+    pub(super) async fn pin(
+        &mut self,
+        server: usize,
+        sticky: bool,
+        streaming: bool,
+    ) -> Result<(), UpstreamError> {
+        if let Some(pin) = &mut self.pin {
+            pin.sticky |= sticky;
+            pin.streaming |= streaming;
+            return Ok(());
+        }
+        if self.barrier().await.is_err() {
+            self.closing = true;
+        }
+        let pool = self.service.dedicated(server, self.protocol);
+        let id = || self.service.upstream_id(server);
+        let conn = pool.get().await.map_err(|e| match e {
+            PoolError::Backend(e) => e,
+            PoolError::Timeout(_) => UpstreamError::PoolExhausted(id(), pool.status().max_size),
+            other => UpstreamError::Io(id(), other.to_string().into()),
+        })?;
+        self.pin = Some(Pin {
+            conn,
+            server,
+            sticky,
+            streaming,
+        });
+        Ok(())
+    }
+
+    pub(super) fn start_streaming(&mut self, bytes: Bytes) {
+        self.flush_run();
+        let (sink, rx) = mpsc::channel(STREAM_BUFFER);
+        if let Some(pin) = &self.pin {
+            pin.conn.handle.send(Op::Stream { bytes, sink });
+        }
+        self.slots.push_back(Slot::Stream(rx));
+    }
+
+    pub(super) async fn hello(
+        &mut self,
+        protocol: Option<u8>,
+        setname: Option<Bytes>,
+    ) -> std::io::Result<()> {
+        let wanted = match protocol {
+            Some(3) => Protocol::Resp3,
+            Some(_) => Protocol::Resp2,
+            None => self.protocol,
+        };
+        if wanted != self.protocol {
+            if let Some(pin) = &self.pin {
+                if pin.sticky || self.multi || self.watch {
+                    self.flush_run();
+                    self.slots.push_back(Slot::Ready(reply::error(
+                        "ERR attache: HELLO cannot change the protocol while this connection holds state (MULTI, WATCH, SELECT, tracking); send RESET first",
+                    )));
+                    return Ok(());
+                }
+            }
+            self.barrier().await?;
+            self.pin = None;
+            self.protocol = wanted;
+        }
+        if setname.is_some() {
+            self.name = setname;
+        }
+        // The server's own HELLO reply, from a connection already speaking
+        // that version, so the HELLO changes nothing on it.
+        let command = match protocol {
+            Some(3) => reply::command(&[b"HELLO", b"3"]),
+            Some(_) => reply::command(&[b"HELLO", b"2"]),
+            None => reply::command(&[b"HELLO"]),
+        };
+        let target = if self.pin.is_some() {
+            Target::Pinned
+        } else {
+            Target::Shared(0)
+        };
+        self.push_run(BytesMut::from(&command[..]), target, false);
+        Ok(())
+    }
+
+    pub(super) async fn reset(&mut self) -> std::io::Result<()> {
+        self.barrier().await?;
+        if let Some(pin) = self.pin.take() {
+            discard(pin.conn);
+        }
+        for conn in self.fanin.drain(..) {
+            discard(conn);
+        }
+        self.subscriptions = Subscriptions::default();
+        self.cluster_tx = None;
+        self.multi = false;
+        self.watch = false;
+        self.aborted_multi = false;
+        self.multi_deferred = false;
+        self.name = None;
+        self.protocol = Protocol::Resp2;
+        self.slots
+            .push_back(Slot::Ready(Bytes::from_static(reply::RESET)));
+        Ok(())
+    }
+
+    /// Returns a pinned connection to its pool, or closes it when the app
+    /// left state behind.
+    pub(super) fn release_on_exit(&mut self) {
+        for conn in self.fanin.drain(..) {
+            discard(conn);
+        }
+        if let Some(pin) = self.pin.take() {
+            if pin.sticky || pin.streaming || self.multi || self.watch {
+                discard(pin.conn);
+            }
+        }
+    }
+}
+
+/// Closes a dedicated connection that holds state (a subscription, another
+/// database, tracking, an open MULTI) instead of pooling it: the server then
+/// drops that state at once, as it would for the app's own connection (a
+/// pooled subscriber would stay subscribed until reused).
+pub(super) fn discard(conn: Dedicated) {
+    drop(deadpool::managed::Object::take(conn));
+}
