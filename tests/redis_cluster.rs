@@ -457,3 +457,24 @@ async fn sharded_channels_follow_their_slot() {
         b"*3\r\n$8\r\nsmessage\r\n$9\r\norders:eu\r\n$2\r\no1\r\n"
     );
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_first_command_waits_for_the_topology() {
+    let cluster = tokio::task::spawn_blocking(RedisCluster::start)
+        .await
+        .unwrap();
+    let seeds: Vec<String> = cluster.seeds().iter().map(|s| format!("\"{s}\"")).collect();
+    let running = start_attache(&format!(
+        "[redis.c]\nlisten = \"127.0.0.1:0\"\nmode = \"cluster\"\nservers = [{}]\n",
+        seeds.join(", ")
+    ))
+    .await;
+    // No probing first: an app that connects the moment attache listens.
+    let mut s = TcpStream::connect(running.redis_addr("c").unwrap())
+        .await
+        .unwrap();
+    assert_eq!(
+        raw_exchange(&mut s, &cmd(&["SET", "early", "1"]), 1).await,
+        b"+OK\r\n"
+    );
+}

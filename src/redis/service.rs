@@ -192,6 +192,18 @@ impl RedisService {
         upstreams[server.min(upstreams.len() - 1)].clone()
     }
 
+    /// Cluster mode, just started: waits (up to `timeout`) for the first
+    /// slot map, so that an app starting with attache is not refused.
+    pub(crate) async fn await_topology(&self) {
+        let Router::Cluster(router) = &self.router else {
+            return;
+        };
+        let deadline = tokio::time::Instant::now() + self.template.timeout;
+        while router.slots().is_none() && tokio::time::Instant::now() < deadline {
+            tokio::time::sleep(Duration::from_millis(10)).await;
+        }
+    }
+
     /// The host of upstream `server`.
     pub(crate) fn host_of(&self, server: usize) -> String {
         self.upstream(server).connector.server().host.clone()

@@ -215,6 +215,7 @@ impl Session {
     }
 
     async fn dispatch(&mut self, req: Request) -> std::io::Result<()> {
+        self.service.await_topology().await;
         let streaming = self.pin.as_ref().is_some_and(|p| p.streaming);
         let action = classify(&req, &self.rbuf, self.pin.is_some());
         if streaming {
