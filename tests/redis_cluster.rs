@@ -14,16 +14,28 @@ use support::cluster::RedisCluster;
 use support::*;
 use tokio::net::TcpStream;
 
+/// A real 3 + 3 cluster (its start is blocking: off the runtime's threads).
+async fn start_cluster() -> RedisCluster {
+    tokio::task::spawn_blocking(RedisCluster::start)
+        .await
+        .expect("the cluster starts")
+}
+
+/// attache in cluster mode with `cluster`'s nodes as seeds, not yet probed.
+async fn start_cluster_attache(cluster: &RedisCluster, extra: &str) -> attache::Running {
+    let seeds: Vec<String> = cluster.seeds().iter().map(|s| format!("\"{s}\"")).collect();
+    start_attache(&format!(
+        "[redis.c]\nlisten = \"127.0.0.1:0\"\nmode = \"cluster\"\nservers = [{}]\n{extra}\n",
+        seeds.join(", ")
+    ))
+    .await
+}
+
 async fn attache_for_cluster(
     cluster: &RedisCluster,
     extra: &str,
 ) -> (attache::Running, std::net::SocketAddr) {
-    let seeds: Vec<String> = cluster.seeds().iter().map(|s| format!("\"{s}\"")).collect();
-    let running = start_attache(&format!(
-        "[redis.c]\nlisten = \"127.0.0.1:0\"\nmode = \"cluster\"\nservers = [{}]\n{extra}\n",
-        seeds.join(", ")
-    ))
-    .await;
+    let running = start_cluster_attache(cluster, extra).await;
     let addr = running.redis_addr("c").unwrap();
     // Wait for the first topology.
     let deadline = Instant::now() + Duration::from_secs(10);
@@ -45,9 +57,7 @@ async fn attache_for_cluster(
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn keys_land_on_their_slot_owner_and_multi_key_commands_span_slots() {
-    let cluster = tokio::task::spawn_blocking(RedisCluster::start)
-        .await
-        .unwrap();
+    let cluster = start_cluster().await;
     let (_attache, addr) = attache_for_cluster(&cluster, "").await;
     let mut c = client(addr).await;
     let keys: Vec<String> = (0..300).map(|i| format!("user:{i}")).collect();
@@ -132,11 +142,7 @@ async fn keys_land_on_their_slot_owner_and_multi_key_commands_span_slots() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_slot_migrated_under_load_costs_the_app_no_error() {
-    let cluster = Arc::new(
-        tokio::task::spawn_blocking(RedisCluster::start)
-            .await
-            .unwrap(),
-    );
+    let cluster = Arc::new(start_cluster().await);
     let (_attache, addr) = attache_for_cluster(&cluster, "").await;
     // Keys that all live in one slot, written before the move.
     let keys: Vec<String> = (0..200).map(|i| format!("{{hot}}:{i}")).collect();
@@ -211,9 +217,7 @@ async fn a_slot_migrated_under_load_costs_the_app_no_error() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_failed_primary_is_followed_to_its_promoted_replica() {
-    let mut cluster = tokio::task::spawn_blocking(RedisCluster::start)
-        .await
-        .unwrap();
+    let mut cluster = start_cluster().await;
     let (_attache, addr) =
         attache_for_cluster(&cluster, "timeout = \"1s\"\nconnect_timeout = \"300ms\"").await;
     let key = "failover:key";
@@ -256,9 +260,7 @@ async fn a_failed_primary_is_followed_to_its_promoted_replica() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn reads_go_to_replicas_when_asked() {
-    let cluster = tokio::task::spawn_blocking(RedisCluster::start)
-        .await
-        .unwrap();
+    let cluster = start_cluster().await;
     let (_attache, addr) = attache_for_cluster(&cluster, "read_from = \"replica\"").await;
     let mut c = client(addr).await;
     let key = "replicated";
@@ -296,9 +298,7 @@ async fn reads_go_to_replicas_when_asked() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn subscribers_hear_messages_published_on_any_node() {
-    let cluster = tokio::task::spawn_blocking(RedisCluster::start)
-        .await
-        .unwrap();
+    let cluster = start_cluster().await;
     let (_attache, addr) = attache_for_cluster(&cluster, "").await;
     let mut sub = TcpStream::connect(addr).await.unwrap();
     let confirm = raw_exchange(&mut sub, &cmd(&["SUBSCRIBE", "events"]), 1).await;
@@ -319,9 +319,7 @@ async fn subscribers_hear_messages_published_on_any_node() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_subscription_survives_its_node_going_away() {
-    let mut cluster = tokio::task::spawn_blocking(RedisCluster::start)
-        .await
-        .unwrap();
+    let mut cluster = start_cluster().await;
     let (_attache, addr) = attache_for_cluster(&cluster, "").await;
     let mut sub = TcpStream::connect(addr).await.unwrap();
     let mut request = cmd(&["SUBSCRIBE", "alerts"]);
@@ -379,11 +377,7 @@ async fn a_subscription_survives_its_node_going_away() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_transaction_follows_its_slot_when_it_moves() {
-    let cluster = Arc::new(
-        tokio::task::spawn_blocking(RedisCluster::start)
-            .await
-            .unwrap(),
-    );
+    let cluster = Arc::new(start_cluster().await);
     let (_attache, addr) = attache_for_cluster(&cluster, "").await;
     let key = "{moving}:counter";
     let slot = key_slot(key.as_bytes());
@@ -427,9 +421,7 @@ async fn a_transaction_follows_its_slot_when_it_moves() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn sharded_channels_follow_their_slot() {
-    let cluster = tokio::task::spawn_blocking(RedisCluster::start)
-        .await
-        .unwrap();
+    let cluster = start_cluster().await;
     let (_attache, addr) = attache_for_cluster(&cluster, "").await;
     let channel = "orders:eu";
     let owner = cluster.primary_for_slot(key_slot(channel.as_bytes()));
@@ -460,15 +452,8 @@ async fn sharded_channels_follow_their_slot() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn the_first_command_waits_for_the_topology() {
-    let cluster = tokio::task::spawn_blocking(RedisCluster::start)
-        .await
-        .unwrap();
-    let seeds: Vec<String> = cluster.seeds().iter().map(|s| format!("\"{s}\"")).collect();
-    let running = start_attache(&format!(
-        "[redis.c]\nlisten = \"127.0.0.1:0\"\nmode = \"cluster\"\nservers = [{}]\n",
-        seeds.join(", ")
-    ))
-    .await;
+    let cluster = start_cluster().await;
+    let running = start_cluster_attache(&cluster, "").await;
     // No probing first: an app that connects the moment attache listens.
     let mut s = TcpStream::connect(running.redis_addr("c").unwrap())
         .await

@@ -52,6 +52,19 @@ impl Shards {
         (running, addr)
     }
 
+    /// The ketama ring attache builds for these servers (fnv1a_64, the
+    /// default hash), to predict where a key lives.
+    fn ketama(&self, tag: Option<&str>) -> Distributor {
+        let tag = tag.map(|t| t.parse().expect("a two-character tag"));
+        Distributor::new(
+            Distribution::Ketama,
+            HashFunction::Fnv1a_64,
+            tag,
+            &self.specs(),
+        )
+        .expect("a valid ring")
+    }
+
     /// Every key stored on server `i`, read directly from it.
     fn keys_on(&self, i: usize) -> Vec<String> {
         let out = self.servers[i].cli(&["--scan"]);
@@ -127,13 +140,7 @@ async fn multi_key_commands_split_and_merge_in_order() {
     let pairs: Vec<(String, String)> = keys.iter().map(|k| (k.clone(), format!("v-{k}"))).collect();
     let _: () = c.mset(&pairs).await.unwrap();
     // The keys really are spread, each where the ring says.
-    let ring = Distributor::new(
-        Distribution::Ketama,
-        HashFunction::Fnv1a_64,
-        None,
-        &shards.specs(),
-    )
-    .unwrap();
+    let ring = shards.ketama(None);
     let mut used = std::collections::BTreeSet::new();
     for i in 0..3 {
         for key in shards.keys_on(i) {
@@ -180,13 +187,7 @@ async fn atomic_commands_across_shards_get_crossslot_and_work_on_one_shard() {
     let (_attache, addr) = shards.attache("ketama", "hash_tag = \"{}\"").await;
     let mut s = TcpStream::connect(addr).await.unwrap();
     // Find two keys on different shards.
-    let ring = Distributor::new(
-        Distribution::Ketama,
-        HashFunction::Fnv1a_64,
-        Some("{}".parse().unwrap()),
-        &shards.specs(),
-    )
-    .unwrap();
+    let ring = shards.ketama(Some("{}"));
     let a = "a0".to_string();
     let b = (1..)
         .map(|i| format!("b{i}"))
@@ -337,14 +338,7 @@ async fn transactions_and_blocking_commands_follow_their_keys() {
     assert_eq!(replies, b"+OK\r\n*0\r\n+OK\r\n+OK\r\n");
     // A transaction touching two shards is refused, and EXEC aborts it.
     let ring_key = |n: usize| format!("{{k{n}}}");
-    let specs = shards.specs();
-    let ring = Distributor::new(
-        Distribution::Ketama,
-        HashFunction::Fnv1a_64,
-        Some("{}".parse().unwrap()),
-        &specs,
-    )
-    .unwrap();
+    let ring = shards.ketama(Some("{}"));
     let other = (1..)
         .map(ring_key)
         .find(|k| ring.server_for_key(k.as_bytes()) != ring.server_for_key(b"{k0}"))
@@ -387,13 +381,7 @@ async fn an_ejected_server_s_keys_move_to_the_next_one_and_come_back() {
             "auto_eject_hosts = true\nserver_failure_limit = 1\nserver_retry_timeout = \"1s\"\ntimeout = \"500ms\"\nconnect_timeout = \"300ms\"",
         )
         .await;
-    let ring = Distributor::new(
-        Distribution::Ketama,
-        HashFunction::Fnv1a_64,
-        None,
-        &shards.specs(),
-    )
-    .unwrap();
+    let ring = shards.ketama(None);
     let key = (0..)
         .map(|i| format!("victim:{i}"))
         .find(|k| ring.server_for_key(k.as_bytes()) == 1)

@@ -1,0 +1,232 @@
+//! attache in front of one real `redis-server` when things go wrong: the
+//! upstream down, killed, slow or refusing our password; bad input from the
+//! app; an app that leaves mid-pipeline. The app always gets a clear error,
+//! never a hang, and nothing leaks to other apps.
+
+mod support;
+
+use std::time::Duration;
+
+use redis::AsyncCommands;
+use support::*;
+use tokio::net::TcpStream;
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn upstream_killed_and_restarted() {
+    let mut server = RedisServer::start();
+    let (_attache, addr) =
+        attache_for(&server, "timeout = \"1s\"\nconnect_timeout = \"500ms\"").await;
+    let mut s = TcpStream::connect(addr).await.unwrap();
+    assert_eq!(
+        raw_exchange(&mut s, &cmd(&["SET", "a", "1"]), 1).await,
+        b"+OK\r\n"
+    );
+    server.kill();
+    let started = std::time::Instant::now();
+    let reply = raw_exchange(&mut s, &cmd(&["GET", "a"]), 1).await;
+    let text = String::from_utf8_lossy(&reply);
+    assert!(
+        text.starts_with("-ERR attache: upstream test (127.0.0.1:"),
+        "{text}"
+    );
+    assert!(
+        started.elapsed() < Duration::from_secs(3),
+        "error took {:?}",
+        started.elapsed()
+    );
+    // Pipelined commands each get their own error.
+    let mut request = cmd(&["GET", "a"]);
+    request.extend(cmd(&["GET", "b"]));
+    let replies = raw_exchange(&mut s, &request, 2).await;
+    assert_eq!(count_replies(&replies), 2);
+    server.restart();
+    // attache reconnects by itself; the same app connection works again.
+    let deadline = std::time::Instant::now() + Duration::from_secs(10);
+    loop {
+        let reply = raw_exchange(&mut s, &cmd(&["PING"]), 1).await;
+        if reply == b"+PONG\r\n" {
+            break;
+        }
+        assert!(
+            std::time::Instant::now() < deadline,
+            "no recovery: {}",
+            String::from_utf8_lossy(&reply)
+        );
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn upstream_down_from_the_start_errors_fast() {
+    let port = free_port();
+    let running = start_attache(&format!(
+        "[redis.down]\nlisten = \"127.0.0.1:0\"\nservers = [\"127.0.0.1:{port}\"]\ntimeout = \"1s\"\n"
+    ))
+    .await;
+    let addr = running.redis_addr("down").unwrap();
+    let mut s = TcpStream::connect(addr).await.unwrap();
+    let reply = raw_exchange(&mut s, &cmd(&["GET", "a"]), 1).await;
+    let text = String::from_utf8_lossy(&reply);
+    assert!(
+        text.starts_with(&format!("-ERR attache: upstream down (127.0.0.1:{port})")),
+        "{text}"
+    );
+    // A stateful command fails just as clearly.
+    let reply = raw_exchange(&mut s, &cmd(&["MULTI"]), 1).await;
+    assert!(String::from_utf8_lossy(&reply).starts_with("-ERR attache: upstream down"));
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn slow_upstream_times_out_and_recovers() {
+    let server = RedisServer::start();
+    let (_attache, addr) = attache_for(&server, "timeout = \"300ms\"").await;
+    let mut s = TcpStream::connect(addr).await.unwrap();
+    assert_eq!(
+        raw_exchange(&mut s, &cmd(&["SET", "a", "1"]), 1).await,
+        b"+OK\r\n"
+    );
+    // Stall the server directly (not through attache) for longer than the timeout.
+    let mut staller = TcpStream::connect(("127.0.0.1", server.port))
+        .await
+        .unwrap();
+    tokio::io::AsyncWriteExt::write_all(&mut staller, &cmd(&["CLIENT", "PAUSE", "1500", "ALL"]))
+        .await
+        .unwrap();
+    assert_eq!(read_replies(&mut staller, 1).await, b"+OK\r\n");
+    let started = std::time::Instant::now();
+    let reply = raw_exchange(&mut s, &cmd(&["GET", "a"]), 1).await;
+    let text = String::from_utf8_lossy(&reply);
+    assert!(
+        text.starts_with("-ERR attache: upstream test") && text.contains("no reply within"),
+        "{text}"
+    );
+    assert!(
+        started.elapsed() < Duration::from_millis(1200),
+        "{:?}",
+        started.elapsed()
+    );
+    let deadline = std::time::Instant::now() + Duration::from_secs(10);
+    loop {
+        if raw_exchange(&mut s, &cmd(&["GET", "a"]), 1).await == b"$1\r\n1\r\n" {
+            break;
+        }
+        assert!(std::time::Instant::now() < deadline);
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn malformed_input_gets_a_protocol_error_and_a_close() {
+    let server = RedisServer::start();
+    let (_attache, addr) = attache_for(&server, "").await;
+    let mut bystander = client(addr).await;
+    let mut s = TcpStream::connect(addr).await.unwrap();
+    let reply = raw_exchange(&mut s, b"*2\r\n$3\r\nGET\r\n+oops\r\n", 1).await;
+    assert!(
+        reply.starts_with(b"-ERR Protocol error: expected '$'"),
+        "{}",
+        String::from_utf8_lossy(&reply)
+    );
+    assert!(
+        read_replies(&mut s, 1).await.is_empty(),
+        "connection closed"
+    );
+    // Replies before the bad frame are still delivered, in order.
+    let mut s = TcpStream::connect(addr).await.unwrap();
+    let mut request = cmd(&["SET", "x", "1"]);
+    request.extend(b"*1\r\n$abc\r\n");
+    let replies = raw_exchange(&mut s, &request, 2).await;
+    assert!(
+        replies.starts_with(b"+OK\r\n-ERR Protocol error"),
+        "{}",
+        String::from_utf8_lossy(&replies)
+    );
+    let x: String = bystander.get("x").await.unwrap();
+    assert_eq!(x, "1");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn oversized_lengths_are_refused_before_buffering() {
+    let server = RedisServer::start();
+    let (_attache, addr) = attache_for(&server, "max_request_bytes = 65536").await;
+    let mut s = TcpStream::connect(addr).await.unwrap();
+    let reply = raw_exchange(&mut s, b"*3\r\n$3\r\nSET\r\n$1\r\nk\r\n$1000000\r\n", 1).await;
+    let text = String::from_utf8_lossy(&reply);
+    assert!(
+        text.starts_with(
+            "-ERR Protocol error: bulk length of 1000000 bytes exceeds the limit of 65536"
+        ),
+        "{text}"
+    );
+    let mut s = TcpStream::connect(addr).await.unwrap();
+    let reply = raw_exchange(&mut s, b"*99999999\r\n", 1).await;
+    assert!(String::from_utf8_lossy(&reply).contains("multibulk length"));
+    // A value under the limit is fine.
+    let mut c = client(addr).await;
+    let value = "v".repeat(60_000);
+    let _: () = c.set("big", &value).await.unwrap();
+    let got: String = c.get("big").await.unwrap();
+    assert_eq!(got.len(), 60_000);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_client_leaving_mid_pipeline_leaves_no_orphan_replies() {
+    let server = RedisServer::start();
+    let (_attache, addr) = attache_for(&server, "server_connections = 1").await;
+    for round in 0..20 {
+        let mut leaver = TcpStream::connect(addr).await.unwrap();
+        let mut request = Vec::new();
+        for i in 0..200 {
+            request.extend(cmd(&["ECHO", &format!("leaver-{round}-{i}")]));
+        }
+        tokio::io::AsyncWriteExt::write_all(&mut leaver, &request)
+            .await
+            .unwrap();
+        drop(leaver);
+        let mut c = TcpStream::connect(addr).await.unwrap();
+        let reply = raw_exchange(&mut c, &cmd(&["ECHO", "mine"]), 1).await;
+        assert_eq!(reply, b"$4\r\nmine\r\n", "round {round}");
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn wrong_upstream_password_is_a_clear_error() {
+    let server = RedisServer::start_with(&["--requirepass", "right"]);
+    let dir = tempfile::tempdir().unwrap();
+    let pw = dir.path().join("pw");
+    std::fs::write(&pw, "wrong").unwrap();
+    let (_attache, addr) = attache_for(
+        &server,
+        &format!("[redis.test.auth]\npassword_file = \"{}\"", pw.display()),
+    )
+    .await;
+    let mut s = TcpStream::connect(addr).await.unwrap();
+    let reply = raw_exchange(&mut s, &cmd(&["GET", "a"]), 1).await;
+    let text = String::from_utf8_lossy(&reply);
+    assert!(text.contains("handshake refused: WRONGPASS"), "{text}");
+    assert!(
+        !text.contains("wrong\r") && !text.contains(" wrong "),
+        "no secret in errors: {text}"
+    );
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_multi_that_cannot_start_runs_nothing() {
+    let mut server = RedisServer::start();
+    let (_attache, addr) = attache_for(&server, "connect_timeout = \"500ms\"").await;
+    let mut s = TcpStream::connect(addr).await.unwrap();
+    assert_eq!(raw_exchange(&mut s, &cmd(&["PING"]), 1).await, b"+PONG\r\n");
+    server.kill();
+    let mut request = cmd(&["MULTI"]);
+    request.extend(cmd(&["SET", "never", "1"]));
+    request.extend(cmd(&["EXEC"]));
+    let replies = raw_exchange(&mut s, &request, 3).await;
+    let text = String::from_utf8_lossy(&replies);
+    let lines: Vec<&str> = text.split("\r\n").collect();
+    assert!(
+        lines[0].starts_with("-ERR attache: upstream test"),
+        "{text}"
+    );
+    assert!(lines[1].starts_with("-ERR attache: MULTI failed"), "{text}");
+    assert!(lines[2].starts_with("-EXECABORT"), "{text}");
+}
