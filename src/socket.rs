@@ -3,7 +3,7 @@
 //! Tokio's readiness is edge-triggered and stays set after a read, so the
 //! usual `read().await` loop pays one `recvfrom` → `EAGAIN` per wakeup. A
 //! short read (fewer bytes than the buffer had room for) means the socket
-//! was drained, so [`read_some`] clears the readiness itself; the next call
+//! was drained, so [`try_read`] clears the readiness itself; the next call
 //! waits for epoll instead. On a pipeline-1 workload this is one syscall
 //! saved per request on each side of the proxy.
 
@@ -12,21 +12,6 @@ use std::io;
 use bytes::BytesMut;
 use tokio::io::Interest;
 use tokio::net::TcpStream;
-
-/// Reads what is available into `buf` (growing it by at least `reserve`
-/// when it is nearly full), waiting when nothing is. `Ok(0)` is EOF.
-pub(crate) async fn read_some(
-    stream: &TcpStream,
-    buf: &mut BytesMut,
-    reserve: usize,
-) -> io::Result<usize> {
-    loop {
-        stream.readable().await?;
-        if let Some(n) = try_read(stream, buf, reserve)? {
-            return Ok(n);
-        }
-    }
-}
 
 /// One non-blocking read into `buf`: `None` when nothing was there.
 pub(crate) fn try_read(

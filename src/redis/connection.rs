@@ -1,7 +1,7 @@
-//! One upstream socket carrying many requests: the writer half sends
+//! One upstream socket carrying many requests: one driver task sends
 //! batches of request frames as they come (several batches per syscall when
-//! they queue up), the reader half matches replies to batches strictly in
-//! order and hands each batch its replies as one zero-copy `Bytes`.
+//! they queue up) and matches replies to batches strictly in order, handing
+//! each batch its replies as one zero-copy `Bytes`.
 //!
 //! The same driver serves shared multiplexed connections (many app
 //! connections) and dedicated ones (one pinned app connection).
@@ -11,16 +11,19 @@ use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::Arc;
 use std::time::Duration;
 
+use std::future::{poll_fn, Future};
+use std::pin::Pin;
+use std::task::{Context, Poll};
+
 use attache_resp::frame;
-use bytes::{Bytes, BytesMut};
-use tokio::net::TcpStream;
+use bytes::{Buf, Bytes, BytesMut};
+use tokio::io::{AsyncRead, AsyncReadExt, AsyncWrite};
 use tokio::sync::{mpsc, oneshot};
 use tokio::time::Instant;
 use tracing::debug;
 
 use super::connector::Protocol;
 use super::error::{UpstreamError, UpstreamId};
-use crate::socket::{read_some, write_all};
 
 /// Where a batch's replies go: all of them at once, in one buffer.
 pub(crate) type ReplyTx = oneshot::Sender<Result<Bytes, UpstreamError>>;
@@ -127,147 +130,45 @@ pub(crate) struct DriverSettings {
 }
 
 /// Runs `stream` until it fails, serving `ops`. Returns why it stopped
-/// (`None` when every handle was dropped). Every request not answered by then
-/// has been failed with that error.
-pub(crate) async fn drive(
-    stream: TcpStream,
+/// (`None` when every handle was dropped and everything owed was
+/// delivered). Every request not answered by then has been failed with that
+/// error.
+///
+/// One task does both directions: it writes whatever the sessions queued
+/// (gathered into one write) and reads replies, so a request costs one task
+/// wakeup on this side rather than a hop from a writer task to a reader task.
+pub(crate) async fn drive<S>(
+    mut stream: S,
     first: Option<Op>,
     ops: &mut mpsc::UnboundedReceiver<Op>,
     in_flight: Arc<AtomicUsize>,
     settings: DriverSettings,
-) -> Option<UpstreamError> {
-    let stream = Arc::new(stream);
-    let (read, write) = (stream.clone(), stream);
-    let (pending_tx, pending_rx) = mpsc::unbounded_channel();
-    let (writer_failed_tx, writer_failed_rx) = oneshot::channel();
-    let reader = tokio::spawn(read_replies(
-        read,
-        pending_rx,
-        writer_failed_rx,
-        in_flight,
-        settings.clone(),
-    ));
-    let outcome = write_requests(write, first, ops, pending_tx, &settings).await;
-    match outcome {
-        // All handles dropped: let the reader finish what is in flight.
-        Ok(()) => reader.await.ok().flatten(),
-        Err(WriterStop::Failed(e)) => {
-            let _ = writer_failed_tx.send(e);
-            reader.await.ok().flatten()
-        }
-        Err(WriterStop::ReaderGone) => reader.await.ok().flatten(),
-    }
-}
-
-enum WriterStop {
-    Failed(UpstreamError),
-    ReaderGone,
-}
-
-async fn write_requests(
-    write: Arc<TcpStream>,
-    mut first: Option<Op>,
-    ops: &mut mpsc::UnboundedReceiver<Op>,
-    pending: mpsc::UnboundedSender<Pending>,
-    settings: &DriverSettings,
-) -> Result<(), WriterStop> {
-    let mut gathered = BytesMut::new();
-    loop {
-        let first = match first.take() {
-            Some(op) => op,
-            None => tokio::select! {
-                op = ops.recv() => match op {
-                    Some(op) => op,
-                    None => return Ok(()),
-                },
-                _ = pending.closed() => return Err(WriterStop::ReaderGone),
-            },
-        };
-        let mut single = Some(register(first, &pending, settings)?);
-        // Gather whatever else is already queued into the same write.
-        while gathered.len() < MAX_WRITE_GATHER {
-            let Ok(op) = ops.try_recv() else { break };
-            let bytes = register(op, &pending, settings)?;
-            if let Some(first) = single.take() {
-                gathered.extend_from_slice(&first);
-            }
-            gathered.extend_from_slice(&bytes);
-        }
-        let result = match single {
-            Some(bytes) => write_all(&write, &bytes).await,
-            None => {
-                let r = write_all(&write, &gathered).await;
-                gathered.clear();
-                if gathered.capacity() > 4 * MAX_WRITE_GATHER {
-                    gathered = BytesMut::new();
-                }
-                r
-            }
-        };
-        if let Err(e) = result {
-            return Err(WriterStop::Failed(UpstreamError::Io(
-                settings.id.clone(),
-                e.to_string().into(),
-            )));
-        }
-    }
-}
-
-/// Tells the reader what to expect for `op` (before its bytes are written,
-/// so a reply can never arrive unexpected) and returns the bytes to write.
-fn register(
-    op: Op,
-    pending: &mpsc::UnboundedSender<Pending>,
-    settings: &DriverSettings,
-) -> Result<Bytes, WriterStop> {
-    let (bytes, entry) = match op {
-        Op::Request {
-            bytes,
-            replies,
-            blocking,
-            tx,
-        } => {
-            let deadline = (!blocking).then(|| Instant::now() + settings.timeout);
-            (
-                bytes,
-                Some(Pending::Replies {
-                    count: replies,
-                    deadline,
-                    tx,
-                }),
-            )
-        }
-        Op::Stream { bytes, sink } => (bytes, Some(Pending::Stream(sink))),
-        Op::Write(bytes) => (bytes, None),
+) -> Option<UpstreamError>
+where
+    S: AsyncRead + AsyncWrite + Unpin,
+{
+    let mut state = DriverState {
+        queue: VecDeque::new(),
+        out: Outgoing::default(),
+        buf: BytesMut::with_capacity(READ_CHUNK),
+        scanned: 0,
+        frames: 0,
+        ops_done: false,
     };
-    if let Some(entry) = entry {
-        pending.send(entry).map_err(|_| WriterStop::ReaderGone)?;
+    if let Some(op) = first {
+        state.register(op, &settings);
     }
-    Ok(bytes)
-}
-
-async fn read_replies(
-    read: Arc<TcpStream>,
-    mut pending_rx: mpsc::UnboundedReceiver<Pending>,
-    mut writer_failed: oneshot::Receiver<UpstreamError>,
-    in_flight: Arc<AtomicUsize>,
-    settings: DriverSettings,
-) -> Option<UpstreamError> {
-    let mut queue: VecDeque<Pending> = VecDeque::new();
-    let mut buf = BytesMut::with_capacity(16 * 1024);
-    // Progress through the front batch's replies: bytes and frames seen.
-    let mut scanned = 0usize;
-    let mut frames = 0u32;
-    let mut writer_done = false;
+    // Armed at or before the front batch's deadline; re-armed only when it
+    // fires early, so a request costs no timer update.
+    let timer = tokio::time::sleep(settings.timeout);
+    tokio::pin!(timer);
+    let mut timer_armed = false;
     let error = loop {
-        while let Ok(p) = pending_rx.try_recv() {
-            queue.push_back(p);
-        }
         if let Err(e) = deliver(
-            &mut buf,
-            &mut queue,
-            &mut scanned,
-            &mut frames,
+            &mut state.buf,
+            &mut state.queue,
+            &mut state.scanned,
+            &mut state.frames,
             &in_flight,
             &settings,
         )
@@ -277,38 +178,56 @@ async fn read_replies(
         }
         // Every handle is gone: finish what is owed, then close. A stream
         // owes nothing (a subscriber whose app left), so it closes at once.
-        if writer_done && queue.iter().all(|p| matches!(p, Pending::Stream(_))) {
+        if state.ops_done
+            && state.out.is_empty()
+            && state.queue.iter().all(|p| matches!(p, Pending::Stream(_)))
+        {
             return None;
         }
-        let deadline = match queue.front() {
+        let front_deadline = match state.queue.front() {
             Some(Pending::Replies { deadline, .. }) => *deadline,
             _ => None,
         };
-        tokio::select! {
-            read = read_some(&read, &mut buf, READ_CHUNK) => match read {
-                Ok(0) => break UpstreamError::Closed(settings.id.clone()),
-                Ok(_) => {}
-                Err(e) => break UpstreamError::Io(settings.id.clone(), e.to_string().into()),
-            },
-            p = pending_rx.recv(), if !writer_done => match p {
-                Some(p) => queue.push_back(p),
-                None => writer_done = true,
-            },
-            _ = sleep_until(deadline) => break UpstreamError::Timeout(settings.id.clone(), settings.timeout),
-            e = &mut writer_failed, if !writer_done => match e {
-                Ok(e) => break e,
-                Err(_) => writer_done = true,
+        match front_deadline {
+            Some(d) if !timer_armed => {
+                timer.as_mut().reset(d);
+                timer_armed = true;
+            }
+            // An armed timer outlives an empty queue: if it fires, the
+            // check below finds nothing late and disarms it.
+            _ => {}
+        }
+        let event =
+            poll_fn(|cx| state.poll_event(cx, &mut stream, ops, &mut timer, timer_armed)).await;
+        match event {
+            Event::Op(Some(op)) => {
+                state.register(op, &settings);
+                // Gather whatever else is already queued into the same write.
+                while state.out.len() < MAX_WRITE_GATHER {
+                    let Ok(op) = ops.try_recv() else { break };
+                    state.register(op, &settings);
+                }
+            }
+            Event::Op(None) => state.ops_done = true,
+            Event::Wrote(Ok(0)) => {
+                break UpstreamError::Io(settings.id.clone(), "write returned 0".into())
+            }
+            Event::Wrote(Ok(n)) => state.out.advance(n),
+            Event::Wrote(Err(e)) | Event::Read(Err(e)) => {
+                break UpstreamError::Io(settings.id.clone(), e.to_string().into())
+            }
+            Event::Read(Ok(0)) => break UpstreamError::Closed(settings.id.clone()),
+            Event::Read(Ok(_)) => {}
+            Event::Timer => match front_deadline {
+                Some(d) if d <= Instant::now() => {
+                    break UpstreamError::Timeout(settings.id.clone(), settings.timeout)
+                }
+                _ => timer_armed = false,
             },
         }
     };
     debug!(upstream = %settings.id, error = %error, "upstream connection failed");
-    // Fail everything waiting, including requests the writer registered but
-    // the reader had not picked up yet.
-    pending_rx.close();
-    while let Ok(p) = pending_rx.try_recv() {
-        queue.push_back(p);
-    }
-    for p in queue {
+    for p in state.queue {
         if let Pending::Replies { tx, .. } = p {
             in_flight.fetch_sub(1, Ordering::Relaxed);
             let _ = tx.send(Err(error.clone()));
@@ -317,10 +236,154 @@ async fn read_replies(
     Some(error)
 }
 
-async fn sleep_until(deadline: Option<Instant>) {
-    match deadline {
-        Some(d) => tokio::time::sleep_until(d).await,
-        None => std::future::pending().await,
+/// What woke the driver.
+enum Event {
+    Op(Option<Op>),
+    Wrote(std::io::Result<usize>),
+    Read(std::io::Result<usize>),
+    Timer,
+}
+
+struct DriverState {
+    /// What the server owes, in the order it was written.
+    queue: VecDeque<Pending>,
+    out: Outgoing,
+    buf: BytesMut,
+    /// Progress through the front batch's replies: bytes and frames seen.
+    scanned: usize,
+    frames: u32,
+    ops_done: bool,
+}
+
+impl DriverState {
+    /// Notes what the server will owe for `op` and queues its bytes. Bytes
+    /// are written only after this, so no reply can arrive unexpected.
+    fn register(&mut self, op: Op, settings: &DriverSettings) {
+        let bytes = match op {
+            Op::Request {
+                bytes,
+                replies,
+                blocking,
+                tx,
+            } => {
+                let deadline = (!blocking).then(|| Instant::now() + settings.timeout);
+                self.queue.push_back(Pending::Replies {
+                    count: replies,
+                    deadline,
+                    tx,
+                });
+                bytes
+            }
+            Op::Stream { bytes, sink } => {
+                self.queue.push_back(Pending::Stream(sink));
+                bytes
+            }
+            Op::Write(bytes) => bytes,
+        };
+        self.out.push(bytes);
+    }
+
+    /// Writes first (requests out as soon as possible), then new ops (only
+    /// while the outgoing buffer is not full), then replies, then the timer.
+    fn poll_event<S: AsyncRead + AsyncWrite + Unpin>(
+        &mut self,
+        cx: &mut Context<'_>,
+        stream: &mut S,
+        ops: &mut mpsc::UnboundedReceiver<Op>,
+        timer: &mut Pin<&mut tokio::time::Sleep>,
+        timer_armed: bool,
+    ) -> Poll<Event> {
+        if !self.out.is_empty() {
+            if let Poll::Ready(r) = Pin::new(&mut *stream).poll_write(cx, self.out.chunk()) {
+                return Poll::Ready(Event::Wrote(r));
+            }
+        }
+        if !self.ops_done && self.out.len() < MAX_WRITE_GATHER {
+            if let Poll::Ready(op) = ops.poll_recv(cx) {
+                return Poll::Ready(Event::Op(op));
+            }
+        }
+        if self.buf.capacity() - self.buf.len() < READ_CHUNK / 2 {
+            self.buf.reserve(READ_CHUNK.max(self.buf.len() / 2));
+        }
+        let read = stream.read_buf(&mut self.buf);
+        tokio::pin!(read);
+        if let Poll::Ready(r) = read.poll(cx) {
+            return Poll::Ready(Event::Read(r));
+        }
+        if timer_armed && timer.as_mut().poll(cx).is_ready() {
+            return Poll::Ready(Event::Timer);
+        }
+        Poll::Pending
+    }
+}
+
+/// Bytes waiting to be written. One batch is written from its own buffer;
+/// several are gathered into one, so they leave in one syscall.
+#[derive(Default)]
+enum Outgoing {
+    #[default]
+    Empty,
+    One(Bytes),
+    Many(BytesMut),
+}
+
+impl Outgoing {
+    fn is_empty(&self) -> bool {
+        self.len() == 0
+    }
+
+    fn len(&self) -> usize {
+        match self {
+            Outgoing::Empty => 0,
+            Outgoing::One(b) => b.len(),
+            Outgoing::Many(b) => b.len(),
+        }
+    }
+
+    fn chunk(&self) -> &[u8] {
+        match self {
+            Outgoing::Empty => &[],
+            Outgoing::One(b) => b,
+            Outgoing::Many(b) => b,
+        }
+    }
+
+    fn push(&mut self, bytes: Bytes) {
+        if bytes.is_empty() {
+            return;
+        }
+        *self = match std::mem::take(self) {
+            Outgoing::Empty => Outgoing::One(bytes),
+            Outgoing::One(first) => {
+                let mut many = BytesMut::with_capacity(first.len() + bytes.len());
+                many.extend_from_slice(&first);
+                many.extend_from_slice(&bytes);
+                Outgoing::Many(many)
+            }
+            Outgoing::Many(mut many) => {
+                many.extend_from_slice(&bytes);
+                Outgoing::Many(many)
+            }
+        };
+    }
+
+    fn advance(&mut self, n: usize) {
+        match self {
+            Outgoing::Empty => {}
+            Outgoing::One(b) => {
+                b.advance(n);
+                if b.is_empty() {
+                    *self = Outgoing::Empty;
+                }
+            }
+            Outgoing::Many(b) => {
+                b.advance(n);
+                if b.is_empty() {
+                    *self = Outgoing::Empty;
+                }
+            }
+        }
     }
 }
 
