@@ -10,6 +10,8 @@
 //!   connections and pools).
 //! - [`credentials`]: what attache presents upstream, with redacted secrets.
 //! - `socket`: reads and writes that spend no syscall in vain.
+//! - [`tls`]: TLS to upstreams (rustls): `[… .tls]` config, and a connector
+//!   that reloads rotated certificate files.
 //!
 //! Wire knowledge (frames, the command table, hashing) lives in the sans-I/O
 //! crate `attache-resp`; this crate owns the sockets.
@@ -28,6 +30,7 @@ pub mod credentials;
 mod listener;
 mod redis;
 mod socket;
+pub mod tls;
 
 use std::collections::BTreeMap;
 use std::net::SocketAddr;

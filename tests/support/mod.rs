@@ -95,7 +95,7 @@ impl Drop for RedisServer {
     }
 }
 
-fn wait_for_port(port: u16) {
+pub fn wait_for_port(port: u16) {
     let deadline = Instant::now() + Duration::from_secs(10);
     while Instant::now() < deadline {
         if std::net::TcpStream::connect(("127.0.0.1", port)).is_ok() {
@@ -183,3 +183,4 @@ pub fn cmd(args: &[&str]) -> Vec<u8> {
     attache_resp::frame::reply::command(&args).to_vec()
 }
 pub mod cluster;
+pub mod tls;
