@@ -10,6 +10,8 @@
 //!   connections and pools).
 //! - [`credentials`]: what attache presents upstream, with redacted secrets.
 //! - `socket`: reads and writes that spend no syscall in vain.
+//! - [`upstream`]: what every worker shares to reach upstreams (TLS
+//!   connectors).
 //! - [`tls`]: TLS to upstreams (rustls): `[… .tls]` config, and a connector
 //!   that reloads rotated certificate files.
 //!
@@ -31,6 +33,7 @@ mod listener;
 mod redis;
 mod socket;
 pub mod tls;
+pub mod upstream;
 
 use std::collections::BTreeMap;
 use std::net::SocketAddr;
@@ -41,6 +44,8 @@ use tokio::task::JoinSet;
 use crate::config::Config;
 use crate::listener::BoundListener;
 use crate::redis::RedisService;
+pub use crate::upstream::StartError;
+use crate::upstream::UpstreamServices;
 
 /// Every listener of a config, bound (before any worker starts, so a port
 /// conflict is reported once and at once).
@@ -73,12 +78,13 @@ impl Listeners {
 pub fn spawn_worker(
     config: &Config,
     listeners: &Listeners,
+    services: &UpstreamServices,
     shutdown: watch::Receiver<bool>,
 ) -> std::io::Result<JoinSet<()>> {
     let mut tasks = JoinSet::new();
     for bound in &listeners.redis {
         let listener_config = &config.redis[&*bound.name];
-        let service = RedisService::start(&bound.name, listener_config);
+        let service = RedisService::start(&bound.name, listener_config, services);
         tasks.spawn(listener::accept_loop(
             bound.name.clone(),
             bound.for_this_worker()?,
@@ -113,10 +119,11 @@ impl Running {
 }
 
 /// Binds every listener of `config` and serves them on the current runtime.
-pub async fn start(config: Config) -> std::io::Result<Running> {
+pub async fn start(config: Config) -> Result<Running, StartError> {
+    let services = UpstreamServices::start(&config)?;
     let listeners = Listeners::bind(&config)?;
     let (shutdown, stop) = watch::channel(false);
-    let tasks = spawn_worker(&config, &listeners, stop)?;
+    let tasks = spawn_worker(&config, &listeners, &services, stop)?;
     Ok(Running {
         listeners,
         shutdown,

@@ -43,15 +43,18 @@ fn main() -> ExitCode {
         }
     };
     match cli.command.unwrap_or(Command::Run) {
-        Command::Check => match toml::to_string_pretty(&config) {
+        Command::Check => match attache::upstream::UpstreamServices::start(&config)
+            .map_err(|e| e.to_string())
+            .and_then(|_| toml::to_string_pretty(&config).map_err(|e| e.to_string()))
+        {
             Ok(text) => {
                 println!("# {}: valid", cli.config.display());
                 print!("{text}");
                 ExitCode::SUCCESS
             }
             Err(e) => {
-                eprintln!("attache: cannot print config: {e}");
-                ExitCode::FAILURE
+                eprintln!("attache: {e}");
+                ExitCode::from(2)
             }
         },
         Command::Run => run(config),
@@ -65,6 +68,13 @@ fn run(config: attache::config::Config) -> ExitCode {
                 .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("info")),
         )
         .init();
+    let services = match attache::upstream::UpstreamServices::start(&config) {
+        Ok(services) => Arc::new(services),
+        Err(e) => {
+            error!(error = %e, "cannot start");
+            return ExitCode::FAILURE;
+        }
+    };
     let listeners = match attache::Listeners::bind(&config) {
         Ok(listeners) => listeners,
         Err(e) => {
@@ -80,12 +90,17 @@ fn run(config: attache::config::Config) -> ExitCode {
     let listeners = Arc::new(listeners);
     let mut threads = Vec::new();
     for index in 1..config.runtime.workers {
-        let (config, listeners, stop) = (config.clone(), listeners.clone(), stop.clone());
+        let (config, listeners, services, stop) = (
+            config.clone(),
+            listeners.clone(),
+            services.clone(),
+            stop.clone(),
+        );
         let spawned = std::thread::Builder::new()
             .name(format!("attache-worker-{index}"))
             .spawn(move || {
                 worker_runtime()?.block_on(async {
-                    let mut tasks = attache::spawn_worker(&config, &listeners, stop)?;
+                    let mut tasks = attache::spawn_worker(&config, &listeners, &services, stop)?;
                     while tasks.join_next().await.is_some() {}
                     Ok::<(), std::io::Error>(())
                 })
@@ -101,7 +116,7 @@ fn run(config: attache::config::Config) -> ExitCode {
     // Worker 0 runs on the main thread, which also waits for signals.
     let served = worker_runtime().and_then(|runtime| {
         runtime.block_on(async {
-            let mut tasks = attache::spawn_worker(&config, &listeners, stop)?;
+            let mut tasks = attache::spawn_worker(&config, &listeners, &services, stop)?;
             wait_for_signal().await;
             info!("shutting down");
             let _ = shutdown.send(true);

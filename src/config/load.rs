@@ -114,7 +114,7 @@ impl Config {
             let key = |field: &str| format!("redis.{name}.{field}");
             listener
                 .validate()
-                .map_err(|(field, msg)| (key(field), msg))?;
+                .map_err(|(field, msg)| (key(&field), msg))?;
             if listener.listen.port() == 0 {
                 continue;
             }
@@ -130,7 +130,15 @@ impl Config {
 }
 
 impl RedisListenerConfig {
-    fn validate(&self) -> Result<(), (&'static str, String)> {
+    fn validate(&self) -> Result<(), (String, String)> {
+        self.validate_fields().map_err(|(k, m)| (k.to_owned(), m))?;
+        if let Some(tls) = &self.tls {
+            tls.validate().map_err(|(k, m)| (format!("tls.{k}"), m))?;
+        }
+        Ok(())
+    }
+
+    fn validate_fields(&self) -> Result<(), (&'static str, String)> {
         if !self.allow_remote && !self.listen.ip().is_loopback() {
             return Err((
                 "listen",

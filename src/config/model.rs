@@ -9,6 +9,8 @@ use std::time::Duration;
 use attache_resp::hash::{Distribution, HashFunction, HashTag, ServerSpec};
 use serde::{Deserialize, Serialize};
 
+use crate::tls::TlsConfig;
+
 /// The whole config file.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 #[serde(deny_unknown_fields)]
@@ -140,6 +142,10 @@ pub struct RedisListenerConfig {
     /// Credentials attache presents to the upstream (the app sends none).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub auth: Option<RedisAuthConfig>,
+    /// TLS to every upstream connection, including cluster nodes found in
+    /// the topology. Plain TCP when absent.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub tls: Option<TlsConfig>,
 }
 
 /// `mode`: how keys map to servers.

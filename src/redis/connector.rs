@@ -1,16 +1,68 @@
-//! Making an upstream connection: TCP, then the handshake (`AUTH` and/or
-//! `HELLO 3`) with the credential current at that moment.
+//! Making an upstream connection: TCP, TLS when configured, then the
+//! handshake (`AUTH` and/or `HELLO 3`) with the credential current at that
+//! moment.
 
+use std::io;
+use std::pin::Pin;
+use std::task::{Context, Poll};
 use std::time::Duration;
 
 use attache_resp::frame::{self, reply};
 use bytes::{Bytes, BytesMut};
-use tokio::io::{AsyncReadExt, AsyncWriteExt};
+use tokio::io::{AsyncRead, AsyncReadExt, AsyncWrite, AsyncWriteExt, ReadBuf};
 use tokio::net::TcpStream;
+use tokio_rustls::client::TlsStream;
 
 use super::error::{UpstreamError, UpstreamId};
 use crate::credentials::RedisCredentials;
+use crate::tls::TlsConnector;
 use attache_resp::hash::ServerSpec;
+
+/// An upstream connection's byte stream: plain TCP or TLS over it.
+pub(crate) enum UpstreamStream {
+    Plain(TcpStream),
+    Tls(Box<TlsStream<TcpStream>>),
+}
+
+impl AsyncRead for UpstreamStream {
+    fn poll_read(
+        self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+        buf: &mut ReadBuf<'_>,
+    ) -> Poll<io::Result<()>> {
+        match self.get_mut() {
+            UpstreamStream::Plain(s) => Pin::new(s).poll_read(cx, buf),
+            UpstreamStream::Tls(s) => Pin::new(s.as_mut()).poll_read(cx, buf),
+        }
+    }
+}
+
+impl AsyncWrite for UpstreamStream {
+    fn poll_write(
+        self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+        buf: &[u8],
+    ) -> Poll<io::Result<usize>> {
+        match self.get_mut() {
+            UpstreamStream::Plain(s) => Pin::new(s).poll_write(cx, buf),
+            UpstreamStream::Tls(s) => Pin::new(s.as_mut()).poll_write(cx, buf),
+        }
+    }
+
+    fn poll_flush(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<io::Result<()>> {
+        match self.get_mut() {
+            UpstreamStream::Plain(s) => Pin::new(s).poll_flush(cx),
+            UpstreamStream::Tls(s) => Pin::new(s.as_mut()).poll_flush(cx),
+        }
+    }
+
+    fn poll_shutdown(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<io::Result<()>> {
+        match self.get_mut() {
+            UpstreamStream::Plain(s) => Pin::new(s).poll_shutdown(cx),
+            UpstreamStream::Tls(s) => Pin::new(s.as_mut()).poll_shutdown(cx),
+        }
+    }
+}
 
 /// The protocol version an upstream connection speaks. A connection's
 /// version is connection state, so shared connections are kept per version.
@@ -41,6 +93,7 @@ pub(crate) struct Connector {
     /// A cluster replica serving reads: `READONLY` after the handshake.
     readonly: bool,
     credentials: Option<RedisCredentials>,
+    tls: Option<TlsConnector>,
     connect_timeout: Duration,
 }
 
@@ -49,6 +102,7 @@ impl Connector {
         listener: &str,
         server: ServerSpec,
         credentials: Option<RedisCredentials>,
+        tls: Option<TlsConnector>,
         connect_timeout: Duration,
     ) -> Self {
         Self {
@@ -59,6 +113,7 @@ impl Connector {
             readonly: false,
             server,
             credentials,
+            tls,
             connect_timeout,
         }
     }
@@ -87,7 +142,7 @@ impl Connector {
                 .write_all(command)
                 .await
                 .map_err(|e| UpstreamError::Io(self.id.clone(), e.to_string().into()))?;
-            read_replies(&mut stream, 1, Protocol::Resp2, &self.id).await
+            read_replies(&mut stream, 1, Protocol::Resp2, self).await
         };
         tokio::time::timeout(self.connect_timeout, exchange)
             .await
@@ -95,21 +150,37 @@ impl Connector {
     }
 
     /// A connected, authenticated stream speaking `protocol`.
-    pub(crate) async fn connect(&self, protocol: Protocol) -> Result<TcpStream, UpstreamError> {
+    pub(crate) async fn connect(
+        &self,
+        protocol: Protocol,
+    ) -> Result<UpstreamStream, UpstreamError> {
         let attempt = async {
-            let mut stream = TcpStream::connect((self.server.host.as_str(), self.server.port))
+            let tcp = TcpStream::connect((self.server.host.as_str(), self.server.port))
                 .await
                 .map_err(|e| UpstreamError::Connect(self.id.clone(), e.to_string().into()))?;
-            stream
-                .set_nodelay(true)
+            tcp.set_nodelay(true)
                 .map_err(|e| UpstreamError::Connect(self.id.clone(), e.to_string().into()))?;
-            let (commands, replies) = self.handshake(protocol)?;
+            let mut stream = match &self.tls {
+                None => UpstreamStream::Plain(tcp),
+                Some(tls) => UpstreamStream::Tls(Box::new(
+                    tls.connect(&self.server.host, tcp)
+                        .await
+                        .map_err(|e| UpstreamError::Tls(self.id.clone(), e.to_string().into()))?,
+                )),
+            };
+            let (mut commands, mut replies) = self.handshake(protocol)?;
+            if replies == 0 && self.tls.is_some() {
+                // With TLS 1.3 the server judges attache's client certificate
+                // after the handshake: one round trip proves the session.
+                commands = reply::command(&[b"PING"]);
+                replies = 1;
+            }
             if replies > 0 {
                 stream
                     .write_all(&commands)
                     .await
-                    .map_err(|e| UpstreamError::Io(self.id.clone(), e.to_string().into()))?;
-                let answer = read_replies(&mut stream, replies, protocol, &self.id).await?;
+                    .map_err(|e| self.io_error(e))?;
+                let answer = read_replies(&mut stream, replies, protocol, self).await?;
                 self.check_handshake(&answer, protocol)?;
             }
             Ok(stream)
@@ -195,13 +266,31 @@ pub(crate) fn authority(server: &ServerSpec) -> String {
     }
 }
 
+impl Connector {
+    /// A read or write failed during the handshake. With TLS 1.3 a server
+    /// that refuses attache's client certificate says so only at the first
+    /// read after the TLS handshake: the TLS error names that cause.
+    fn io_error(&self, error: io::Error) -> UpstreamError {
+        match &self.tls {
+            Some(tls) => UpstreamError::Tls(
+                self.id.clone(),
+                tls.session_error(&self.server.host, error)
+                    .to_string()
+                    .into(),
+            ),
+            None => UpstreamError::Io(self.id.clone(), error.to_string().into()),
+        }
+    }
+}
+
 /// Reads exactly `count` replies from a stream that nothing else reads yet.
 async fn read_replies(
-    stream: &mut TcpStream,
+    stream: &mut UpstreamStream,
     count: u32,
     protocol: Protocol,
-    id: &UpstreamId,
+    connector: &Connector,
 ) -> Result<Bytes, UpstreamError> {
+    let id = &connector.id;
     let mut buf = BytesMut::with_capacity(512);
     let mut seen = 0;
     let mut scanned = 0;
@@ -222,7 +311,7 @@ async fn read_replies(
         let n = stream
             .read_buf(&mut buf)
             .await
-            .map_err(|e| UpstreamError::Io(id.clone(), e.to_string().into()))?;
+            .map_err(|e| connector.io_error(e))?;
         if n == 0 {
             return Err(UpstreamError::Closed(id.clone()));
         }

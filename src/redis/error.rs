@@ -26,6 +26,9 @@ impl std::fmt::Display for UpstreamId {
 pub(crate) enum UpstreamError {
     #[error("{0}: connect failed: {1}")]
     Connect(UpstreamId, Arc<str>),
+    /// The TLS error names the upstream itself.
+    #[error("{1} [{0}]")]
+    Tls(UpstreamId, Arc<str>),
     #[error("{0}: connect timed out after {1:?}")]
     ConnectTimeout(UpstreamId, Duration),
     #[error("{0}: handshake refused: {1}")]

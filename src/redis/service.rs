@@ -17,6 +17,8 @@ use super::shared::spawn_shared;
 use super::topology;
 use crate::config::{Mode, RedisListenerConfig};
 use crate::credentials::RedisCredentials;
+use crate::tls::TlsConnector;
+use crate::upstream::UpstreamServices;
 
 /// One upstream server and its connections.
 pub(crate) struct Upstream {
@@ -41,6 +43,7 @@ pub(crate) struct RedisService {
 struct UpstreamTemplate {
     listener: Arc<str>,
     credentials: Option<RedisCredentials>,
+    tls: Option<TlsConnector>,
     connect_timeout: Duration,
     timeout: Duration,
     server_connections: usize,
@@ -55,6 +58,7 @@ impl UpstreamTemplate {
             &self.listener,
             server,
             self.credentials.clone(),
+            self.tls.clone(),
             self.connect_timeout,
         );
         let connector = Arc::new(if readonly {
@@ -98,12 +102,22 @@ impl UpstreamTemplate {
 }
 
 impl RedisService {
+    /// Whether upstream connections are TLS.
+    pub(crate) fn uses_tls(&self) -> bool {
+        self.template.tls.is_some()
+    }
+
     /// Builds the upstream side and starts connecting (RESP2 shared
     /// connections now; RESP3 ones when an app first asks for RESP3).
-    pub(crate) fn start(name: &str, config: &RedisListenerConfig) -> Arc<Self> {
+    pub(crate) fn start(
+        name: &str,
+        config: &RedisListenerConfig,
+        services: &UpstreamServices,
+    ) -> Arc<Self> {
         let template = UpstreamTemplate {
             listener: name.into(),
             credentials: config.auth.as_ref().map(RedisCredentials::from_config),
+            tls: services.redis_tls(name),
             connect_timeout: config.connect_timeout,
             timeout: config.timeout,
             server_connections: config.server_connections,

@@ -98,7 +98,12 @@ fn install_map(
             Host::Name(name) => name.as_str(),
             Host::Unknown => replying_host,
         };
-        service.upstream_at(host, node.addr.port, readonly) as u32
+        // Over TLS, a node that lists both ports takes TLS on `tls-port`.
+        let port = match node.tls_port {
+            Some(tls_port) if service.uses_tls() => tls_port,
+            _ => node.addr.port,
+        };
+        service.upstream_at(host, port, readonly) as u32
     };
     let primaries: Vec<u32> = map
         .shards()
