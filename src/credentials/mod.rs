@@ -88,6 +88,16 @@ impl RedisCredentials {
         }
     }
 
+    /// Bumps when the credential changes; `None` for sources read at each
+    /// connect (a password file or variable), which never re-`AUTH`.
+    pub fn changes(&self) -> Option<tokio::sync::watch::Receiver<u64>> {
+        None
+    }
+
+    /// Asks the source for a fresh credential (the upstream refused this
+    /// one). Sources read at each connect have nothing to refresh.
+    pub fn refresh_soon(&self) {}
+
     /// The credential to use for a connection being made now.
     pub fn current(&self) -> Result<RedisCredential, CredentialError> {
         let password = match &self.source {

@@ -18,11 +18,11 @@ use std::task::{Context, Poll};
 use attache_resp::frame;
 use bytes::{Buf, Bytes, BytesMut};
 use tokio::io::{AsyncRead, AsyncReadExt, AsyncWrite};
-use tokio::sync::{mpsc, oneshot};
+use tokio::sync::{mpsc, oneshot, watch};
 use tokio::time::Instant;
-use tracing::debug;
+use tracing::{debug, warn};
 
-use super::connector::Protocol;
+use super::connector::{Connector, Protocol};
 use super::error::{UpstreamError, UpstreamId};
 
 /// Where a batch's replies go: all of them at once, in one buffer.
@@ -119,6 +119,8 @@ enum Pending {
         tx: ReplyTx,
     },
     Stream(mpsc::Sender<Bytes>),
+    /// The reply to an `AUTH` the driver sent itself (a credential refresh).
+    Reauth,
 }
 
 /// Settings of one driver.
@@ -127,6 +129,19 @@ pub(crate) struct DriverSettings {
     pub(crate) id: UpstreamId,
     pub(crate) protocol: Protocol,
     pub(crate) timeout: Duration,
+    /// A dedicated connection: the app's own MULTI … EXEC may span several
+    /// batches, so the driver watches for them (no re-AUTH in between).
+    pub(crate) dedicated: bool,
+    /// Re-authenticates in-band when the credential changes.
+    pub(crate) reauth: Option<Arc<Connector>>,
+}
+
+/// A future that resolves when the credential changes, handing back its
+/// receiver. Boxed because it lives across polls of the driver.
+type CredentialChange = Pin<Box<dyn Future<Output = Option<watch::Receiver<u64>>> + Send>>;
+
+fn next_change(mut changes: watch::Receiver<u64>) -> CredentialChange {
+    Box::pin(async move { changes.changed().await.ok().map(|()| changes) })
 }
 
 /// Runs `stream` until it fails, serving `ops`. Returns why it stopped
@@ -154,7 +169,16 @@ where
         scanned: 0,
         frames: 0,
         ops_done: false,
+        in_multi: false,
+        streaming: false,
+        reauth_due: false,
+        reauth_failures: 0,
     };
+    let mut credential = settings
+        .reauth
+        .as_ref()
+        .and_then(|c| c.credential_changes())
+        .map(next_change);
     if let Some(op) = first {
         state.register(op, &settings);
     }
@@ -164,6 +188,7 @@ where
     tokio::pin!(timer);
     let mut timer_armed = false;
     let error = loop {
+        let mut refused = None;
         if let Err(e) = deliver(
             &mut state.buf,
             &mut state.queue,
@@ -171,10 +196,18 @@ where
             &mut state.frames,
             &in_flight,
             &settings,
+            &mut refused,
         )
         .await
         {
             break e;
+        }
+        if let Some(reply) = refused {
+            state.reauth_refused(&reply, &settings);
+        } else if state.reauth_failures > 0
+            && !state.queue.iter().any(|p| matches!(p, Pending::Reauth))
+        {
+            state.reauth_failures = 0;
         }
         // Every handle is gone: finish what is owed, then close. A stream
         // owes nothing (a subscriber whose app left), so it closes at once.
@@ -197,9 +230,26 @@ where
             // check below finds nothing late and disarms it.
             _ => {}
         }
-        let event =
-            poll_fn(|cx| state.poll_event(cx, &mut stream, ops, &mut timer, timer_armed)).await;
+        if state.reauth_due {
+            state.try_reauth(&settings);
+        }
+        let event = poll_fn(|cx| {
+            state.poll_event(
+                cx,
+                &mut stream,
+                ops,
+                &mut timer,
+                timer_armed,
+                &mut credential,
+            )
+        })
+        .await;
         match event {
+            Event::CredentialChanged(changes) => {
+                credential = changes.map(next_change);
+                state.reauth_due = true;
+                state.reauth_failures = 0;
+            }
             Event::Op(Some(op)) => {
                 state.register(op, &settings);
                 // Gather whatever else is already queued into the same write.
@@ -242,6 +292,7 @@ enum Event {
     Wrote(std::io::Result<usize>),
     Read(std::io::Result<usize>),
     Timer,
+    CredentialChanged(Option<watch::Receiver<u64>>),
 }
 
 struct DriverState {
@@ -253,6 +304,14 @@ struct DriverState {
     scanned: usize,
     frames: u32,
     ops_done: bool,
+    /// Inside the app's MULTI (dedicated connections only).
+    in_multi: bool,
+    /// Subscribed, monitoring or replies off: every byte goes to a sink.
+    streaming: bool,
+    /// The credential changed while an `AUTH` could not be sent.
+    reauth_due: bool,
+    /// `AUTH` replies that were errors since the last success.
+    reauth_failures: u32,
 }
 
 impl DriverState {
@@ -276,11 +335,55 @@ impl DriverState {
             }
             Op::Stream { bytes, sink } => {
                 self.queue.push_back(Pending::Stream(sink));
+                self.streaming = true;
                 bytes
             }
             Op::Write(bytes) => bytes,
         };
+        if settings.dedicated && !self.streaming {
+            self.in_multi = transaction_open_after(self.in_multi, &bytes);
+        }
         self.out.push(bytes);
+    }
+
+    /// The server refused a re-`AUTH`. The connection keeps the session it
+    /// authenticated before; the credential source is asked for a fresh
+    /// credential once (whose arrival triggers another `AUTH`), after which
+    /// the refusal is only reported.
+    fn reauth_refused(&mut self, reply: &[u8], settings: &DriverSettings) {
+        self.reauth_failures += 1;
+        let text = String::from_utf8_lossy(reply.get(1..).unwrap_or_default());
+        let text = text.trim_end();
+        warn!(upstream = %settings.id, reply = %text, attempt = self.reauth_failures, "the upstream refused the refreshed credential");
+        if self.reauth_failures == 1 {
+            if let Some(connector) = &settings.reauth {
+                connector.refresh_credential();
+            }
+        }
+    }
+
+    /// Sends `AUTH` with the current credential between two batches, unless
+    /// that would land inside the app's MULTI (then after its EXEC) or on a
+    /// streaming connection, whose replies no longer pair with requests
+    /// (it keeps the session it authenticated; see the README).
+    fn try_reauth(&mut self, settings: &DriverSettings) {
+        let Some(connector) = &settings.reauth else {
+            self.reauth_due = false;
+            return;
+        };
+        if self.in_multi || self.streaming {
+            return;
+        }
+        self.reauth_due = false;
+        match connector.auth_command() {
+            Ok(Some(command)) => {
+                debug!(upstream = %settings.id, "re-authenticating with the refreshed credential");
+                self.queue.push_back(Pending::Reauth);
+                self.out.push(command);
+            }
+            Ok(None) => {}
+            Err(e) => warn!(upstream = %settings.id, error = %e, "cannot re-authenticate"),
+        }
     }
 
     /// Writes first (requests out as soon as possible), then new ops (only
@@ -292,6 +395,7 @@ impl DriverState {
         ops: &mut mpsc::UnboundedReceiver<Op>,
         timer: &mut Pin<&mut tokio::time::Sleep>,
         timer_armed: bool,
+        credential: &mut Option<CredentialChange>,
     ) -> Poll<Event> {
         if !self.out.is_empty() {
             if let Poll::Ready(r) = Pin::new(&mut *stream).poll_write(cx, self.out.chunk()) {
@@ -314,8 +418,38 @@ impl DriverState {
         if timer_armed && timer.as_mut().poll(cx).is_ready() {
             return Poll::Ready(Event::Timer);
         }
+        if let Some(change) = credential {
+            if let Poll::Ready(changes) = change.as_mut().poll(cx) {
+                return Poll::Ready(Event::CredentialChanged(changes));
+            }
+        }
         Poll::Pending
     }
+}
+
+/// Whether the app's MULTI is open after `bytes` (whole request frames)
+/// are sent, given whether it was before. Dedicated connections only, so
+/// the parse costs nothing on the shared path.
+fn transaction_open_after(mut open: bool, bytes: &[u8]) -> bool {
+    let mut rest = bytes;
+    while let Ok(Some(request)) = frame::parse_request(rest, usize::MAX) {
+        match request.arg(rest, 0) {
+            Some(name) if name.eq_ignore_ascii_case(b"MULTI") => open = true,
+            Some(name)
+                if [&b"EXEC"[..], b"DISCARD", b"RESET"]
+                    .iter()
+                    .any(|c| name.eq_ignore_ascii_case(c)) =>
+            {
+                open = false
+            }
+            _ => {}
+        }
+        if request.len == 0 {
+            break;
+        }
+        rest = &rest[request.len..];
+    }
+    open
 }
 
 /// Bytes waiting to be written. One batch is written from its own buffer;
@@ -395,6 +529,7 @@ async fn deliver(
     frames: &mut u32,
     in_flight: &AtomicUsize,
     settings: &DriverSettings,
+    refused: &mut Option<Bytes>,
 ) -> Result<(), UpstreamError> {
     let resp3 = settings.protocol.is_resp3();
     let protocol_error = |e: frame::ProtocolError| {
@@ -430,6 +565,19 @@ async fn deliver(
                     }
                 }
                 return Ok(());
+            }
+            Some(Pending::Reauth) => {
+                let Some(n) = frame::reply_len(buf, resp3).map_err(protocol_error)? else {
+                    return Ok(());
+                };
+                let reply = buf.split_to(n).freeze();
+                if resp3 && frame::is_push(&reply) {
+                    continue;
+                }
+                queue.pop_front();
+                if frame::is_error(&reply) {
+                    *refused = Some(reply);
+                }
             }
             Some(Pending::Replies { count, .. }) => {
                 let count = *count;

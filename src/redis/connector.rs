@@ -229,6 +229,36 @@ impl Connector {
         Ok((out.freeze(), replies))
     }
 
+    /// Bumps whenever the credential changes, for sources that refresh.
+    pub(crate) fn credential_changes(&self) -> Option<tokio::sync::watch::Receiver<u64>> {
+        self.credentials.as_ref().and_then(|c| c.changes())
+    }
+
+    /// `AUTH` with the current credential (for a live connection), or
+    /// `None` when the upstream takes no credential.
+    pub(crate) fn auth_command(&self) -> Result<Option<Bytes>, UpstreamError> {
+        let Some(source) = &self.credentials else {
+            return Ok(None);
+        };
+        let c = source
+            .current()
+            .map_err(|e| UpstreamError::Credential(self.id.clone(), e.to_string().into()))?;
+        let user = c.username.as_deref().unwrap_or("default");
+        Ok(Some(reply::command(&[
+            b"AUTH",
+            user.as_bytes(),
+            c.password.expose().as_bytes(),
+        ])))
+    }
+
+    /// The upstream refused the credential: ask its source for a new one
+    /// now (in the background; connections re-`AUTH` when it arrives).
+    pub(crate) fn refresh_credential(&self) {
+        if let Some(source) = &self.credentials {
+            source.refresh_soon();
+        }
+    }
+
     /// Fails with the upstream's own words if any handshake reply is an error.
     pub(crate) fn check_handshake(
         &self,

@@ -62,6 +62,8 @@ impl managed::Manager for DedicatedManager {
             id: self.connector.id.clone(),
             protocol: self.protocol,
             timeout: self.timeout,
+            dedicated: true,
+            reauth: Some(self.connector.clone()),
         };
         tokio::spawn(async move {
             if let Some(e) = drive(stream, None, &mut ops, in_flight, settings).await {

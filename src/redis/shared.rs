@@ -32,6 +32,8 @@ pub(crate) fn spawn_shared(
         id: connector.id.clone(),
         protocol,
         timeout,
+        dedicated: false,
+        reauth: Some(connector.clone()),
     };
     tokio::spawn(supervise(
         connector, ops, in_flight, settings, eager, health,
