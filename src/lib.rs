@@ -8,7 +8,9 @@
 //! - `listener`: binding, and the bounded accept loop each worker runs.
 //! - `redis`: the Redis ambassador (sessions, routing policy, upstream
 //!   connections and pools).
-//! - [`credentials`]: what attache presents upstream, with redacted secrets.
+//! - [`credentials`]: what attache presents upstream, with redacted secrets:
+//!   static passwords, and tokens that expire, kept fresh by one refresh
+//!   engine (`[tokens.NAME]`).
 //! - `socket`: reads and writes that spend no syscall in vain.
 //! - [`upstream`]: what every worker shares to reach upstreams (TLS
 //!   connectors).

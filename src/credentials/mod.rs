@@ -1,10 +1,39 @@
-//! Credentials attache presents upstream. Today: a static password from a
-//! file or an environment variable, read at every connect so that a rotated
-//! Secret file reaches new connections. The refreshing token providers plug
-//! in behind the same [`RedisCredentials`] seam.
+//! Credentials attache presents upstream: a static password read at every
+//! connect ([`RedisCredentials`]), and tokens that expire, kept fresh by one
+//! refresh engine ([`TokenRegistry`]).
+//!
+//! # Layout
+//!
+//! - [`config`]: `[tokens.NAME]`, one variant per provider, with validation.
+//! - `engine`: the refresh loop every provider shares (refresh-ahead,
+//!   backoff, forced refreshes); `schedule` holds its numbers.
+//! - `source`: [`TokenSource`], what consumers on any runtime read.
+//! - `registry`: [`TokenRegistry`], every configured source, started.
+//! - Providers: `static_token`, `oauth2`, `azure`, `gcp`, `aws` (with the
+//!   pure signing in `sigv4`); their HTTP plumbing is in `http`, JWT claim
+//!   reading in `jwt`.
 
 use std::fmt;
 use std::path::PathBuf;
+use std::time::Duration;
+
+mod aws;
+mod azure;
+pub mod config;
+mod engine;
+mod gcp;
+mod http;
+mod jwt;
+mod oauth2;
+mod registry;
+mod schedule;
+mod sigv4;
+mod source;
+mod static_token;
+
+pub use config::TokenConfig;
+pub use registry::TokenRegistry;
+pub use source::{Token, TokenSource, TokenStats};
 
 use crate::config::RedisAuthConfig;
 
@@ -50,6 +79,70 @@ pub enum CredentialError {
     /// The environment variable is not set.
     #[error("password environment variable {0} is not set")]
     Env(String),
+    /// A token source has not obtained its first token yet.
+    #[error("credential \"{name}\": no token yet{last_error}")]
+    NotReady {
+        /// The credential (`[tokens.NAME]`).
+        name: String,
+        /// Why the last refresh failed, if one did.
+        last_error: LastError,
+    },
+    /// The last token expired and no refresh has replaced it.
+    #[error("credential \"{name}\": token expired {:.1}s ago{last_error}", .ago.as_secs_f64())]
+    Expired {
+        /// The credential (`[tokens.NAME]`).
+        name: String,
+        /// How long ago it expired.
+        ago: Duration,
+        /// Why the last refresh failed.
+        last_error: LastError,
+    },
+    /// A forced refresh did not produce a token.
+    #[error("credential \"{name}\": refresh failed: {error}")]
+    RefreshFailed {
+        /// The credential (`[tokens.NAME]`).
+        name: String,
+        /// What went wrong.
+        error: String,
+    },
+    /// No usable token within the time the caller would wait.
+    #[error("credential \"{name}\": no valid token after {:.1}s{last_error}", .waited.as_secs_f64())]
+    Timeout {
+        /// The credential (`[tokens.NAME]`).
+        name: String,
+        /// How long the caller waited.
+        waited: Duration,
+        /// Why the last refresh failed, if one did.
+        last_error: LastError,
+    },
+    /// The refresh task is gone (its runtime shut down).
+    #[error("credential \"{0}\": the refresh task has stopped")]
+    Stopped(String),
+    /// A `[tokens.NAME]` section cannot be started.
+    #[error("tokens.{name}.{key}: {message}")]
+    Config {
+        /// The credential (`[tokens.NAME]`).
+        name: String,
+        /// The offending key.
+        key: String,
+        /// What is wrong with it.
+        message: String,
+    },
+}
+
+/// The last refresh error, rendered as `; last refresh error: …` (or
+/// nothing) after a [`CredentialError`]'s message. Provider errors never
+/// carry secret values, so neither does this.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct LastError(pub Option<String>);
+
+impl fmt::Display for LastError {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match &self.0 {
+            Some(error) => write!(f, "; last refresh error: {error}"),
+            None => Ok(()),
+        }
+    }
 }
 
 /// Username and password for the upstream's `AUTH` / `HELLO … AUTH`.
