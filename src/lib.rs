@@ -13,7 +13,7 @@
 //!   engine (`[tokens.NAME]`).
 //! - `socket`: reads and writes that spend no syscall in vain.
 //! - [`upstream`]: what every worker shares to reach upstreams (TLS
-//!   connectors).
+//!   connectors, credential sources).
 //! - [`tls`]: TLS to upstreams (rustls): `[… .tls]` config, and a connector
 //!   that reloads rotated certificate files.
 //!
@@ -122,7 +122,7 @@ impl Running {
 
 /// Binds every listener of `config` and serves them on the current runtime.
 pub async fn start(config: Config) -> Result<Running, StartError> {
-    let services = UpstreamServices::start(&config)?;
+    let services = UpstreamServices::start(&config, &tokio::runtime::Handle::current())?;
     let listeners = Listeners::bind(&config)?;
     let (shutdown, stop) = watch::channel(false);
     let tasks = spawn_worker(&config, &listeners, &services, stop)?;

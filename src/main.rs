@@ -43,7 +43,7 @@ fn main() -> ExitCode {
         }
     };
     match cli.command.unwrap_or(Command::Run) {
-        Command::Check => match attache::upstream::UpstreamServices::start(&config)
+        Command::Check => match attache::upstream::UpstreamServices::check(&config)
             .map_err(|e| e.to_string())
             .and_then(|_| toml::to_string_pretty(&config).map_err(|e| e.to_string()))
         {
@@ -68,7 +68,21 @@ fn run(config: attache::config::Config) -> ExitCode {
                 .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("info")),
         )
         .init();
-    let services = match attache::upstream::UpstreamServices::start(&config) {
+    // The control runtime: credential refreshes (and later DNS and the
+    // admin endpoints) run here, off the workers' event loops.
+    let control = match tokio::runtime::Builder::new_multi_thread()
+        .worker_threads(1)
+        .thread_name("attache-control")
+        .enable_all()
+        .build()
+    {
+        Ok(runtime) => runtime,
+        Err(e) => {
+            error!(error = %e, "cannot start the control thread");
+            return ExitCode::FAILURE;
+        }
+    };
+    let services = match attache::upstream::UpstreamServices::start(&config, control.handle()) {
         Ok(services) => Arc::new(services),
         Err(e) => {
             error!(error = %e, "cannot start");

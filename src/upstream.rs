@@ -1,10 +1,12 @@
 //! What reaching the upstreams takes that is built once per process and
 //! shared by every worker: the TLS connectors (so a certificate reload
-//! happens once, not per worker).
+//! happens once, not per worker) and the credential sources with their
+//! refresh tasks (one token per source, not one per worker).
 
 use std::collections::BTreeMap;
 
 use crate::config::Config;
+use crate::credentials::{CredentialError, TokenRegistry};
 use crate::tls::{TlsConnector, TlsError};
 
 /// Process-wide upstream services; workers hold a reference.
@@ -12,6 +14,7 @@ use crate::tls::{TlsConnector, TlsError};
 pub struct UpstreamServices {
     /// TLS connector of each Redis listener that has `[redis.NAME.tls]`.
     redis_tls: BTreeMap<String, TlsConnector>,
+    tokens: TokenRegistry,
 }
 
 /// Why the upstream services could not start.
@@ -20,6 +23,9 @@ pub enum StartError {
     /// A TLS file does not load.
     #[error(transparent)]
     Tls(#[from] TlsError),
+    /// A credential source cannot start.
+    #[error(transparent)]
+    Credential(#[from] CredentialError),
     /// A listener cannot be bound.
     #[error("cannot bind: {0}")]
     Bind(#[from] std::io::Error),
@@ -27,15 +33,32 @@ pub enum StartError {
 
 impl UpstreamServices {
     /// Loads what `config` needs (TLS files are read now, so a bad one
-    /// fails here with an error naming it).
-    pub fn start(config: &Config) -> Result<Self, StartError> {
+    /// fails here with an error naming it) and starts the credential
+    /// refresh tasks on `control`, a runtime that outlives the workers.
+    pub fn start(config: &Config, control: &tokio::runtime::Handle) -> Result<Self, StartError> {
+        let tokens = TokenRegistry::start(&config.tokens, control)?;
         let mut redis_tls = BTreeMap::new();
         for (name, listener) in &config.redis {
             if let Some(tls) = &listener.tls {
                 redis_tls.insert(name.clone(), TlsConnector::new(tls, name)?);
             }
         }
-        Ok(Self { redis_tls })
+        Ok(Self { redis_tls, tokens })
+    }
+
+    /// TLS files only, without starting anything (`attache check`).
+    pub fn check(config: &Config) -> Result<(), StartError> {
+        for (name, listener) in &config.redis {
+            if let Some(tls) = &listener.tls {
+                TlsConnector::new(tls, name)?;
+            }
+        }
+        Ok(())
+    }
+
+    /// Every configured credential source.
+    pub fn tokens(&self) -> &TokenRegistry {
+        &self.tokens
     }
 
     /// The TLS connector of Redis listener `name`, if it uses TLS.

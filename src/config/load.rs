@@ -109,8 +109,21 @@ impl Config {
                 "no listeners: add a [redis.NAME] section".into(),
             ));
         }
+        for (name, source) in &self.tokens {
+            source
+                .validate()
+                .map_err(|(field, msg)| (format!("tokens.{name}.{field}"), msg))?;
+        }
         let mut seen = std::collections::HashMap::new();
         for (name, listener) in &self.redis {
+            if let Some(token) = listener.auth.as_ref().and_then(|a| a.token.as_ref()) {
+                if !self.tokens.contains_key(token) {
+                    return Err((
+                        format!("redis.{name}.auth.token"),
+                        format!("no [tokens.{token}] section defines this credential source"),
+                    ));
+                }
+            }
             let key = |field: &str| format!("redis.{name}.{field}");
             listener
                 .validate()
@@ -185,15 +198,25 @@ impl RedisListenerConfig {
             return Err(("connect_timeout", "must be greater than zero".into()));
         }
         if let Some(auth) = &self.auth {
-            match (&auth.password_file, &auth.password_env) {
-                (Some(_), Some(_)) => {
+            let sources = [
+                auth.password_file.is_some(),
+                auth.password_env.is_some(),
+                auth.token.is_some(),
+            ];
+            match sources.iter().filter(|&&set| set).count() {
+                1 => {}
+                0 => {
                     return Err((
                         "auth",
-                        "set one of password_file and password_env, not both".into(),
+                        "set one of password_file, password_env and token".into(),
                     ))
                 }
-                (None, None) => return Err(("auth", "set password_file or password_env".into())),
-                _ => {}
+                _ => {
+                    return Err((
+                        "auth",
+                        "set only one of password_file, password_env and token".into(),
+                    ))
+                }
             }
         }
         Ok(())

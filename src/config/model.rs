@@ -9,6 +9,7 @@ use std::time::Duration;
 use attache_resp::hash::{Distribution, HashFunction, HashTag, ServerSpec};
 use serde::{Deserialize, Serialize};
 
+use crate::credentials::TokenConfig;
 use crate::tls::TlsConfig;
 
 /// The whole config file.
@@ -24,6 +25,10 @@ pub struct Config {
     /// Local Redis listeners, keyed by name (`[redis.cache]`).
     #[serde(default)]
     pub redis: BTreeMap<String, RedisListenerConfig>,
+    /// Credential sources, keyed by name (`[tokens.payments]`), referred to
+    /// by `[redis.NAME.auth] token = "payments"`.
+    #[serde(default, skip_serializing_if = "BTreeMap::is_empty")]
+    pub tokens: BTreeMap<String, TokenConfig>,
 }
 
 /// `[admin]`
@@ -207,6 +212,10 @@ pub struct RedisAuthConfig {
     /// Environment variable holding the password.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub password_env: Option<String>,
+    /// Name of a `[tokens.NAME]` source whose token is the password; live
+    /// connections re-`AUTH` in-band whenever it refreshes.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub token: Option<String>,
 }
 
 /// `servers` as twemproxy's `"host:port[:weight] [name]"` strings.

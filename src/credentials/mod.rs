@@ -165,15 +165,21 @@ pub struct RedisCredentials {
 enum PasswordSource {
     File(PathBuf),
     Env(String),
+    Token(TokenSource),
 }
 
 impl RedisCredentials {
-    /// From `[redis.NAME.auth]`; validation guarantees exactly one source.
-    pub fn from_config(auth: &RedisAuthConfig) -> Self {
-        let source = match (&auth.password_file, &auth.password_env) {
-            (Some(path), _) => PasswordSource::File(path.clone()),
-            (None, Some(var)) => PasswordSource::Env(var.clone()),
-            (None, None) => PasswordSource::Env(String::new()),
+    /// From `[redis.NAME.auth]`; validation guarantees exactly one source,
+    /// and that a `token` names a source in `tokens`.
+    pub fn from_config(auth: &RedisAuthConfig, tokens: &TokenRegistry) -> Self {
+        let source = match (&auth.password_file, &auth.password_env, &auth.token) {
+            (Some(path), _, _) => PasswordSource::File(path.clone()),
+            (None, Some(var), _) => PasswordSource::Env(var.clone()),
+            (None, None, Some(name)) => match tokens.get(name) {
+                Some(source) => PasswordSource::Token(source),
+                None => PasswordSource::Env(format!("<no token source {name}>")),
+            },
+            (None, None, None) => PasswordSource::Env(String::new()),
         };
         Self {
             username: auth.username.clone(),
@@ -181,15 +187,38 @@ impl RedisCredentials {
         }
     }
 
-    /// Bumps when the credential changes; `None` for sources read at each
-    /// connect (a password file or variable), which never re-`AUTH`.
+    /// Bumps when the credential changes: token sources, whose live
+    /// connections re-`AUTH`. `None` for a password file or variable, read
+    /// at each connect.
     pub fn changes(&self) -> Option<tokio::sync::watch::Receiver<u64>> {
-        None
+        match &self.source {
+            PasswordSource::Token(source) => Some(source.subscribe()),
+            _ => None,
+        }
     }
 
-    /// Asks the source for a fresh credential (the upstream refused this
-    /// one). Sources read at each connect have nothing to refresh.
-    pub fn refresh_soon(&self) {}
+    /// The upstream refused the credential: asks a token source for a fresh
+    /// one now, in the background (connections re-`AUTH` when it arrives).
+    pub fn refresh_soon(&self) {
+        if let PasswordSource::Token(source) = &self.source {
+            let source = source.clone();
+            tokio::spawn(async move {
+                if let Err(e) = source.force_refresh().await {
+                    tracing::warn!(credential = source.name(), error = %e, "forced refresh failed");
+                }
+            });
+        }
+    }
+
+    /// Asks a token source for a fresh token and waits for it (the
+    /// upstream refused the current one during a handshake). `false` when
+    /// there is nothing to refresh or the refresh failed.
+    pub async fn refresh_now(&self) -> bool {
+        match &self.source {
+            PasswordSource::Token(source) => source.force_refresh().await.is_ok(),
+            _ => false,
+        }
+    }
 
     /// The credential to use for a connection being made now.
     pub fn current(&self) -> Result<RedisCredential, CredentialError> {
@@ -203,6 +232,13 @@ impl RedisCredentials {
                 .to_owned(),
             PasswordSource::Env(var) => {
                 std::env::var(var).map_err(|_| CredentialError::Env(var.clone()))?
+            }
+            PasswordSource::Token(source) => {
+                let token = source.current()?;
+                return Ok(RedisCredential {
+                    username: self.username.clone().or(token.username),
+                    password: token.secret,
+                });
             }
         };
         Ok(RedisCredential {
@@ -232,11 +268,15 @@ mod tests {
         let dir = tempfile::tempdir().unwrap();
         let path = dir.path().join("pw");
         std::fs::write(&path, "one\n").unwrap();
-        let creds = RedisCredentials::from_config(&RedisAuthConfig {
-            username: None,
-            password_file: Some(path.clone()),
-            password_env: None,
-        });
+        let creds = RedisCredentials::from_config(
+            &RedisAuthConfig {
+                username: None,
+                password_file: Some(path.clone()),
+                password_env: None,
+                token: None,
+            },
+            &TokenRegistry::default(),
+        );
         assert_eq!(creds.current().unwrap().password.expose(), "one");
         std::fs::write(&path, "two").unwrap();
         assert_eq!(creds.current().unwrap().password.expose(), "two");

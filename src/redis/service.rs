@@ -116,7 +116,10 @@ impl RedisService {
     ) -> Arc<Self> {
         let template = UpstreamTemplate {
             listener: name.into(),
-            credentials: config.auth.as_ref().map(RedisCredentials::from_config),
+            credentials: config
+                .auth
+                .as_ref()
+                .map(|auth| RedisCredentials::from_config(auth, services.tokens())),
             tls: services.redis_tls(name),
             connect_timeout: config.connect_timeout,
             timeout: config.timeout,
