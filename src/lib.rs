@@ -9,6 +9,7 @@
 //! - `redis`: the Redis ambassador (sessions, routing policy, upstream
 //!   connections and pools).
 //! - [`credentials`]: what attache presents upstream, with redacted secrets.
+//! - [`dns`]: upstream host names, resolved and re-resolved as TTLs run out.
 //! - `socket`: reads and writes that spend no syscall in vain.
 //!
 //! Wire knowledge (frames, the command table, hashing) lives in the sans-I/O
@@ -25,6 +26,7 @@
 
 pub mod config;
 pub mod credentials;
+pub mod dns;
 mod listener;
 mod redis;
 mod socket;
