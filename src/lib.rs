@@ -11,6 +11,7 @@
 //! - [`credentials`]: what attache presents upstream, with redacted secrets:
 //!   static passwords, and tokens that expire, kept fresh by one refresh
 //!   engine (`[tokens.NAME]`).
+//! - [`dns`]: upstream host names, resolved and re-resolved as TTLs run out.
 //! - `socket`: reads and writes that spend no syscall in vain.
 //! - [`upstream`]: what every worker shares to reach upstreams (TLS
 //!   connectors, credential sources).
@@ -31,6 +32,7 @@
 
 pub mod config;
 pub mod credentials;
+pub mod dns;
 mod listener;
 mod redis;
 mod socket;
