@@ -220,6 +220,16 @@ impl RedisCredentials {
         }
     }
 
+    /// Waits (at most `timeout`) until a token source has its first token,
+    /// so connections made at startup do not fail for want of one.
+    pub async fn wait_ready(&self, timeout: Duration) {
+        if let PasswordSource::Token(source) = &self.source {
+            if !source.is_ready() {
+                let _ = source.wait_ready(timeout).await;
+            }
+        }
+    }
+
     /// The credential to use for a connection being made now.
     pub fn current(&self) -> Result<RedisCredential, CredentialError> {
         let password = match &self.source {

@@ -150,11 +150,37 @@ impl Connector {
     }
 
     /// A connected, authenticated stream speaking `protocol`.
+    ///
+    /// A credential the server refuses (`WRONGPASS`, `NOAUTH`) makes a token
+    /// source fetch a fresh token at once and the connect is tried once
+    /// more; then the refusal is the answer.
     pub(crate) async fn connect(
         &self,
         protocol: Protocol,
     ) -> Result<UpstreamStream, UpstreamError> {
+        match self.connect_once(protocol).await {
+            Err(UpstreamError::Handshake(id, reason))
+                if reason.contains("WRONGPASS") || reason.contains("NOAUTH") =>
+            {
+                let refreshed = match &self.credentials {
+                    Some(credentials) => credentials.refresh_now().await,
+                    None => false,
+                };
+                if refreshed {
+                    self.connect_once(protocol).await
+                } else {
+                    Err(UpstreamError::Handshake(id, reason))
+                }
+            }
+            outcome => outcome,
+        }
+    }
+
+    async fn connect_once(&self, protocol: Protocol) -> Result<UpstreamStream, UpstreamError> {
         let attempt = async {
+            if let Some(credentials) = &self.credentials {
+                credentials.wait_ready(self.connect_timeout).await;
+            }
             let tcp = TcpStream::connect((self.server.host.as_str(), self.server.port))
                 .await
                 .map_err(|e| UpstreamError::Connect(self.id.clone(), e.to_string().into()))?;

@@ -44,7 +44,12 @@ pub(crate) struct Seen {
     pub(crate) basic: Option<(String, String)>,
 }
 
+/// Called with each token before it is handed out (tests that make an
+/// upstream accept it first).
+pub(crate) type OnIssue = Arc<dyn Fn(&str) + Send + Sync>;
+
 struct State {
+    on_issue: Option<OnIssue>,
     mode: Mode,
     lifetime_secs: u64,
     latency: Duration,
@@ -68,6 +73,7 @@ impl TokenEndpoint {
         let endpoint = Self {
             addr: listener.local_addr().unwrap(),
             state: Arc::new(Mutex::new(State {
+                on_issue: None,
                 mode: Mode::Ok,
                 lifetime_secs,
                 latency: Duration::ZERO,
@@ -87,6 +93,12 @@ impl TokenEndpoint {
     /// Requests seen so far.
     pub(crate) fn seen(&self) -> Vec<Seen> {
         self.state.lock().unwrap().seen.clone()
+    }
+
+    /// Runs `hook` with every token before it is handed out.
+    #[allow(dead_code)]
+    pub(crate) fn on_issue(&self, hook: OnIssue) {
+        self.state.lock().unwrap().on_issue = Some(hook);
     }
 
     /// Every answer waits this long first (without failing).
@@ -215,6 +227,10 @@ async fn answer(
     } else {
         format!("token-{n}")
     };
+    let hook = state.lock().unwrap().on_issue.clone();
+    if let Some(hook) = hook {
+        hook(&token);
+    }
     let body =
         format!(r#"{{"access_token":"{token}","token_type":"Bearer","expires_in":{lifetime}}}"#);
     reply(200, "application/json", body)

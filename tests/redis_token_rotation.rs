@@ -1,0 +1,288 @@
+//! Credentials that rotate under load: an in-process OAuth2 endpoint issues
+//! tokens that live 3 s; the upstream Redis accepts each token from the
+//! moment it is issued until it expires (ACL passwords added, then
+//! removed), as a managed Redis with token auth does. attache refreshes
+//! ahead and re-`AUTH`s every live connection in-band.
+
+mod support;
+#[allow(dead_code)] // shared with tests/tokens.rs, which uses all of it
+mod token_endpoint;
+
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, Instant};
+
+use support::RedisServer;
+use token_endpoint::{Mode, TokenEndpoint};
+
+const LIFETIME_SECS: u64 = 3;
+
+/// Redis user `app`, whose passwords are the tokens currently valid.
+struct RotatingAcl {
+    admin: Mutex<redis::Connection>,
+    /// Tokens added, with when they stop being valid.
+    live: Mutex<Vec<(String, Instant)>>,
+}
+
+impl RotatingAcl {
+    fn new(server: &RedisServer) -> Arc<Self> {
+        let client = redis::Client::open(format!("redis://{}/", server.addr())).unwrap();
+        let mut admin = client.get_connection().unwrap();
+        redis::cmd("ACL")
+            .arg(&["SETUSER", "app", "on", "resetpass", "~*", "&*", "+@all"][..])
+            .exec(&mut admin)
+            .unwrap();
+        Arc::new(Self {
+            admin: Mutex::new(admin),
+            live: Mutex::new(Vec::new()),
+        })
+    }
+
+    fn add(&self, token: &str) {
+        let mut admin = self.admin.lock().unwrap();
+        redis::cmd("ACL")
+            .arg(&["SETUSER", "app", &format!(">{token}")][..])
+            .exec(&mut *admin)
+            .unwrap();
+        let expires = Instant::now() + Duration::from_secs(LIFETIME_SECS);
+        self.live.lock().unwrap().push((token.to_owned(), expires));
+    }
+
+    /// Removes every token past its expiry; returns how many are left.
+    fn expire(&self) -> usize {
+        let now = Instant::now();
+        let mut live = self.live.lock().unwrap();
+        let mut admin = self.admin.lock().unwrap();
+        live.retain(|(token, expires)| {
+            if *expires > now {
+                return true;
+            }
+            redis::cmd("ACL")
+                .arg(&["SETUSER", "app", &format!("<{token}")][..])
+                .exec(&mut *admin)
+                .unwrap();
+            false
+        });
+        live.len()
+    }
+
+    fn info(&self, section: &str) -> String {
+        let mut admin = self.admin.lock().unwrap();
+        redis::cmd("INFO").arg(section).query(&mut *admin).unwrap()
+    }
+
+    fn app_clients(&self) -> usize {
+        let mut admin = self.admin.lock().unwrap();
+        let list: String = redis::cmd("CLIENT").arg("LIST").query(&mut *admin).unwrap();
+        list.lines().filter(|l| l.contains(" user=app ")).count()
+    }
+
+    fn kill_app_clients(&self) {
+        let mut admin = self.admin.lock().unwrap();
+        let _: redis::RedisResult<i64> = redis::cmd("CLIENT")
+            .arg(&["KILL", "USER", "app"][..])
+            .query(&mut *admin);
+    }
+}
+
+fn stat(info: &str, command: &str) -> u64 {
+    let prefix = format!("cmdstat_{command}:calls=");
+    info.lines()
+        .find_map(|l| l.strip_prefix(&prefix))
+        .and_then(|rest| rest.split(',').next())
+        .and_then(|n| n.parse().ok())
+        .unwrap_or(0)
+}
+
+async fn attache_with_tokens(server: &RedisServer, endpoint: &TokenEndpoint) -> attache::Running {
+    support::start_attache(&format!(
+        r#"
+[redis.test]
+listen = "127.0.0.1:0"
+servers = ["{}"]
+timeout = "2s"
+
+[redis.test.auth]
+username = "app"
+token = "redis"
+
+[tokens.redis]
+provider = "oauth2_client_credentials"
+token_url = "{}"
+client_id = "attache"
+client_secret_env = "ATTACHE_TEST_CLIENT_SECRET"
+scopes = ["redis"]
+"#,
+        server.addr(),
+        endpoint.url("/token")
+    ))
+    .await
+}
+
+/// Removes expired tokens from the ACL every 100 ms until `stop`.
+fn spawn_expiry(acl: Arc<RotatingAcl>, stop: Arc<AtomicBool>) -> tokio::task::JoinHandle<()> {
+    tokio::task::spawn_blocking(move || {
+        while !stop.load(Ordering::Relaxed) {
+            acl.expire();
+            std::thread::sleep(Duration::from_millis(100));
+        }
+    })
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn fifty_clients_see_no_error_across_rotations() {
+    std::env::set_var("ATTACHE_TEST_CLIENT_SECRET", "client-secret");
+    let server = RedisServer::start();
+    let acl = RotatingAcl::new(&server);
+    let endpoint = TokenEndpoint::start(LIFETIME_SECS).await;
+    let hook_acl = acl.clone();
+    endpoint.on_issue(Arc::new(move |token| hook_acl.add(token)));
+    let stop = Arc::new(AtomicBool::new(false));
+    let expiry = spawn_expiry(acl.clone(), stop.clone());
+    let attache = attache_with_tokens(&server, &endpoint).await;
+    let addr = attache.redis_addr("test").unwrap();
+
+    let run_for = Duration::from_secs(30);
+    let errors = Arc::new(Mutex::new(Vec::<String>::new()));
+    let done = Arc::new(AtomicU64::new(0));
+    let mut clients = Vec::new();
+    for i in 0..50 {
+        let (errors, done) = (errors.clone(), done.clone());
+        clients.push(tokio::spawn(async move {
+            let mut conn = support::client(addr).await;
+            let key = format!("rotation:{i}");
+            let started = Instant::now();
+            while started.elapsed() < run_for {
+                // Most clients share the multiplexed connections; every
+                // fifth runs transactions on a dedicated connection, where
+                // re-AUTH must wait for EXEC.
+                let result: redis::RedisResult<()> = if i % 5 == 0 {
+                    redis::pipe()
+                        .atomic()
+                        .incr(&key, 1)
+                        .incr(&key, 1)
+                        .query_async::<(i64, i64)>(&mut conn)
+                        .await
+                        .map(drop)
+                } else {
+                    redis::cmd("SET")
+                        .arg(&key)
+                        .arg(i)
+                        .exec_async(&mut conn)
+                        .await
+                };
+                match result {
+                    Ok(()) => {
+                        done.fetch_add(1, Ordering::Relaxed);
+                    }
+                    Err(e) => errors.lock().unwrap().push(e.to_string()),
+                }
+            }
+        }));
+    }
+    for client in clients {
+        client.await.unwrap();
+    }
+    let errors = errors.lock().unwrap().clone();
+    let issued = endpoint
+        .seen()
+        .iter()
+        .filter(|s| s.path == "/token")
+        .count();
+    let commandstats = acl.info("commandstats");
+    let auths = stat(&commandstats, "auth");
+    let connections = acl.app_clients();
+    println!(
+        "{} commands, {} errors, {issued} tokens issued, {auths} AUTH calls, {connections} upstream connections",
+        done.load(Ordering::Relaxed),
+        errors.len()
+    );
+    assert!(
+        errors.is_empty(),
+        "{} errors, first: {:?}",
+        errors.len(),
+        errors.first()
+    );
+    // 30 s of 3 s tokens refreshed at about half their life.
+    assert!(issued >= 12, "only {issued} tokens issued");
+    // Every live connection re-authenticated at (nearly) every refresh:
+    // AUTH calls beyond the first handshake of each connection.
+    assert!(connections >= 2, "{connections} upstream connections");
+    let rotations = issued as u64 - 1;
+    assert!(
+        auths >= connections as u64 * rotations * 8 / 10,
+        "{auths} AUTH calls for {connections} connections and {rotations} rotations"
+    );
+    stop.store(true, Ordering::Relaxed);
+    let _ = expiry.await;
+    attache.shutdown().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_failing_token_endpoint_keeps_the_current_token_then_names_the_credential() {
+    std::env::set_var("ATTACHE_TEST_CLIENT_SECRET", "client-secret");
+    let server = RedisServer::start();
+    let acl = RotatingAcl::new(&server);
+    let endpoint = TokenEndpoint::start(LIFETIME_SECS).await;
+    let hook_acl = acl.clone();
+    endpoint.on_issue(Arc::new(move |token| hook_acl.add(token)));
+    let stop = Arc::new(AtomicBool::new(false));
+    let expiry = spawn_expiry(acl.clone(), stop.clone());
+    let attache = attache_with_tokens(&server, &endpoint).await;
+    let addr = attache.redis_addr("test").unwrap();
+    let mut conn = support::client(addr).await;
+    let ping = |conn: &mut redis::aio::MultiplexedConnection| {
+        let mut conn = conn.clone();
+        async move { redis::cmd("PING").query_async::<String>(&mut conn).await }
+    };
+    assert_eq!(ping(&mut conn).await.unwrap(), "PONG");
+
+    for mode in [Mode::Error500, Mode::Garbage, Mode::Down] {
+        endpoint.set_mode(mode).await;
+        // The token in hand is still valid: commands keep working.
+        let until = Instant::now() + Duration::from_secs(1);
+        while Instant::now() < until {
+            assert_eq!(ping(&mut conn).await.unwrap(), "PONG", "{mode:?}");
+            tokio::time::sleep(Duration::from_millis(50)).await;
+        }
+        endpoint.set_mode(Mode::Ok).await;
+        tokio::time::sleep(Duration::from_secs(2)).await;
+    }
+
+    // Down for good: once the token expired, a new upstream connection has
+    // no credential, and the app is told which one and why.
+    endpoint.set_mode(Mode::Slow(Duration::from_secs(60))).await;
+    tokio::time::sleep(Duration::from_secs(LIFETIME_SECS + 1)).await;
+    acl.kill_app_clients();
+    let deadline = Instant::now() + Duration::from_secs(10);
+    let error = loop {
+        match ping(&mut conn).await {
+            Err(e) => break e.to_string(),
+            Ok(_) if Instant::now() < deadline => {
+                tokio::time::sleep(Duration::from_millis(100)).await
+            }
+            Ok(_) => panic!("commands still succeed with an expired token"),
+        }
+    };
+    println!("{error}");
+    assert!(error.contains("credential \"redis\""), "{error}");
+    assert!(error.contains("expired"), "{error}");
+
+    // The endpoint is back: attache recovers without a restart.
+    endpoint.set_mode(Mode::Ok).await;
+    let deadline = Instant::now() + Duration::from_secs(45);
+    loop {
+        let mut conn = support::client(addr).await;
+        if ping(&mut conn).await.is_ok() {
+            break;
+        }
+        assert!(
+            Instant::now() < deadline,
+            "no recovery after the endpoint came back"
+        );
+        tokio::time::sleep(Duration::from_millis(200)).await;
+    }
+    stop.store(true, Ordering::Relaxed);
+    let _ = expiry.await;
+    attache.shutdown().await;
+}
