@@ -1,12 +1,14 @@
 //! What reaching the upstreams takes that is built once per process and
 //! shared by every worker: the TLS connectors (so a certificate reload
 //! happens once, not per worker) and the credential sources with their
-//! refresh tasks (one token per source, not one per worker).
+//! refresh tasks (one token per source, not one per worker), and the DNS
+//! resolver (one re-resolution per name).
 
 use std::collections::BTreeMap;
 
 use crate::config::Config;
 use crate::credentials::{CredentialError, TokenRegistry};
+use crate::dns::Resolver;
 use crate::tls::{TlsConnector, TlsError};
 
 /// Process-wide upstream services; workers hold a reference.
@@ -15,6 +17,8 @@ pub struct UpstreamServices {
     /// TLS connector of each Redis listener that has `[redis.NAME.tls]`.
     redis_tls: BTreeMap<String, TlsConnector>,
     tokens: TokenRegistry,
+    /// Upstream host names, re-resolved as their TTLs run out.
+    resolver: Option<Resolver>,
 }
 
 /// Why the upstream services could not start.
@@ -43,7 +47,20 @@ impl UpstreamServices {
                 redis_tls.insert(name.clone(), TlsConnector::new(tls, name)?);
             }
         }
-        Ok(Self { redis_tls, tokens })
+        let resolver = match Resolver::new(&config.dns, control.clone()) {
+            Ok(resolver) => Some(resolver),
+            Err(e) => {
+                // No usable resolv.conf: names are left to the system's
+                // resolver at each connect, without TTL tracking.
+                tracing::warn!(error = %e, "DNS resolver unavailable; using the system resolver at each connect");
+                None
+            }
+        };
+        Ok(Self {
+            redis_tls,
+            tokens,
+            resolver,
+        })
     }
 
     /// TLS files only, without starting anything (`attache check`).
@@ -54,6 +71,11 @@ impl UpstreamServices {
             }
         }
         Ok(())
+    }
+
+    /// The shared DNS resolver.
+    pub(crate) fn resolver(&self) -> Option<Resolver> {
+        self.resolver.clone()
     }
 
     /// Every configured credential source.

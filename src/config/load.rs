@@ -109,6 +109,13 @@ impl Config {
                 "no listeners: add a [redis.NAME] section".into(),
             ));
         }
+        match self.dns.clone().validate() {
+            Ok(_) => {}
+            Err(crate::dns::DnsError::InvalidConfig { key, message }) => {
+                return Err((key, message))
+            }
+            Err(e) => return Err(("dns".into(), e.to_string())),
+        }
         for (name, source) in &self.tokens {
             source
                 .validate()

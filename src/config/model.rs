@@ -10,6 +10,7 @@ use attache_resp::hash::{Distribution, HashFunction, HashTag, ServerSpec};
 use serde::{Deserialize, Serialize};
 
 use crate::credentials::TokenConfig;
+use crate::dns::DnsConfig;
 use crate::tls::TlsConfig;
 
 /// The whole config file.
@@ -22,6 +23,9 @@ pub struct Config {
     /// Threads and event loops.
     #[serde(default)]
     pub runtime: RuntimeConfig,
+    /// How upstream host names are resolved and re-resolved.
+    #[serde(default)]
+    pub dns: DnsConfig,
     /// Local Redis listeners, keyed by name (`[redis.cache]`).
     #[serde(default)]
     pub redis: BTreeMap<String, RedisListenerConfig>,

@@ -300,3 +300,9 @@ impl std::fmt::Debug for Watched {
             .finish()
     }
 }
+
+impl std::fmt::Debug for Resolver {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Resolver").finish_non_exhaustive()
+    }
+}

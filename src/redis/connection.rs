@@ -7,6 +7,7 @@
 //! connections) and dedicated ones (one pinned app connection).
 
 use std::collections::VecDeque;
+use std::net::SocketAddr;
 use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::Arc;
 use std::time::Duration;
@@ -144,10 +145,34 @@ fn next_change(mut changes: watch::Receiver<u64>) -> CredentialChange {
     Box::pin(async move { changes.changed().await.ok().map(|()| changes) })
 }
 
-/// Runs `stream` until it fails, serving `ops`. Returns why it stopped
-/// (`None` when every handle was dropped and everything owed was
-/// delivered). Every request not answered by then has been failed with that
-/// error.
+/// The address a connection is on and the addresses its host name
+/// resolves to now: when the name stops resolving to it, the connection
+/// drains (takes no new requests, answers what it owes, then closes).
+pub(crate) struct AddressWatch {
+    pub(crate) peer: SocketAddr,
+    pub(crate) addrs: watch::Receiver<Arc<[SocketAddr]>>,
+}
+
+type AddressChange = Pin<Box<dyn Future<Output = Option<AddressWatch>> + Send>>;
+
+fn next_address_change(mut watch: AddressWatch) -> AddressChange {
+    Box::pin(async move { watch.addrs.changed().await.ok().map(|()| watch) })
+}
+
+/// How a driver stopped.
+pub(crate) enum DriveEnd {
+    /// Every handle was dropped and everything owed was delivered.
+    Closed,
+    /// The host name no longer resolves to this connection's address; all
+    /// it owed was delivered. Requests still queued wait for the next
+    /// connection.
+    Drained,
+    /// The connection failed; requests it owed got this error.
+    Failed(UpstreamError),
+}
+
+/// Runs `stream` until it fails, serving `ops`, and says why it stopped.
+/// Every request not answered by then has been failed with the error.
 ///
 /// One task does both directions: it writes whatever the sessions queued
 /// (gathered into one write) and reads replies, so a request costs one task
@@ -158,7 +183,8 @@ pub(crate) async fn drive<S>(
     ops: &mut mpsc::UnboundedReceiver<Op>,
     in_flight: Arc<AtomicUsize>,
     settings: DriverSettings,
-) -> Option<UpstreamError>
+    address: Option<AddressWatch>,
+) -> DriveEnd
 where
     S: AsyncRead + AsyncWrite + Unpin,
 {
@@ -169,6 +195,7 @@ where
         scanned: 0,
         frames: 0,
         ops_done: false,
+        draining: false,
         in_multi: false,
         streaming: false,
         reauth_due: false,
@@ -179,6 +206,7 @@ where
         .as_ref()
         .and_then(|c| c.credential_changes())
         .map(next_change);
+    let mut address = address.map(next_address_change);
     if let Some(op) = first {
         state.register(op, &settings);
     }
@@ -215,7 +243,11 @@ where
             && state.out.is_empty()
             && state.queue.iter().all(|p| matches!(p, Pending::Stream(_)))
         {
-            return None;
+            return DriveEnd::Closed;
+        }
+        if state.draining && state.out.is_empty() && state.queue.is_empty() {
+            debug!(upstream = %settings.id, "drained: the name no longer resolves to this address");
+            return DriveEnd::Drained;
         }
         let front_deadline = match state.queue.front() {
             Some(Pending::Replies { deadline, .. }) => *deadline,
@@ -241,10 +273,22 @@ where
                 &mut timer,
                 timer_armed,
                 &mut credential,
+                &mut address,
             )
         })
         .await;
         match event {
+            Event::AddressesChanged(None) => address = None,
+            Event::AddressesChanged(Some(watch)) => {
+                let current = watch.addrs.borrow().clone();
+                if current.contains(&watch.peer) {
+                    address = Some(next_address_change(watch));
+                } else {
+                    // Stop taking requests; the next connection gets them.
+                    state.draining = true;
+                    address = None;
+                }
+            }
             Event::CredentialChanged(changes) => {
                 credential = changes.map(next_change);
                 state.reauth_due = true;
@@ -283,7 +327,7 @@ where
             let _ = tx.send(Err(error.clone()));
         }
     }
-    Some(error)
+    DriveEnd::Failed(error)
 }
 
 /// What woke the driver.
@@ -293,6 +337,7 @@ enum Event {
     Read(std::io::Result<usize>),
     Timer,
     CredentialChanged(Option<watch::Receiver<u64>>),
+    AddressesChanged(Option<AddressWatch>),
 }
 
 struct DriverState {
@@ -304,6 +349,8 @@ struct DriverState {
     scanned: usize,
     frames: u32,
     ops_done: bool,
+    /// Taking no new requests: the host name moved away from this address.
+    draining: bool,
     /// Inside the app's MULTI (dedicated connections only).
     in_multi: bool,
     /// Subscribed, monitoring or replies off: every byte goes to a sink.
@@ -396,13 +443,14 @@ impl DriverState {
         timer: &mut Pin<&mut tokio::time::Sleep>,
         timer_armed: bool,
         credential: &mut Option<CredentialChange>,
+        address: &mut Option<AddressChange>,
     ) -> Poll<Event> {
         if !self.out.is_empty() {
             if let Poll::Ready(r) = Pin::new(&mut *stream).poll_write(cx, self.out.chunk()) {
                 return Poll::Ready(Event::Wrote(r));
             }
         }
-        if !self.ops_done && self.out.len() < MAX_WRITE_GATHER {
+        if !self.ops_done && !self.draining && self.out.len() < MAX_WRITE_GATHER {
             if let Poll::Ready(op) = ops.poll_recv(cx) {
                 return Poll::Ready(Event::Op(op));
             }
@@ -421,6 +469,11 @@ impl DriverState {
         if let Some(change) = credential {
             if let Poll::Ready(changes) = change.as_mut().poll(cx) {
                 return Poll::Ready(Event::CredentialChanged(changes));
+            }
+        }
+        if let Some(change) = address {
+            if let Poll::Ready(watch) = change.as_mut().poll(cx) {
+                return Poll::Ready(Event::AddressesChanged(watch));
             }
         }
         Poll::Pending

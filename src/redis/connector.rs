@@ -3,7 +3,10 @@
 //! moment.
 
 use std::io;
+use std::net::SocketAddr;
 use std::pin::Pin;
+use std::sync::atomic::{AtomicUsize, Ordering};
+use std::sync::Arc;
 use std::task::{Context, Poll};
 use std::time::Duration;
 
@@ -15,6 +18,7 @@ use tokio_rustls::client::TlsStream;
 
 use super::error::{UpstreamError, UpstreamId};
 use crate::credentials::RedisCredentials;
+use crate::dns::{Resolver, Watched};
 use crate::tls::TlsConnector;
 use attache_resp::hash::ServerSpec;
 
@@ -22,6 +26,16 @@ use attache_resp::hash::ServerSpec;
 pub(crate) enum UpstreamStream {
     Plain(TcpStream),
     Tls(Box<TlsStream<TcpStream>>),
+}
+
+impl UpstreamStream {
+    /// The server address this stream is connected to.
+    pub(crate) fn peer_addr(&self) -> io::Result<SocketAddr> {
+        match self {
+            UpstreamStream::Plain(s) => s.peer_addr(),
+            UpstreamStream::Tls(s) => s.get_ref().0.peer_addr(),
+        }
+    }
 }
 
 impl AsyncRead for UpstreamStream {
@@ -94,6 +108,12 @@ pub(crate) struct Connector {
     readonly: bool,
     credentials: Option<RedisCredentials>,
     tls: Option<TlsConnector>,
+    /// Resolves `server.host`; `None` leaves it to the system (getaddrinfo).
+    resolver: Option<Resolver>,
+    /// The host's addresses, kept fresh in the background once resolved.
+    watched: tokio::sync::OnceCell<Watched>,
+    /// Round robin over the host's addresses.
+    next_addr: AtomicUsize,
     connect_timeout: Duration,
 }
 
@@ -103,6 +123,7 @@ impl Connector {
         server: ServerSpec,
         credentials: Option<RedisCredentials>,
         tls: Option<TlsConnector>,
+        resolver: Option<Resolver>,
         connect_timeout: Duration,
     ) -> Self {
         Self {
@@ -114,6 +135,9 @@ impl Connector {
             server,
             credentials,
             tls,
+            resolver,
+            watched: tokio::sync::OnceCell::new(),
+            next_addr: AtomicUsize::new(0),
             connect_timeout,
         }
     }
@@ -181,9 +205,7 @@ impl Connector {
             if let Some(credentials) = &self.credentials {
                 credentials.wait_ready(self.connect_timeout).await;
             }
-            let tcp = TcpStream::connect((self.server.host.as_str(), self.server.port))
-                .await
-                .map_err(|e| UpstreamError::Connect(self.id.clone(), e.to_string().into()))?;
+            let tcp = self.connect_tcp().await?;
             tcp.set_nodelay(true)
                 .map_err(|e| UpstreamError::Connect(self.id.clone(), e.to_string().into()))?;
             let mut stream = match &self.tls {
@@ -323,6 +345,39 @@ pub(crate) fn authority(server: &ServerSpec) -> String {
 }
 
 impl Connector {
+    /// A TCP connection to one of the host's current addresses (round
+    /// robin; on failure the next ones are tried).
+    async fn connect_tcp(&self) -> Result<TcpStream, UpstreamError> {
+        let Some(resolver) = &self.resolver else {
+            return TcpStream::connect((self.server.host.as_str(), self.server.port))
+                .await
+                .map_err(|e| UpstreamError::Connect(self.id.clone(), e.to_string().into()));
+        };
+        let watched = self
+            .watched
+            .get_or_try_init(|| resolver.watch(&self.server.host, self.server.port))
+            .await
+            .map_err(|e| UpstreamError::Connect(self.id.clone(), e.to_string().into()))?;
+        let addrs = watched.addrs();
+        let first = self.next_addr.fetch_add(1, Ordering::Relaxed);
+        let mut last_error = None;
+        for i in 0..addrs.len() {
+            let addr = addrs[(first + i) % addrs.len()];
+            match TcpStream::connect(addr).await {
+                Ok(tcp) => return Ok(tcp),
+                Err(e) => last_error = Some(format!("{addr}: {e}")),
+            }
+        }
+        let reason = last_error.unwrap_or_else(|| "no addresses".into());
+        Err(UpstreamError::Connect(self.id.clone(), reason.into()))
+    }
+
+    /// The host's addresses as they change, once it has been resolved by
+    /// name (a connection drains when its address leaves the set).
+    pub(crate) fn addresses(&self) -> Option<tokio::sync::watch::Receiver<Arc<[SocketAddr]>>> {
+        self.watched.get().map(Watched::subscribe)
+    }
+
     /// A read or write failed during the handshake. With TLS 1.3 a server
     /// that refuses attache's client certificate says so only at the first
     /// read after the TLS handshake: the TLS error names that cause.

@@ -6,13 +6,14 @@
 //! subscription, another database, tracking, an open MULTI), so that Redis
 //! drops the state at once, as it would for the app's own connection.
 
+use std::net::SocketAddr;
 use std::sync::Arc;
 use std::time::Duration;
 
 use deadpool::managed::{self, Metrics, RecycleError, RecycleResult};
 use tracing::debug;
 
-use super::connection::{drive, ConnectionHandle, DriverSettings};
+use super::connection::{drive, ConnectionHandle, DriveEnd, DriverSettings};
 use super::connector::{Connector, Protocol};
 use super::error::UpstreamError;
 
@@ -22,6 +23,8 @@ pub(crate) type Dedicated = managed::Object<DedicatedManager>;
 /// A dedicated connection.
 pub(crate) struct DedicatedConnection {
     pub(crate) handle: ConnectionHandle,
+    /// The server address it is on, when the host was resolved by name.
+    peer: Option<SocketAddr>,
 }
 
 pub(crate) struct DedicatedManager {
@@ -57,6 +60,10 @@ impl managed::Manager for DedicatedManager {
 
     async fn create(&self) -> Result<DedicatedConnection, UpstreamError> {
         let stream = self.connector.connect(self.protocol).await?;
+        let peer = self
+            .connector
+            .addresses()
+            .and_then(|_| stream.peer_addr().ok());
         let (handle, mut ops, in_flight) = ConnectionHandle::new();
         let settings = DriverSettings {
             id: self.connector.id.clone(),
@@ -66,11 +73,15 @@ impl managed::Manager for DedicatedManager {
             reauth: Some(self.connector.clone()),
         };
         tokio::spawn(async move {
-            if let Some(e) = drive(stream, None, &mut ops, in_flight, settings).await {
+            // No draining while a session holds it: a dedicated connection
+            // is checked against the addresses when it comes back instead.
+            if let DriveEnd::Failed(e) =
+                drive(stream, None, &mut ops, in_flight, settings, None).await
+            {
                 debug!(error = %e, "dedicated connection ended");
             }
         });
-        Ok(DedicatedConnection { handle })
+        Ok(DedicatedConnection { handle, peer })
     }
 
     async fn recycle(
@@ -85,6 +96,13 @@ impl managed::Manager for DedicatedManager {
         // from): this connection cannot be trusted to be idle; replace it.
         if conn.handle.in_flight() > 0 {
             return Err(RecycleError::message("connection busy"));
+        }
+        // The host name moved away from this address: drain it by not
+        // reusing it.
+        if let (Some(peer), Some(addrs)) = (conn.peer, self.connector.addresses()) {
+            if !addrs.borrow().contains(&peer) {
+                return Err(RecycleError::message("address no longer resolved"));
+            }
         }
         Ok(())
     }

@@ -17,6 +17,7 @@ use super::shared::spawn_shared;
 use super::topology;
 use crate::config::{Mode, RedisListenerConfig};
 use crate::credentials::RedisCredentials;
+use crate::dns::Resolver;
 use crate::tls::TlsConnector;
 use crate::upstream::UpstreamServices;
 
@@ -44,6 +45,7 @@ struct UpstreamTemplate {
     listener: Arc<str>,
     credentials: Option<RedisCredentials>,
     tls: Option<TlsConnector>,
+    resolver: Option<Resolver>,
     connect_timeout: Duration,
     timeout: Duration,
     server_connections: usize,
@@ -59,6 +61,7 @@ impl UpstreamTemplate {
             server,
             self.credentials.clone(),
             self.tls.clone(),
+            self.resolver.clone(),
             self.connect_timeout,
         );
         let connector = Arc::new(if readonly {
@@ -121,6 +124,7 @@ impl RedisService {
                 .as_ref()
                 .map(|auth| RedisCredentials::from_config(auth, services.tokens())),
             tls: services.redis_tls(name),
+            resolver: services.resolver(),
             connect_timeout: config.connect_timeout,
             timeout: config.timeout,
             server_connections: config.server_connections,

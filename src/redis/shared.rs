@@ -10,7 +10,7 @@ use std::time::Duration;
 use tokio::sync::mpsc;
 use tracing::{info, warn};
 
-use super::connection::{drive, ConnectionHandle, DriverSettings, Op};
+use super::connection::{drive, AddressWatch, ConnectionHandle, DriveEnd, DriverSettings, Op};
 use super::connector::{Connector, Protocol};
 use super::error::UpstreamError;
 use super::router::Health;
@@ -65,9 +65,25 @@ async fn supervise(
                 backoff = BACKOFF_MIN;
                 // A request that waited for this connection goes first.
                 let first = held.take();
-                match drive(stream, first, &mut ops, in_flight.clone(), settings.clone()).await {
-                    None => return,
-                    Some(e) => {
+                let address = connector.addresses().and_then(|addrs| {
+                    let peer = stream.peer_addr().ok()?;
+                    Some(AddressWatch { peer, addrs })
+                });
+                let end = drive(
+                    stream,
+                    first,
+                    &mut ops,
+                    in_flight.clone(),
+                    settings.clone(),
+                    address,
+                )
+                .await;
+                match end {
+                    DriveEnd::Closed => return,
+                    DriveEnd::Drained => {
+                        info!(upstream = %settings.id, "the host name moved; reconnecting to its new address")
+                    }
+                    DriveEnd::Failed(e) => {
                         health.record_failure();
                         warn!(upstream = %settings.id, error = %e, "upstream connection lost; reconnecting")
                     }

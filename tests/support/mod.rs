@@ -32,8 +32,14 @@ impl RedisServer {
     }
 
     pub fn start_with(extra: &[&str]) -> Self {
+        Self::start_on(free_port(), extra)
+    }
+
+    /// On a given port (e.g. a second server on another loopback address,
+    /// with `--bind 127.0.0.3`).
+    pub fn start_on(port: u16, extra: &[&str]) -> Self {
         let mut server = Self {
-            port: free_port(),
+            port,
             child: None,
             dir: tempfile::tempdir().expect("temp dir"),
             extra: extra.iter().map(|s| s.to_string()).collect(),
@@ -183,4 +189,5 @@ pub fn cmd(args: &[&str]) -> Vec<u8> {
     attache_resp::frame::reply::command(&args).to_vec()
 }
 pub mod cluster;
+pub mod dns;
 pub mod tls;
