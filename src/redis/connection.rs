@@ -159,6 +159,12 @@ fn next_address_change(mut watch: AddressWatch) -> AddressChange {
     Box::pin(async move { watch.addrs.changed().await.ok().map(|()| watch) })
 }
 
+/// What the driver watches besides its socket and its requests.
+struct Watches {
+    credential: Option<CredentialChange>,
+    address: Option<AddressChange>,
+}
+
 /// How a driver stopped.
 pub(crate) enum DriveEnd {
     /// Every handle was dropped and everything owed was delivered.
@@ -201,12 +207,14 @@ where
         reauth_due: false,
         reauth_failures: 0,
     };
-    let mut credential = settings
-        .reauth
-        .as_ref()
-        .and_then(|c| c.credential_changes())
-        .map(next_change);
-    let mut address = address.map(next_address_change);
+    let mut watches = Watches {
+        credential: settings
+            .reauth
+            .as_ref()
+            .and_then(|c| c.credential_changes())
+            .map(next_change),
+        address: address.map(next_address_change),
+    };
     if let Some(op) = first {
         state.register(op, &settings);
     }
@@ -266,31 +274,23 @@ where
             state.try_reauth(&settings);
         }
         let event = poll_fn(|cx| {
-            state.poll_event(
-                cx,
-                &mut stream,
-                ops,
-                &mut timer,
-                timer_armed,
-                &mut credential,
-                &mut address,
-            )
+            state.poll_event(cx, &mut stream, ops, &mut timer, timer_armed, &mut watches)
         })
         .await;
         match event {
-            Event::AddressesChanged(None) => address = None,
+            Event::AddressesChanged(None) => watches.address = None,
             Event::AddressesChanged(Some(watch)) => {
                 let current = watch.addrs.borrow().clone();
                 if current.contains(&watch.peer) {
-                    address = Some(next_address_change(watch));
+                    watches.address = Some(next_address_change(watch));
                 } else {
                     // Stop taking requests; the next connection gets them.
                     state.draining = true;
-                    address = None;
+                    watches.address = None;
                 }
             }
             Event::CredentialChanged(changes) => {
-                credential = changes.map(next_change);
+                watches.credential = changes.map(next_change);
                 state.reauth_due = true;
                 state.reauth_failures = 0;
             }
@@ -442,8 +442,7 @@ impl DriverState {
         ops: &mut mpsc::UnboundedReceiver<Op>,
         timer: &mut Pin<&mut tokio::time::Sleep>,
         timer_armed: bool,
-        credential: &mut Option<CredentialChange>,
-        address: &mut Option<AddressChange>,
+        watches: &mut Watches,
     ) -> Poll<Event> {
         if !self.out.is_empty() {
             if let Poll::Ready(r) = Pin::new(&mut *stream).poll_write(cx, self.out.chunk()) {
@@ -466,12 +465,12 @@ impl DriverState {
         if timer_armed && timer.as_mut().poll(cx).is_ready() {
             return Poll::Ready(Event::Timer);
         }
-        if let Some(change) = credential {
+        if let Some(change) = &mut watches.credential {
             if let Poll::Ready(changes) = change.as_mut().poll(cx) {
                 return Poll::Ready(Event::CredentialChanged(changes));
             }
         }
-        if let Some(change) = address {
+        if let Some(change) = &mut watches.address {
             if let Poll::Ready(watch) = change.as_mut().poll(cx) {
                 return Poll::Ready(Event::AddressesChanged(watch));
             }
