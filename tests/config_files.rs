@@ -143,7 +143,7 @@ fn default_config_shows_every_field_at_its_default() {
     let text = std::fs::read_to_string(&path).expect("read config/attache.toml");
     let file: toml::Table = text.parse().expect("config/attache.toml is TOML");
     let effective = toml::Table::try_from(&defaults).expect("config serializes");
-    for section in ["admin", "redis.cache"] {
+    for section in ["admin", "dns", "redis.cache"] {
         let get = |t: &toml::Table| {
             section
                 .split('.')
@@ -160,6 +160,8 @@ fn default_config_shows_every_field_at_its_default() {
         }
     }
     assert!(text.contains("# [redis.cache.auth]"), "auth is documented");
+    assert!(text.contains("# [redis.cache.tls]"), "tls is documented");
+    assert!(text.contains("# [tokens.redis]"), "tokens are documented");
 }
 
 #[test]
@@ -345,4 +347,27 @@ fn environment_overrides_one_listener_of_several() {
         "127.0.0.1:16380"
     );
     assert_eq!(config.redis["cache"].listen.to_string(), "127.0.0.1:6379");
+}
+
+/// The configs the Kubernetes manifests mount (`k8s/**/attache.toml`) are
+/// valid attache configs. The HTTP example waits for the HTTP listener
+/// (`[http.NAME]` is not a config key yet).
+#[test]
+fn every_k8s_config_is_valid() {
+    let root = Path::new(env!("CARGO_MANIFEST_DIR")).join("k8s");
+    let mut files = Vec::new();
+    config_files(&root, &mut files);
+    files.retain(|f| f.file_name().is_some_and(|n| n == "attache.toml"));
+    files.sort();
+    assert!(files.len() >= 4, "k8s configs: {files:?}");
+    let failures: Vec<String> = files
+        .iter()
+        .filter(|f| !f.to_string_lossy().contains("http-oauth2"))
+        .filter_map(|f| load(f).err().map(|e| format!("{}: {e}", f.display())))
+        .collect();
+    assert!(
+        failures.is_empty(),
+        "invalid k8s configs:\n{}",
+        failures.join("\n")
+    );
 }
