@@ -4,6 +4,7 @@
 //!
 //! # Layout
 //!
+//! - [`admin`]: the admin listener: probes, metrics, config, quit.
 //! - [`config`]: the config file: model, loading (figment + env), validation.
 //! - `listener`: binding, and the bounded accept loop each worker runs.
 //! - `redis`: the Redis ambassador (sessions, routing policy, upstream
@@ -30,6 +31,7 @@
 //! path (measured: a multi-threaded runtime cost ~2.5× the context switches
 //! and ~40% more CPU per request on 2 cores).
 
+pub mod admin;
 pub mod config;
 pub mod credentials;
 pub mod dns;
@@ -47,6 +49,7 @@ use tokio::task::JoinSet;
 
 use crate::config::Config;
 use crate::listener::BoundListener;
+pub use crate::listener::ListenerStats;
 use crate::redis::RedisService;
 pub use crate::upstream::StartError;
 use crate::upstream::UpstreamServices;
@@ -75,6 +78,11 @@ impl Listeners {
             .find(|l| &*l.name == name)
             .and_then(|l| l.local_addr().ok())
     }
+
+    /// Connection counts of every listener.
+    pub fn stats(&self) -> Vec<ListenerStats> {
+        self.redis.iter().map(BoundListener::stats).collect()
+    }
 }
 
 /// Starts one worker on the current tokio runtime: an accept loop per
@@ -88,11 +96,10 @@ pub fn spawn_worker(
     let mut tasks = JoinSet::new();
     for bound in &listeners.redis {
         let listener_config = &config.redis[&*bound.name];
-        let service = RedisService::start(&bound.name, listener_config, services);
+        let service = RedisService::start(&bound.name, listener_config, services, shutdown.clone());
         tasks.spawn(listener::accept_loop(
-            bound.name.clone(),
+            bound.stats(),
             bound.for_this_worker()?,
-            bound.limit.clone(),
             shutdown.clone(),
             move |stream, peer| redis::serve_client(service.clone(), stream, peer),
         ));

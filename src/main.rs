@@ -1,13 +1,19 @@
-//! The `attache` binary: `run` (the default) and `check`.
+//! The `attache` binary: `run` (the default), `check` and `wait`.
 
+use std::net::SocketAddr;
 use std::path::PathBuf;
 use std::process::ExitCode;
-
+use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::Arc;
+use std::time::{Duration, Instant};
 
+use attache::admin::AdminState;
+use attache::config::{Config, LogFormat};
+use attache::upstream::UpstreamServices;
+use attache::{ListenerStats, Listeners};
 use clap::{Parser, Subcommand};
 use tokio::sync::watch;
-use tracing::{error, info};
+use tracing::{error, info, warn};
 
 #[derive(Parser)]
 #[command(name = "attache", version, about = "An ambassador sidecar for Redis")]
@@ -31,10 +37,23 @@ enum Command {
     Run,
     /// Validate the config file and print the effective config.
     Check,
+    /// Wait until an attache is ready (its admin `/ready` answers 200):
+    /// for apps that must wait for it on platforms without native sidecars.
+    Wait {
+        /// The admin listener of the attache to wait for.
+        #[arg(long, default_value = "127.0.0.1:9901")]
+        admin: SocketAddr,
+        /// Give up (exit 1) after this long.
+        #[arg(long, default_value = "30s", value_parser = humantime::parse_duration)]
+        timeout: Duration,
+    },
 }
 
 fn main() -> ExitCode {
     let cli = Cli::parse();
+    if let Some(Command::Wait { admin, timeout }) = cli.command {
+        return wait_ready(admin, timeout);
+    }
     let config = match attache::config::load(&cli.config) {
         Ok(config) => config,
         Err(e) => {
@@ -43,7 +62,7 @@ fn main() -> ExitCode {
         }
     };
     match cli.command.unwrap_or(Command::Run) {
-        Command::Check => match attache::upstream::UpstreamServices::check(&config)
+        Command::Check => match UpstreamServices::check(&config)
             .map_err(|e| e.to_string())
             .and_then(|_| toml::to_string_pretty(&config).map_err(|e| e.to_string()))
         {
@@ -58,18 +77,28 @@ fn main() -> ExitCode {
             }
         },
         Command::Run => run(config),
+        Command::Wait { .. } => unreachable!("handled above"),
     }
 }
 
-fn run(config: attache::config::Config) -> ExitCode {
-    tracing_subscriber::fmt()
-        .with_env_filter(
-            tracing_subscriber::EnvFilter::try_from_default_env()
-                .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("info")),
-        )
-        .init();
-    // The control runtime: credential refreshes (and later DNS and the
-    // admin endpoints) run here, off the workers' event loops.
+fn init_logging(config: &Config) {
+    let filter = tracing_subscriber::EnvFilter::try_from_default_env()
+        .or_else(|_| tracing_subscriber::EnvFilter::try_new(&config.log.level))
+        .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("info"));
+    let builder = tracing_subscriber::fmt()
+        .with_env_filter(filter)
+        .with_writer(std::io::stderr);
+    match config.log.format {
+        LogFormat::Text => builder.init(),
+        LogFormat::Json => builder.json().flatten_event(true).init(),
+    }
+}
+
+fn run(config: Config) -> ExitCode {
+    init_logging(&config);
+    // The control runtime: credential refreshes, DNS re-resolution and the
+    // admin endpoints run here, off the workers' event loops, so probes
+    // answer while the workers are saturated.
     let control = match tokio::runtime::Builder::new_multi_thread()
         .worker_threads(1)
         .thread_name("attache-control")
@@ -82,26 +111,63 @@ fn run(config: attache::config::Config) -> ExitCode {
             return ExitCode::FAILURE;
         }
     };
-    let services = match attache::upstream::UpstreamServices::start(&config, control.handle()) {
+    let services = match UpstreamServices::start(&config, control.handle()) {
         Ok(services) => Arc::new(services),
         Err(e) => {
             error!(error = %e, "cannot start");
             return ExitCode::FAILURE;
         }
     };
-    let listeners = match attache::Listeners::bind(&config) {
-        Ok(listeners) => listeners,
+    let listeners = match Listeners::bind(&config) {
+        Ok(listeners) => Arc::new(listeners),
         Err(e) => {
             error!(error = %e, "cannot start");
             return ExitCode::FAILURE;
         }
     };
+    let (quit_tx, mut quit) = watch::channel(false);
+    let admin = Arc::new(AdminState::new(
+        &config,
+        listeners.stats(),
+        services.tokens().clone(),
+        quit_tx,
+    ));
+    let admin_socket = match std::net::TcpListener::bind(config.admin.listen)
+        .and_then(|s| s.set_nonblocking(true).map(|()| s))
+    {
+        Ok(socket) => socket,
+        Err(e) => {
+            error!(error = %e, addr = %config.admin.listen, "cannot bind the admin listener");
+            return ExitCode::FAILURE;
+        }
+    };
+    info!(addr = %config.admin.listen, "admin listening");
+    {
+        let admin = admin.clone();
+        control.spawn(async move {
+            match tokio::net::TcpListener::from_std(admin_socket) {
+                Ok(socket) => attache::admin::serve(socket, admin).await,
+                Err(e) => error!(error = %e, "admin listener failed"),
+            }
+        });
+    }
     for (name, addr) in attache::describe(&listeners) {
         info!(listener = %name, %addr, workers = config.runtime.workers, "listening");
     }
+
     let (shutdown, stop) = watch::channel(false);
     let config = Arc::new(config);
-    let listeners = Arc::new(listeners);
+    let grace = config.runtime.shutdown_grace;
+    let serving = Arc::new(AtomicUsize::new(0));
+    let mark_serving = {
+        let (admin, serving, workers) = (admin.clone(), serving.clone(), config.runtime.workers);
+        move || {
+            if serving.fetch_add(1, Ordering::AcqRel) + 1 == workers {
+                admin.set_started();
+                info!("serving");
+            }
+        }
+    };
     let mut threads = Vec::new();
     for index in 1..config.runtime.workers {
         let (config, listeners, services, stop) = (
@@ -110,12 +176,15 @@ fn run(config: attache::config::Config) -> ExitCode {
             services.clone(),
             stop.clone(),
         );
+        let mark_serving = mark_serving.clone();
         let spawned = std::thread::Builder::new()
             .name(format!("attache-worker-{index}"))
             .spawn(move || {
                 worker_runtime()?.block_on(async {
                     let mut tasks = attache::spawn_worker(&config, &listeners, &services, stop)?;
+                    mark_serving();
                     while tasks.join_next().await.is_some() {}
+                    drain(&listeners.stats(), grace).await;
                     Ok::<(), std::io::Error>(())
                 })
             });
@@ -131,10 +200,23 @@ fn run(config: attache::config::Config) -> ExitCode {
     let served = worker_runtime().and_then(|runtime| {
         runtime.block_on(async {
             let mut tasks = attache::spawn_worker(&config, &listeners, &services, stop)?;
-            wait_for_signal().await;
-            info!("shutting down");
+            mark_serving();
+            let why = wait_for_signal(&mut quit).await;
+            info!(reason = why, grace = ?grace, "shutting down: draining app connections");
+            admin.set_draining();
             let _ = shutdown.send(true);
             while tasks.join_next().await.is_some() {}
+            let started = Instant::now();
+            let stats = listeners.stats();
+            tokio::select! {
+                _ = drain(&stats, grace) => {
+                    info!(after = ?started.elapsed(), "every app connection closed");
+                }
+                why = wait_for_signal(&mut quit) => {
+                    warn!(reason = why, "second shutdown request: exiting now");
+                    std::process::exit(0);
+                }
+            }
             Ok(())
         })
     });
@@ -153,7 +235,21 @@ fn run(config: attache::config::Config) -> ExitCode {
             Err(_) => code = ExitCode::FAILURE,
         }
     }
+    control.shutdown_background();
     code
+}
+
+/// Waits until every app connection closed, or `grace` passed.
+async fn drain(listeners: &[ListenerStats], grace: Duration) {
+    let all_idle = async {
+        for listener in listeners {
+            listener.wait_idle().await;
+        }
+    };
+    if tokio::time::timeout(grace, all_idle).await.is_err() {
+        let open: usize = listeners.iter().map(ListenerStats::open).sum();
+        warn!(open, grace = ?grace, "shutdown grace over: closing the remaining app connections");
+    }
 }
 
 /// Each worker is a single-threaded event loop (see the crate docs).
@@ -163,17 +259,59 @@ fn worker_runtime() -> std::io::Result<tokio::runtime::Runtime> {
         .build()
 }
 
-async fn wait_for_signal() {
+/// SIGTERM, Ctrl-C or `/quitquitquit`; says which.
+async fn wait_for_signal(quit: &mut watch::Receiver<bool>) -> &'static str {
     use tokio::signal::unix::{signal, SignalKind};
+    let quit_requested = async {
+        let _ = quit.wait_for(|q| *q).await;
+        // Seen once: a second wait needs a second request.
+        quit.mark_unchanged();
+    };
     match signal(SignalKind::terminate()) {
-        Ok(mut term) => {
-            tokio::select! {
-                _ = term.recv() => {}
-                _ = tokio::signal::ctrl_c() => {}
-            }
-        }
-        Err(_) => {
-            let _ = tokio::signal::ctrl_c().await;
-        }
+        Ok(mut term) => tokio::select! {
+            _ = term.recv() => "SIGTERM",
+            _ = tokio::signal::ctrl_c() => "interrupt",
+            _ = quit_requested => "/quitquitquit",
+        },
+        Err(_) => tokio::select! {
+            _ = tokio::signal::ctrl_c() => "interrupt",
+            _ = quit_requested => "/quitquitquit",
+        },
     }
+}
+
+/// `attache wait`: polls `GET /ready` until it answers 200.
+fn wait_ready(admin: SocketAddr, timeout: Duration) -> ExitCode {
+    use std::io::{Read, Write};
+    let deadline = Instant::now() + timeout;
+    let mut last = String::from("no answer yet");
+    while Instant::now() < deadline {
+        let attempt = (|| -> std::io::Result<String> {
+            let mut stream = std::net::TcpStream::connect_timeout(&admin, Duration::from_secs(1))?;
+            stream.set_read_timeout(Some(Duration::from_secs(2)))?;
+            stream
+                .write_all(b"GET /ready HTTP/1.1\r\nHost: attache\r\nConnection: close\r\n\r\n")?;
+            let mut answer = String::new();
+            stream.read_to_string(&mut answer)?;
+            Ok(answer)
+        })();
+        match attempt {
+            Ok(answer) if answer.starts_with("HTTP/1.1 200") => {
+                println!("attache at {admin} is ready");
+                return ExitCode::SUCCESS;
+            }
+            Ok(answer) => {
+                last = answer
+                    .split("\r\n\r\n")
+                    .nth(1)
+                    .unwrap_or(&answer)
+                    .trim()
+                    .to_owned()
+            }
+            Err(e) => last = e.to_string(),
+        }
+        std::thread::sleep(Duration::from_millis(200));
+    }
+    eprintln!("attache at {admin} not ready after {timeout:?}: {last}");
+    ExitCode::FAILURE
 }

@@ -143,7 +143,7 @@ fn default_config_shows_every_field_at_its_default() {
     let text = std::fs::read_to_string(&path).expect("read config/attache.toml");
     let file: toml::Table = text.parse().expect("config/attache.toml is TOML");
     let effective = toml::Table::try_from(&defaults).expect("config serializes");
-    for section in ["admin", "dns", "redis.cache"] {
+    for section in ["admin", "runtime", "log", "dns", "redis.cache"] {
         let get = |t: &toml::Table| {
             section
                 .split('.')

@@ -10,5 +10,6 @@ mod model;
 
 pub use load::{load, ConfigError};
 pub use model::{
-    AdminConfig, Config, Mode, ReadFrom, RedisAuthConfig, RedisListenerConfig, RuntimeConfig,
+    AdminConfig, Config, LogConfig, LogFormat, Mode, ReadFrom, RedisAuthConfig,
+    RedisListenerConfig, RuntimeConfig,
 };

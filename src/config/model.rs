@@ -26,6 +26,9 @@ pub struct Config {
     /// How upstream host names are resolved and re-resolved.
     #[serde(default)]
     pub dns: DnsConfig,
+    /// Logging.
+    #[serde(default)]
+    pub log: LogConfig,
     /// Local Redis listeners, keyed by name (`[redis.cache]`).
     #[serde(default)]
     pub redis: BTreeMap<String, RedisListenerConfig>,
@@ -52,6 +55,40 @@ impl Default for AdminConfig {
     }
 }
 
+/// `[log]`: where the logs go is stderr; this sets their shape and level.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct LogConfig {
+    /// `text` (default, for people) or `json` (one object per line, for
+    /// log pipelines).
+    #[serde(default)]
+    pub format: LogFormat,
+    /// Level or filter directives (`info`, `attache=debug,warn`). `RUST_LOG`
+    /// overrides it. Default `info`.
+    #[serde(default = "default_log_level")]
+    pub level: String,
+}
+
+impl Default for LogConfig {
+    fn default() -> Self {
+        Self {
+            format: LogFormat::default(),
+            level: default_log_level(),
+        }
+    }
+}
+
+/// `log.format`.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum LogFormat {
+    /// Human-readable lines.
+    #[default]
+    Text,
+    /// One JSON object per line.
+    Json,
+}
+
 /// `[runtime]`
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 #[serde(deny_unknown_fields)]
@@ -63,12 +100,20 @@ pub struct RuntimeConfig {
     /// when one core is not enough.
     #[serde(default = "default_workers")]
     pub workers: usize,
+    /// On `SIGTERM` (or `POST /quitquitquit`): `/ready` turns 503,
+    /// listeners stop accepting, app connections close as soon as they are
+    /// idle (every reply delivered), and attache exits 0 when all are closed
+    /// or after this long, whichever is first. A second `SIGTERM` exits at
+    /// once. Default `10s`.
+    #[serde(default = "default_shutdown_grace", with = "humantime_serde")]
+    pub shutdown_grace: Duration,
 }
 
 impl Default for RuntimeConfig {
     fn default() -> Self {
         Self {
             workers: default_workers(),
+            shutdown_grace: default_shutdown_grace(),
         }
     }
 }
@@ -297,6 +342,12 @@ fn default_failure_limit() -> u32 {
 }
 fn default_retry_timeout() -> Duration {
     Duration::from_secs(30)
+}
+fn default_shutdown_grace() -> Duration {
+    Duration::from_secs(10)
+}
+fn default_log_level() -> String {
+    "info".into()
 }
 fn default_workers() -> usize {
     1

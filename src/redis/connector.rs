@@ -374,7 +374,17 @@ impl Connector {
 
     /// The host's addresses as they change, once it has been resolved by
     /// name (a connection drains when its address leaves the set).
+    /// `None` for an IP literal, whose address never changes (and whose
+    /// connections then watch nothing).
     pub(crate) fn addresses(&self) -> Option<tokio::sync::watch::Receiver<Arc<[SocketAddr]>>> {
+        let host = self
+            .server
+            .host
+            .trim_start_matches('[')
+            .trim_end_matches(']');
+        if host.parse::<std::net::IpAddr>().is_ok() {
+            return None;
+        }
         self.watched.get().map(Watched::subscribe)
     }
 

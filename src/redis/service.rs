@@ -17,6 +17,8 @@ use super::shared::spawn_shared;
 use super::topology;
 use crate::config::{Mode, RedisListenerConfig};
 use crate::credentials::RedisCredentials;
+use tokio::sync::watch;
+
 use crate::dns::Resolver;
 use crate::tls::TlsConnector;
 use crate::upstream::UpstreamServices;
@@ -38,6 +40,8 @@ pub(crate) struct RedisService {
     upstreams: RwLock<Vec<Arc<Upstream>>>,
     template: UpstreamTemplate,
     next_shared: AtomicUsize,
+    /// Flips to true when attache shuts down: sessions close when idle.
+    pub(crate) shutdown: watch::Receiver<bool>,
 }
 
 /// What it takes to add an upstream server.
@@ -116,6 +120,7 @@ impl RedisService {
         name: &str,
         config: &RedisListenerConfig,
         services: &UpstreamServices,
+        shutdown: watch::Receiver<bool>,
     ) -> Arc<Self> {
         let template = UpstreamTemplate {
             listener: name.into(),
@@ -174,6 +179,7 @@ impl RedisService {
             upstreams: RwLock::new(upstreams),
             template,
             next_shared: AtomicUsize::new(0),
+            shutdown,
         });
         if let Router::Cluster(_) = &service.router {
             tokio::spawn(topology::maintain(Arc::downgrade(&service)));

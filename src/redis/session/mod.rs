@@ -114,12 +114,16 @@ pub(crate) struct Session {
     /// Close once every owed reply is written (QUIT, protocol error, the
     /// pinned upstream went away).
     closing: bool,
+    /// attache is shutting down: close as soon as the app is idle.
+    shutdown: tokio::sync::watch::Receiver<bool>,
 }
 
 impl Session {
     pub(crate) fn new(service: Arc<RedisService>, stream: TcpStream, peer: SocketAddr) -> Self {
         let shared_index = service.next_shared_index();
+        let shutdown = service.shutdown.clone();
         Self {
+            shutdown,
             service,
             stream,
             peer,
@@ -161,6 +165,12 @@ impl Session {
                     self.closing = true;
                 }
             }
+            let draining = *self.shutdown.borrow();
+            if draining && self.slots.is_empty() && self.rbuf.is_empty() && !self.multi {
+                // Shutting down and nothing owed: close while idle, so the
+                // app reconnects (to the next attache) between requests.
+                self.closing = true;
+            }
             if self.closing && self.slots.is_empty() {
                 self.stream.shutdown().await.ok();
                 return Ok(());
@@ -183,6 +193,7 @@ impl Session {
                     }
                 }
                 _ = wait_front(&mut self.slots, &self.service, self.protocol.is_resp3()), if !self.slots.is_empty() => {}
+                _ = self.shutdown.changed(), if !draining => {}
             }
         }
     }

@@ -1,0 +1,336 @@
+//! The admin listener and the lifecycle, on the real binary: probes
+//! (startup waits for the first token), metrics, the effective config,
+//! `/quitquitquit`, SIGTERM with a request in flight, `attache wait`.
+
+mod support;
+
+use std::io::{BufRead, BufReader, Read, Write};
+use std::net::TcpStream;
+use std::path::Path;
+use std::process::{Child, Command, ExitStatus, Stdio};
+use std::time::{Duration, Instant};
+
+use support::{free_port, RedisServer};
+
+fn attache() -> Command {
+    let mut cmd = Command::new(env!("CARGO_BIN_EXE_attache"));
+    for (name, _) in std::env::vars_os() {
+        if name.to_string_lossy().starts_with("ATTACHE_") {
+            cmd.env_remove(name);
+        }
+    }
+    cmd.stdin(Stdio::null());
+    cmd
+}
+
+/// A child process killed on drop.
+struct Process(Child);
+
+impl Drop for Process {
+    fn drop(&mut self) {
+        let _ = self.0.kill();
+        let _ = self.0.wait();
+    }
+}
+
+impl Process {
+    fn wait_for_exit(&mut self, within: Duration) -> Option<ExitStatus> {
+        let end = Instant::now() + within;
+        while Instant::now() < end {
+            if let Some(status) = self.0.try_wait().unwrap() {
+                return Some(status);
+            }
+            std::thread::sleep(Duration::from_millis(20));
+        }
+        None
+    }
+
+    fn signal(&self, name: &str) {
+        let ok = Command::new("kill")
+            .args([&format!("-{name}"), &self.0.id().to_string()])
+            .status()
+            .unwrap()
+            .success();
+        assert!(ok, "kill -{name}");
+    }
+}
+
+/// `(status, body)` of one HTTP/1.1 request; `None` if nothing listens.
+fn http(port: u16, method: &str, path: &str) -> Option<(u16, String)> {
+    let mut stream = TcpStream::connect(("127.0.0.1", port)).ok()?;
+    stream
+        .set_read_timeout(Some(Duration::from_secs(5)))
+        .unwrap();
+    write!(
+        stream,
+        "{method} {path} HTTP/1.1\r\nHost: localhost\r\nConnection: close\r\nContent-Length: 0\r\n\r\n"
+    )
+    .ok()?;
+    let mut answer = String::new();
+    stream.read_to_string(&mut answer).ok()?;
+    let status = answer.get(9..12)?.parse().ok()?;
+    let body = answer.split_once("\r\n\r\n")?.1.to_owned();
+    Some((status, body))
+}
+
+fn eventually(what: &str, log: &Path, mut check: impl FnMut() -> bool) {
+    let deadline = Instant::now() + Duration::from_secs(20);
+    while !check() {
+        assert!(
+            Instant::now() < deadline,
+            "timed out waiting for {what}; attache log:\n{}",
+            std::fs::read_to_string(log).unwrap_or_default()
+        );
+        std::thread::sleep(Duration::from_millis(50));
+    }
+}
+
+struct Setup {
+    process: Process,
+    admin: u16,
+    redis: u16,
+    log: std::path::PathBuf,
+    _dir: tempfile::TempDir,
+}
+
+/// attache in front of `upstream`, with `extra` config appended.
+fn start(upstream: &RedisServer, extra: &str) -> Setup {
+    let dir = tempfile::tempdir().unwrap();
+    let (admin, redis) = (free_port(), free_port());
+    let config = dir.path().join("attache.toml");
+    std::fs::write(
+        &config,
+        format!(
+            "[admin]\nlisten = \"127.0.0.1:{admin}\"\n\n[redis.cache]\nlisten = \"127.0.0.1:{redis}\"\nservers = [\"{}\"]\n{extra}",
+            upstream.addr()
+        ),
+    )
+    .unwrap();
+    let log = dir.path().join("attache.log");
+    let file = std::fs::File::create(&log).unwrap();
+    let child = attache()
+        .args(["run", "--config"])
+        .arg(&config)
+        .env("RUST_LOG", "debug")
+        .stdout(file.try_clone().unwrap())
+        .stderr(file)
+        .spawn()
+        .unwrap();
+    Setup {
+        process: Process(child),
+        admin,
+        redis,
+        log,
+        _dir: dir,
+    }
+}
+
+fn metric(text: &str, name_and_labels: &str) -> Option<f64> {
+    text.lines()
+        .find_map(|l| l.strip_prefix(name_and_labels)?.strip_prefix(' '))
+        .and_then(|v| v.parse().ok())
+}
+
+#[test]
+fn probes_wait_for_the_first_token_and_metrics_and_config_answer() {
+    let upstream = RedisServer::start_with(&["--requirepass", "s3cret-token-value"]);
+    let dir = tempfile::tempdir().unwrap();
+    let token_file = dir.path().join("token");
+    let setup = start(
+        &upstream,
+        &format!(
+            "[redis.cache.auth]\ntoken = \"redis\"\n\n[tokens.redis]\nprovider = \"static\"\ntoken_file = \"{}\"\n",
+            token_file.display()
+        ),
+    );
+    let (admin, log) = (setup.admin, &setup.log);
+    eventually("/live", log, || {
+        matches!(http(admin, "GET", "/live"), Some((200, _)))
+    });
+    // No token file yet: not started, not ready; alive all the same.
+    let (status, body) = http(admin, "GET", "/startup").unwrap();
+    assert_eq!(status, 503, "{body}");
+    assert!(body.contains("redis"), "{body}");
+    assert_eq!(http(admin, "GET", "/ready").unwrap().0, 503);
+
+    std::fs::write(&token_file, "s3cret-token-value\n").unwrap();
+    eventually("/startup 200", log, || {
+        matches!(http(admin, "GET", "/startup"), Some((200, _)))
+    });
+    assert_eq!(http(admin, "GET", "/ready").unwrap().0, 200);
+
+    // The app is served with the token.
+    let stream = TcpStream::connect(("127.0.0.1", setup.redis)).unwrap();
+    stream
+        .set_read_timeout(Some(Duration::from_secs(5)))
+        .unwrap();
+    let mut app = BufReader::new(stream);
+    app.get_mut().write_all(b"*1\r\n$4\r\nPING\r\n").unwrap();
+    let mut line = String::new();
+    app.read_line(&mut line).unwrap();
+    assert_eq!(line, "+PONG\r\n");
+
+    // Metrics: well-formed text, and the counters moved.
+    let (status, metrics) = http(admin, "GET", "/metrics").unwrap();
+    assert_eq!(status, 200);
+    for sample in metrics.lines().filter(|l| !l.starts_with('#')) {
+        let (name, value) = sample.rsplit_once(' ').expect("name value");
+        assert!(
+            name.chars().next().is_some_and(|c| c.is_ascii_lowercase()),
+            "{sample}"
+        );
+        value
+            .parse::<f64>()
+            .unwrap_or_else(|_| panic!("bad value: {sample}"));
+    }
+    assert_eq!(
+        metric(
+            &metrics,
+            "attache_listener_connections_total{listener=\"cache\"}"
+        ),
+        Some(1.0),
+        "{metrics}"
+    );
+    assert_eq!(
+        metric(
+            &metrics,
+            "attache_listener_connections_open{listener=\"cache\"}"
+        ),
+        Some(1.0)
+    );
+    assert!(metric(
+        &metrics,
+        "attache_token_refreshes_total{credential=\"redis\"}"
+    )
+    .is_some_and(|n| n >= 1.0));
+    assert_eq!(metric(&metrics, "attache_ready"), Some(1.0));
+    assert!(metrics.contains("attache_config_info{hash=\""), "{metrics}");
+
+    // The effective config: JSON, with file names but no secret values.
+    let (status, config) = http(admin, "GET", "/config").unwrap();
+    assert_eq!(status, 200);
+    let json: serde_json::Value = serde_json::from_str(&config).expect("JSON");
+    assert_eq!(json["redis"]["cache"]["auth"]["token"], "redis");
+    assert!(!config.contains("s3cret-token-value"), "{config}");
+    assert_eq!(http(admin, "GET", "/nope").unwrap().0, 404);
+    assert_eq!(http(admin, "GET", "/quitquitquit").unwrap().0, 405);
+
+    // /quitquitquit: graceful exit, 0.
+    drop(app);
+    assert_eq!(http(admin, "POST", "/quitquitquit").unwrap().0, 200);
+    let mut process = setup.process;
+    let status = process
+        .wait_for_exit(Duration::from_secs(15))
+        .expect("exited after /quitquitquit");
+    assert!(status.success(), "{status}");
+    let logs = std::fs::read_to_string(log).unwrap();
+    assert!(
+        !logs.contains("s3cret-token-value"),
+        "a secret reached the logs"
+    );
+}
+
+#[test]
+fn sigterm_lets_requests_in_flight_finish_then_exits_0() {
+    let upstream = RedisServer::start();
+    let mut setup = start(&upstream, "[runtime]\nshutdown_grace = \"20s\"\n");
+    let (admin, log) = (setup.admin, setup.log.clone());
+    eventually("/ready", &log, || {
+        matches!(http(admin, "GET", "/ready"), Some((200, _)))
+    });
+    let stream = TcpStream::connect(("127.0.0.1", setup.redis)).unwrap();
+    stream
+        .set_read_timeout(Some(Duration::from_secs(10)))
+        .unwrap();
+    let mut app = BufReader::new(stream);
+    // In flight when SIGTERM arrives: a pop that blocks for 2 s.
+    app.get_mut()
+        .write_all(b"*3\r\n$5\r\nBLPOP\r\n$9\r\ndrain:key\r\n$1\r\n2\r\n")
+        .unwrap();
+    std::thread::sleep(Duration::from_millis(300));
+    setup.process.signal("TERM");
+    eventually("/ready 503 while draining", &log, || {
+        matches!(http(admin, "GET", "/ready"), Some((503, _)))
+    });
+    assert_eq!(http(admin, "GET", "/live").unwrap().0, 200);
+    // The pop is answered (nil after its timeout), then the idle
+    // connection is closed by attache.
+    let mut reply = String::new();
+    app.read_line(&mut reply).unwrap();
+    assert!(reply == "*-1\r\n" || reply == "$-1\r\n", "{reply:?}");
+    let mut rest = String::new();
+    assert_eq!(
+        app.read_line(&mut rest).unwrap(),
+        0,
+        "closed after the reply"
+    );
+    let status = setup
+        .process
+        .wait_for_exit(Duration::from_secs(15))
+        .expect("exited after draining");
+    assert!(status.success(), "{status}");
+}
+
+#[test]
+fn a_second_sigterm_exits_at_once() {
+    let upstream = RedisServer::start();
+    let mut setup = start(&upstream, "[runtime]\nshutdown_grace = \"60s\"\n");
+    let (admin, log) = (setup.admin, setup.log.clone());
+    eventually("/ready", &log, || {
+        matches!(http(admin, "GET", "/ready"), Some((200, _)))
+    });
+    let stream = TcpStream::connect(("127.0.0.1", setup.redis)).unwrap();
+    let mut app = BufReader::new(stream);
+    // Blocked for a minute: the first SIGTERM waits for it.
+    app.get_mut()
+        .write_all(b"*3\r\n$5\r\nBLPOP\r\n$9\r\ndrain:key\r\n$2\r\n60\r\n")
+        .unwrap();
+    std::thread::sleep(Duration::from_millis(300));
+    setup.process.signal("TERM");
+    eventually("draining", &log, || {
+        matches!(http(admin, "GET", "/ready"), Some((503, _)))
+    });
+    assert!(setup
+        .process
+        .wait_for_exit(Duration::from_secs(1))
+        .is_none());
+    setup.process.signal("TERM");
+    let status = setup
+        .process
+        .wait_for_exit(Duration::from_secs(5))
+        .expect("exited at the second SIGTERM");
+    assert!(status.success(), "{status}");
+}
+
+#[test]
+fn attache_wait_returns_when_ready_and_fails_when_nothing_listens() {
+    let upstream = RedisServer::start();
+    let setup = start(&upstream, "");
+    let out = attache()
+        .args([
+            "wait",
+            "--admin",
+            &format!("127.0.0.1:{}", setup.admin),
+            "--timeout",
+            "20s",
+        ])
+        .output()
+        .unwrap();
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let out = attache()
+        .args([
+            "wait",
+            "--admin",
+            &format!("127.0.0.1:{}", free_port()),
+            "--timeout",
+            "1s",
+        ])
+        .output()
+        .unwrap();
+    assert!(!out.status.success());
+    assert!(String::from_utf8_lossy(&out.stderr).contains("not ready"));
+}
