@@ -182,7 +182,10 @@ impl Connector {
         &self,
         protocol: Protocol,
     ) -> Result<UpstreamStream, UpstreamError> {
-        match self.connect_once(protocol).await {
+        // Boxed: a TLS handshake and a DNS lookup make this future large,
+        // and it is nested in every app session's future (through the
+        // dedicated pool), so unboxed it would cost every idle connection.
+        match Box::pin(self.connect_once(protocol)).await {
             Err(UpstreamError::Handshake(id, reason))
                 if reason.contains("WRONGPASS") || reason.contains("NOAUTH") =>
             {
@@ -191,7 +194,7 @@ impl Connector {
                     None => false,
                 };
                 if refreshed {
-                    self.connect_once(protocol).await
+                    Box::pin(self.connect_once(protocol)).await
                 } else {
                     Err(UpstreamError::Handshake(id, reason))
                 }
