@@ -286,3 +286,101 @@ async fn a_failing_token_endpoint_keeps_the_current_token_then_names_the_credent
     let _ = expiry.await;
     attache.shutdown().await;
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_resp2_subscriber_keeps_its_subscription_across_rotations() {
+    use tokio::io::{AsyncReadExt, AsyncWriteExt};
+    std::env::set_var("ATTACHE_TEST_CLIENT_SECRET", "client-secret");
+    let server = RedisServer::start();
+    let acl = RotatingAcl::new(&server);
+    let endpoint = TokenEndpoint::start(LIFETIME_SECS).await;
+    let hook_acl = acl.clone();
+    endpoint.on_issue(Arc::new(move |token| hook_acl.add(token)));
+    let stop = Arc::new(AtomicBool::new(false));
+    let expiry = spawn_expiry(acl.clone(), stop.clone());
+    let attache = attache_with_tokens(&server, &endpoint).await;
+    let addr = attache.redis_addr("test").unwrap();
+
+    let mut sub = tokio::net::TcpStream::connect(addr).await.unwrap();
+    sub.write_all(&support::cmd(&["SUBSCRIBE", "news"]))
+        .await
+        .unwrap();
+    let confirmation = support::read_replies(&mut sub, 1).await;
+    assert!(
+        String::from_utf8_lossy(&confirmation).contains("subscribe"),
+        "{confirmation:?}"
+    );
+
+    // Publish for 9 s (three 3-second tokens), directly to the upstream.
+    let publisher = {
+        let url = format!("redis://{}/", server.addr());
+        tokio::task::spawn_blocking(move || {
+            let mut admin = redis::Client::open(url).unwrap().get_connection().unwrap();
+            let started = Instant::now();
+            let mut n = 0u64;
+            while started.elapsed() < Duration::from_secs(9) {
+                n += 1;
+                redis::cmd("PUBLISH")
+                    .arg("news")
+                    .arg(format!("m{n}"))
+                    .exec(&mut admin)
+                    .unwrap();
+                std::thread::sleep(Duration::from_millis(20));
+            }
+            n
+        })
+    };
+    let mut seen = Vec::new();
+    let mut buf = vec![0u8; 64 * 1024];
+    let mut pending = Vec::new();
+    let deadline = Instant::now() + Duration::from_secs(10);
+    while Instant::now() < deadline {
+        let read = tokio::time::timeout(Duration::from_millis(500), sub.read(&mut buf)).await;
+        match read {
+            Ok(Ok(0)) => panic!("attache closed the subscriber's connection"),
+            Ok(Ok(n)) => pending.extend_from_slice(&buf[..n]),
+            Ok(Err(e)) => panic!("subscriber read failed: {e}"),
+            Err(_) => continue,
+        }
+        let text = String::from_utf8_lossy(&pending).into_owned();
+        let complete = text.rfind("*3\r\n").map(|i| &text[..i]).unwrap_or("");
+        for frame in complete.split("*3\r\n").filter(|f| !f.is_empty()) {
+            let parts: Vec<&str> = frame.split("\r\n").collect();
+            assert_eq!(parts.get(1), Some(&"message"), "unexpected frame {frame:?}");
+            seen.push(parts[5].trim_start_matches('m').parse::<u64>().unwrap());
+        }
+        pending.drain(..complete.len());
+    }
+    let published = publisher.await.unwrap();
+    let clients: String = {
+        let mut admin = acl.admin.lock().unwrap();
+        redis::cmd("CLIENT").arg("LIST").query(&mut *admin).unwrap()
+    };
+    let subscriber_age: u64 = clients
+        .lines()
+        .find(|l| l.contains(" sub=1 "))
+        .and_then(|l| l.split(' ').find_map(|f| f.strip_prefix("age=")))
+        .and_then(|a| a.parse().ok())
+        .expect("the subscription is on the upstream");
+    println!(
+        "published {published}, received {}, last {:?}, upstream subscriber age {subscriber_age}s",
+        seen.len(),
+        seen.last()
+    );
+    // Messages kept coming until the end, in order, across the renewals.
+    assert!(seen.windows(2).all(|w| w[0] < w[1]), "out of order");
+    assert!(
+        seen.last().is_some_and(|&last| last + 100 >= published),
+        "the subscription stopped: last {:?} of {published}",
+        seen.last()
+    );
+    assert!(seen.len() as u64 * 10 >= published * 8, "lost too many");
+    // Its upstream connection was renewed with a fresh token.
+    assert!(
+        subscriber_age <= LIFETIME_SECS,
+        "never renewed: {subscriber_age}s old"
+    );
+    stop.store(true, Ordering::Relaxed);
+    let _ = expiry.await;
+    attache.shutdown().await;
+}

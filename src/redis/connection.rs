@@ -135,6 +135,10 @@ pub(crate) struct DriverSettings {
     pub(crate) dedicated: bool,
     /// Re-authenticates in-band when the credential changes.
     pub(crate) reauth: Option<Arc<Connector>>,
+    /// Dedicated connections: set when the driver closed a streaming
+    /// connection because the credential changed (its session subscribes
+    /// again on a fresh connection, authenticated with the new one).
+    pub(crate) renewed: Option<Arc<std::sync::atomic::AtomicBool>>,
 }
 
 /// A future that resolves when the credential changes, handing back its
@@ -205,6 +209,7 @@ where
         in_multi: false,
         streaming: false,
         reauth_due: false,
+        renew: false,
         reauth_failures: 0,
     };
     let mut watches = Watches {
@@ -272,6 +277,10 @@ where
         }
         if state.reauth_due {
             state.try_reauth(&settings);
+            if state.renew {
+                debug!(upstream = %settings.id, "closing a streaming connection to renew its credential");
+                return DriveEnd::Drained;
+            }
         }
         let event = poll_fn(|cx| {
             state.poll_event(cx, &mut stream, ops, &mut timer, timer_armed, &mut watches)
@@ -357,6 +366,8 @@ struct DriverState {
     streaming: bool,
     /// The credential changed while an `AUTH` could not be sent.
     reauth_due: bool,
+    /// A streaming connection to close for a fresh one (new credential).
+    renew: bool,
     /// `AUTH` replies that were errors since the last success.
     reauth_failures: u32,
 }
@@ -418,7 +429,18 @@ impl DriverState {
             self.reauth_due = false;
             return;
         };
-        if self.in_multi || self.streaming {
+        if self.in_multi {
+            return;
+        }
+        if self.streaming {
+            // Replies no longer pair with requests, so an AUTH reply could
+            // not be told from the stream: a dedicated connection is
+            // replaced instead, and its session subscribes again.
+            if let Some(renewed) = &settings.renewed {
+                renewed.store(true, Ordering::Relaxed);
+                self.renew = true;
+            }
+            self.reauth_due = false;
             return;
         }
         self.reauth_due = false;

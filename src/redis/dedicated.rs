@@ -7,6 +7,7 @@
 //! drops the state at once, as it would for the app's own connection.
 
 use std::net::SocketAddr;
+use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::Arc;
 use std::time::Duration;
 
@@ -25,6 +26,17 @@ pub(crate) struct DedicatedConnection {
     pub(crate) handle: ConnectionHandle,
     /// The server address it is on, when the host was resolved by name.
     peer: Option<SocketAddr>,
+    /// Closed by its driver to renew its credential (see
+    /// `DriverSettings::renewed`).
+    renewed: Arc<AtomicBool>,
+}
+
+impl DedicatedConnection {
+    /// The driver closed this streaming connection because the credential
+    /// changed: the session should subscribe again on a fresh one.
+    pub(crate) fn was_renewed(&self) -> bool {
+        self.renewed.load(Ordering::Relaxed)
+    }
 }
 
 pub(crate) struct DedicatedManager {
@@ -65,12 +77,14 @@ impl managed::Manager for DedicatedManager {
             .addresses()
             .and_then(|_| stream.peer_addr().ok());
         let (handle, mut ops, in_flight) = ConnectionHandle::new();
+        let renewed = Arc::new(AtomicBool::new(false));
         let settings = DriverSettings {
             id: self.connector.id.clone(),
             protocol: self.protocol,
             timeout: self.timeout,
             dedicated: true,
             reauth: Some(self.connector.clone()),
+            renewed: Some(renewed.clone()),
         };
         tokio::spawn(async move {
             // No draining while a session holds it: a dedicated connection
@@ -81,7 +95,11 @@ impl managed::Manager for DedicatedManager {
                 debug!(error = %e, "dedicated connection ended");
             }
         });
-        Ok(DedicatedConnection { handle, peer })
+        Ok(DedicatedConnection {
+            handle,
+            peer,
+            renewed,
+        })
     }
 
     async fn recycle(

@@ -34,6 +34,7 @@ pub(crate) fn spawn_shared(
         timeout,
         dedicated: false,
         reauth: Some(connector.clone()),
+        renewed: None,
     };
     tokio::spawn(supervise(
         connector, ops, in_flight, settings, eager, health,

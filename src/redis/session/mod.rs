@@ -543,8 +543,12 @@ impl Session {
         ) {
             // The pinned upstream closed (QUIT, or it died): the app's
             // connection ends with it, unless a cluster subscription can
-            // move to another node.
-            if self.service.router.is_cluster() && !self.subscriptions.is_empty() {
+            // move to another node, or attache itself closed it to renew
+            // its credential.
+            let renewed = self.pin.as_ref().is_some_and(|p| p.conn.was_renewed());
+            if !self.subscriptions.is_empty()
+                && (self.service.router.is_cluster() || (renewed && self.fanin.is_empty()))
+            {
                 self.stream_lost = true;
             } else {
                 self.closing = true;

@@ -1,7 +1,8 @@
-//! Cluster pub/sub that survives its node: the session remembers the
-//! channels and patterns the app subscribed to, and when the node relaying
-//! them goes away (a failover, a node removed), subscribes again on another
-//! node. The confirmations of that resubscription are dropped, so the app
+//! Pub/sub that survives its connection: the session remembers the
+//! channels and patterns the app subscribed to, and when the connection
+//! relaying them goes away (a cluster failover, a node removed, or attache
+//! renewing the connection's credential), subscribes again on another node
+//! or a fresh connection. The confirmations of that resubscription are dropped, so the app
 //! sees only the messages it was already waiting for.
 
 use std::collections::BTreeSet;
@@ -79,7 +80,23 @@ fn remove(set: &mut BTreeSet<Bytes>, args: impl Iterator<Item = Bytes>, all: boo
 }
 
 impl Session {
-    /// Subscribes again, on another node, to everything the app had.
+    /// Sends the subscriptions on the (new) pinned connection, hiding
+    /// their confirmations from the app.
+    fn subscribe_again(&mut self) {
+        let (commands, confirmations) = self.subscriptions.commands();
+        let (sink, rx) = mpsc::channel(STREAM_BUFFER);
+        let quiet = fanin::skip_first(sink, confirmations, self.protocol.is_resp3());
+        if let Some(pin) = &self.pin {
+            pin.conn.handle.send(Op::Stream {
+                bytes: commands,
+                sink: quiet,
+            });
+        }
+        self.slots.push_back(Slot::Stream(rx));
+    }
+
+    /// Subscribes again to everything the app had: on another node of a
+    /// cluster, or on a fresh connection to the same server.
     pub(super) async fn resubscribe(&mut self) -> Result<(), UpstreamError> {
         let lost = self.pin.take();
         let lost_server = lost.as_ref().map(|p| p.server);
@@ -88,7 +105,21 @@ impl Session {
         }
         let service = self.service.clone();
         let Router::Cluster(router) = &service.router else {
-            return Err(self.service.closed_error());
+            // Not a cluster: the same server, on a fresh connection (the
+            // old one was closed to renew its credential).
+            let server = lost_server.unwrap_or(0);
+            let mut last = self.service.closed_error();
+            for _ in 0..ATTEMPTS {
+                match self.pin(server, true, true).await {
+                    Ok(()) => {
+                        self.subscribe_again();
+                        return Ok(());
+                    }
+                    Err(e) => last = e,
+                }
+                tokio::time::sleep(RETRY_EVERY).await;
+            }
+            return Err(last);
         };
         let mut last = self.service.closed_error();
         for _ in 0..ATTEMPTS {
@@ -107,17 +138,7 @@ impl Session {
             for server in ordered {
                 match self.pin(server, true, true).await {
                     Ok(()) => {
-                        let (commands, confirmations) = self.subscriptions.commands();
-                        let (sink, rx) = mpsc::channel(STREAM_BUFFER);
-                        let quiet =
-                            fanin::skip_first(sink, confirmations, self.protocol.is_resp3());
-                        if let Some(pin) = &self.pin {
-                            pin.conn.handle.send(Op::Stream {
-                                bytes: commands,
-                                sink: quiet,
-                            });
-                        }
-                        self.slots.push_back(Slot::Stream(rx));
+                        self.subscribe_again();
                         return Ok(());
                     }
                     Err(e) => last = e,
