@@ -5,6 +5,8 @@
 //! # Layout
 //!
 //! - [`admin`]: the admin listener: probes, metrics, config, quit.
+//! - [`reload`]: hot reload: generations of config + sockets + services,
+//!   applied by each worker without dropping app connections.
 //! - [`config`]: the config file: model, loading (figment + env), validation.
 //! - `listener`: binding, and the bounded accept loop each worker runs.
 //! - `redis`: the Redis ambassador (sessions, routing policy, upstream
@@ -37,6 +39,7 @@ pub mod credentials;
 pub mod dns;
 mod listener;
 mod redis;
+pub mod reload;
 mod socket;
 pub mod tls;
 pub mod upstream;
@@ -44,20 +47,21 @@ pub mod upstream;
 use std::collections::BTreeMap;
 use std::net::SocketAddr;
 
+use std::sync::Arc;
+
 use tokio::sync::watch;
-use tokio::task::JoinSet;
 
 use crate::config::Config;
 use crate::listener::BoundListener;
 pub use crate::listener::ListenerStats;
-use crate::redis::RedisService;
+pub use crate::reload::{Generation, ReloadError};
 pub use crate::upstream::StartError;
 use crate::upstream::UpstreamServices;
 
 /// Every listener of a config, bound (before any worker starts, so a port
 /// conflict is reported once and at once).
 pub struct Listeners {
-    redis: Vec<BoundListener>,
+    redis: Vec<Arc<BoundListener>>,
 }
 
 impl Listeners {
@@ -66,7 +70,7 @@ impl Listeners {
         let redis = config
             .redis
             .iter()
-            .map(|(name, l)| BoundListener::bind(name, l.listen, l.max_connections))
+            .map(|(name, l)| BoundListener::bind(name, l.listen, l.max_connections).map(Arc::new))
             .collect::<std::io::Result<_>>()?;
         Ok(Self { redis })
     }
@@ -81,51 +85,37 @@ impl Listeners {
 
     /// Connection counts of every listener.
     pub fn stats(&self) -> Vec<ListenerStats> {
-        self.redis.iter().map(BoundListener::stats).collect()
+        self.redis.iter().map(|l| l.stats()).collect()
     }
-}
-
-/// Starts one worker on the current tokio runtime: an accept loop per
-/// listener, and this worker's own upstream connections.
-pub fn spawn_worker(
-    config: &Config,
-    listeners: &Listeners,
-    services: &UpstreamServices,
-    shutdown: watch::Receiver<bool>,
-) -> std::io::Result<JoinSet<()>> {
-    let mut tasks = JoinSet::new();
-    for bound in &listeners.redis {
-        let listener_config = &config.redis[&*bound.name];
-        let service = RedisService::start(&bound.name, listener_config, services, shutdown.clone());
-        tasks.spawn(listener::accept_loop(
-            bound.stats(),
-            bound.for_this_worker()?,
-            shutdown.clone(),
-            move |stream, peer| redis::serve_client(service.clone(), stream, peer),
-        ));
-    }
-    Ok(tasks)
 }
 
 /// A started attache: listeners bound and one worker serving them on the
 /// caller's runtime (what tests and embedders use; the binary runs
 /// `[runtime] workers` of them, each on its own thread).
 pub struct Running {
-    listeners: Listeners,
+    generations: watch::Sender<Arc<Generation>>,
     shutdown: watch::Sender<bool>,
-    tasks: JoinSet<()>,
+    worker: tokio::task::JoinHandle<std::io::Result<()>>,
 }
 
 impl Running {
     /// The bound address of Redis listener `name` (useful with port 0).
     pub fn redis_addr(&self, name: &str) -> Option<SocketAddr> {
-        self.listeners.redis_addr(name)
+        self.generations.borrow().redis_addr(name)
     }
 
-    /// Stops accepting new app connections.
-    pub async fn shutdown(mut self) {
+    /// Applies `config` as a hot reload would (see [`reload`]); on error
+    /// the running config stays.
+    pub fn reload(&self, config: Config) -> Result<(), ReloadError> {
+        let next = reload::prepare(&self.generations.borrow(), config)?;
+        self.generations.send_replace(Arc::new(next));
+        Ok(())
+    }
+
+    /// Stops accepting; app connections close when idle.
+    pub async fn shutdown(self) {
         let _ = self.shutdown.send(true);
-        while self.tasks.join_next().await.is_some() {}
+        let _ = self.worker.await;
     }
 }
 
@@ -133,12 +123,14 @@ impl Running {
 pub async fn start(config: Config) -> Result<Running, StartError> {
     let services = UpstreamServices::start(&config, &tokio::runtime::Handle::current())?;
     let listeners = Listeners::bind(&config)?;
+    let generation = Generation::first(config, &listeners, Arc::new(services));
+    let (generations, receiver) = watch::channel(Arc::new(generation));
     let (shutdown, stop) = watch::channel(false);
-    let tasks = spawn_worker(&config, &listeners, &services, stop)?;
+    let worker = tokio::spawn(reload::run_worker(receiver, stop));
     Ok(Running {
-        listeners,
+        generations,
         shutdown,
-        tasks,
+        worker,
     })
 }
 

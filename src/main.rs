@@ -9,6 +9,7 @@ use std::time::{Duration, Instant};
 
 use attache::admin::AdminState;
 use attache::config::{Config, LogFormat};
+use attache::reload::{run_worker, Generation};
 use attache::upstream::UpstreamServices;
 use attache::{ListenerStats, Listeners};
 use clap::{Parser, Subcommand};
@@ -76,7 +77,7 @@ fn main() -> ExitCode {
                 ExitCode::from(2)
             }
         },
-        Command::Run => run(config),
+        Command::Run => run(config, cli.config),
         Command::Wait { .. } => unreachable!("handled above"),
     }
 }
@@ -94,11 +95,11 @@ fn init_logging(config: &Config) {
     }
 }
 
-fn run(config: Config) -> ExitCode {
+fn run(config: Config, path: PathBuf) -> ExitCode {
     init_logging(&config);
-    // The control runtime: credential refreshes, DNS re-resolution and the
-    // admin endpoints run here, off the workers' event loops, so probes
-    // answer while the workers are saturated.
+    // The control runtime: credential refreshes, DNS re-resolution, config
+    // reloads and the admin endpoints run here, off the workers' event
+    // loops, so probes answer while the workers are saturated.
     let control = match tokio::runtime::Builder::new_multi_thread()
         .worker_threads(1)
         .thread_name("attache-control")
@@ -119,29 +120,33 @@ fn run(config: Config) -> ExitCode {
         }
     };
     let listeners = match Listeners::bind(&config) {
-        Ok(listeners) => Arc::new(listeners),
+        Ok(listeners) => listeners,
         Err(e) => {
             error!(error = %e, "cannot start");
             return ExitCode::FAILURE;
         }
     };
+    for (name, addr) in attache::describe(&listeners) {
+        info!(listener = %name, %addr, workers = config.runtime.workers, "listening");
+    }
+    let admin_listen = config.admin.listen;
+    let workers = config.runtime.workers;
+    let grace = config.runtime.shutdown_grace;
+    let tokens = services.tokens().clone();
+    let first = Generation::first(config, &listeners, services);
+    let (generations, current) = watch::channel(Arc::new(first));
     let (quit_tx, mut quit) = watch::channel(false);
-    let admin = Arc::new(AdminState::new(
-        &config,
-        listeners.stats(),
-        services.tokens().clone(),
-        quit_tx,
-    ));
-    let admin_socket = match std::net::TcpListener::bind(config.admin.listen)
+    let admin = Arc::new(AdminState::new(current.clone(), tokens, quit_tx));
+    let admin_socket = match std::net::TcpListener::bind(admin_listen)
         .and_then(|s| s.set_nonblocking(true).map(|()| s))
     {
         Ok(socket) => socket,
         Err(e) => {
-            error!(error = %e, addr = %config.admin.listen, "cannot bind the admin listener");
+            error!(error = %e, addr = %admin_listen, "cannot bind the admin listener");
             return ExitCode::FAILURE;
         }
     };
-    info!(addr = %config.admin.listen, "admin listening");
+    info!(addr = %admin_listen, "admin listening");
     {
         let admin = admin.clone();
         control.spawn(async move {
@@ -151,16 +156,12 @@ fn run(config: Config) -> ExitCode {
             }
         });
     }
-    for (name, addr) in attache::describe(&listeners) {
-        info!(listener = %name, %addr, workers = config.runtime.workers, "listening");
-    }
+    control.spawn(watch_config(path, generations, admin.clone()));
 
     let (shutdown, stop) = watch::channel(false);
-    let config = Arc::new(config);
-    let grace = config.runtime.shutdown_grace;
     let serving = Arc::new(AtomicUsize::new(0));
     let mark_serving = {
-        let (admin, serving, workers) = (admin.clone(), serving.clone(), config.runtime.workers);
+        let (admin, serving) = (admin.clone(), serving.clone());
         move || {
             if serving.fetch_add(1, Ordering::AcqRel) + 1 == workers {
                 admin.set_started();
@@ -169,22 +170,18 @@ fn run(config: Config) -> ExitCode {
         }
     };
     let mut threads = Vec::new();
-    for index in 1..config.runtime.workers {
-        let (config, listeners, services, stop) = (
-            config.clone(),
-            listeners.clone(),
-            services.clone(),
-            stop.clone(),
-        );
+    for index in 1..workers {
+        let (current, stop) = (current.clone(), stop.clone());
         let mark_serving = mark_serving.clone();
         let spawned = std::thread::Builder::new()
             .name(format!("attache-worker-{index}"))
             .spawn(move || {
                 worker_runtime()?.block_on(async {
-                    let mut tasks = attache::spawn_worker(&config, &listeners, &services, stop)?;
+                    let stats = current.borrow().stats();
+                    let worker = tokio::spawn(run_worker(current, stop));
                     mark_serving();
-                    while tasks.join_next().await.is_some() {}
-                    drain(&listeners.stats(), grace).await;
+                    worker.await.map_err(std::io::Error::other)??;
+                    drain(&stats, grace).await;
                     Ok::<(), std::io::Error>(())
                 })
             });
@@ -199,15 +196,15 @@ fn run(config: Config) -> ExitCode {
     // Worker 0 runs on the main thread, which also waits for signals.
     let served = worker_runtime().and_then(|runtime| {
         runtime.block_on(async {
-            let mut tasks = attache::spawn_worker(&config, &listeners, &services, stop)?;
+            let worker = tokio::spawn(run_worker(current.clone(), stop));
             mark_serving();
             let why = wait_for_signal(&mut quit).await;
             info!(reason = why, grace = ?grace, "shutting down: draining app connections");
             admin.set_draining();
             let _ = shutdown.send(true);
-            while tasks.join_next().await.is_some() {}
+            worker.await.map_err(std::io::Error::other)??;
             let started = Instant::now();
-            let stats = listeners.stats();
+            let stats = current.borrow().stats();
             tokio::select! {
                 _ = drain(&stats, grace) => {
                     info!(after = ?started.elapsed(), "every app connection closed");
@@ -237,6 +234,55 @@ fn run(config: Config) -> ExitCode {
     }
     control.shutdown_background();
     code
+}
+
+/// Hot reload: the config file is checked every second (its contents, so
+/// a Kubernetes ConfigMap update, which swaps a `..data` symlink, is seen
+/// like an edit) and re-read on `SIGHUP`. A new config is validated and
+/// prepared first; if anything is wrong the running config stays and the
+/// error is logged and counted.
+async fn watch_config(
+    path: PathBuf,
+    generations: watch::Sender<Arc<Generation>>,
+    admin: Arc<AdminState>,
+) {
+    use tokio::signal::unix::{signal, SignalKind};
+    let mut hup = signal(SignalKind::hangup()).ok();
+    let mut seen = std::fs::read(&path).ok();
+    loop {
+        let forced = tokio::select! {
+            _ = tokio::time::sleep(Duration::from_secs(1)) => false,
+            Some(()) = async { match &mut hup { Some(h) => h.recv().await, None => std::future::pending().await } } => true,
+        };
+        let contents = std::fs::read(&path).ok();
+        if !forced && contents == seen {
+            continue;
+        }
+        seen = contents;
+        let config = match attache::config::load(&path) {
+            Ok(config) => config,
+            Err(e) => {
+                warn!(error = %e, "config reload refused: the running config stays");
+                admin.record_reload(false);
+                continue;
+            }
+        };
+        if *generations.borrow().config() == config {
+            continue;
+        }
+        let prepared = attache::reload::prepare(&generations.borrow(), config);
+        match prepared {
+            Ok(next) => {
+                generations.send_replace(Arc::new(next));
+                admin.record_reload(true);
+                info!(file = %path.display(), "config reloaded");
+            }
+            Err(e) => {
+                warn!(error = %e, "config reload refused: the running config stays");
+                admin.record_reload(false);
+            }
+        }
+    }
 }
 
 /// Waits until every app connection closed, or `grace` passed.

@@ -63,6 +63,22 @@ impl UpstreamServices {
         })
     }
 
+    /// The same token sources and resolver, with TLS connectors for
+    /// `config`'s listeners (a reload; `[tokens]` and `[dns]` are unchanged).
+    pub fn for_config(&self, config: &Config) -> Result<Self, StartError> {
+        let mut redis_tls = BTreeMap::new();
+        for (name, listener) in &config.redis {
+            if let Some(tls) = &listener.tls {
+                redis_tls.insert(name.clone(), TlsConnector::new(tls, name)?);
+            }
+        }
+        Ok(Self {
+            redis_tls,
+            tokens: self.tokens.clone(),
+            resolver: self.resolver.clone(),
+        })
+    }
+
     /// TLS files only, without starting anything (`attache check`).
     pub fn check(config: &Config) -> Result<(), StartError> {
         for (name, listener) in &config.redis {

@@ -334,3 +334,115 @@ fn attache_wait_returns_when_ready_and_fails_when_nothing_listens() {
     assert!(!out.status.success());
     assert!(String::from_utf8_lossy(&out.stderr).contains("not ready"));
 }
+
+/// Kubernetes updates a mounted ConfigMap by writing a new `..data_N`
+/// directory and renaming a `..data` symlink over the old one.
+fn configmap_swap(dir: &Path, version: u32, contents: &str) {
+    let data = dir.join(format!("..data_{version}"));
+    std::fs::create_dir_all(&data).unwrap();
+    std::fs::write(data.join("attache.toml"), contents).unwrap();
+    let tmp = dir.join("..data_tmp");
+    let _ = std::fs::remove_file(&tmp);
+    std::os::unix::fs::symlink(format!("..data_{version}"), &tmp).unwrap();
+    std::fs::rename(&tmp, dir.join("..data")).unwrap();
+}
+
+#[test]
+fn a_configmap_update_is_reloaded_under_load_and_a_bad_one_is_refused() {
+    let a = RedisServer::start();
+    let b = RedisServer::start();
+    let dir = tempfile::tempdir().unwrap();
+    let (admin, redis) = (free_port(), free_port());
+    let config = |server: &RedisServer| {
+        format!(
+            "[admin]\nlisten = \"127.0.0.1:{admin}\"\n\n[redis.cache]\nlisten = \"127.0.0.1:{redis}\"\nservers = [\"{}\"]\n",
+            server.addr()
+        )
+    };
+    configmap_swap(dir.path(), 1, &config(&a));
+    std::os::unix::fs::symlink("..data/attache.toml", dir.path().join("attache.toml")).unwrap();
+    let log = dir.path().join("attache.log");
+    let file = std::fs::File::create(&log).unwrap();
+    let mut process = Process(
+        attache()
+            .args(["run", "--config"])
+            .arg(dir.path().join("attache.toml"))
+            .stdout(file.try_clone().unwrap())
+            .stderr(file)
+            .spawn()
+            .unwrap(),
+    );
+    eventually("/ready", &log, || {
+        matches!(http(admin, "GET", "/ready"), Some((200, _)))
+    });
+
+    // One app connection writing all along.
+    let stop = std::sync::Arc::new(std::sync::atomic::AtomicBool::new(false));
+    let app = {
+        let stop = stop.clone();
+        std::thread::spawn(move || {
+            let stream = TcpStream::connect(("127.0.0.1", redis)).unwrap();
+            stream
+                .set_read_timeout(Some(Duration::from_secs(5)))
+                .unwrap();
+            let mut app = BufReader::new(stream);
+            let (mut ok, mut errors) = (0u64, Vec::new());
+            while !stop.load(std::sync::atomic::Ordering::Relaxed) {
+                let key = format!("cm:{ok}");
+                app.get_mut()
+                    .write_all(&support::cmd(&["SET", &key, "v"]))
+                    .unwrap();
+                let mut line = String::new();
+                app.read_line(&mut line).unwrap();
+                if line == "+OK\r\n" {
+                    ok += 1;
+                } else {
+                    errors.push(line);
+                }
+            }
+            (ok, errors)
+        })
+    };
+    std::thread::sleep(Duration::from_millis(500));
+    configmap_swap(dir.path(), 2, &config(&b));
+    let reloads = |result: &str| {
+        let metrics = http(admin, "GET", "/metrics")
+            .map(|(_, m)| m)
+            .unwrap_or_default();
+        metric(
+            &metrics,
+            &format!("attache_config_reloads_total{{result=\"{result}\"}}"),
+        )
+        .unwrap_or(0.0)
+    };
+    eventually(
+        "the reload, and writes reaching the new upstream",
+        &log,
+        || reloads("success") == 1.0 && b.cli(&["DBSIZE"]).parse::<u64>().unwrap_or(0) > 0,
+    );
+
+    // A broken edit: refused, counted, the running config stays.
+    configmap_swap(dir.path(), 3, "[redis.cache\nlisten = ");
+    eventually("the refused reload", &log, || reloads("failure") == 1.0);
+    let (_, effective) = http(admin, "GET", "/config").unwrap();
+    assert!(effective.contains(&b.addr()), "{effective}");
+    let before = b.cli(&["DBSIZE"]).parse::<u64>().unwrap();
+    std::thread::sleep(Duration::from_millis(300));
+    assert!(
+        b.cli(&["DBSIZE"]).parse::<u64>().unwrap() > before,
+        "still serving"
+    );
+
+    stop.store(true, std::sync::atomic::Ordering::Relaxed);
+    let (ok, errors) = app.join().unwrap();
+    println!("{ok} writes, {} errors", errors.len());
+    assert!(errors.is_empty(), "{errors:?}");
+    let logs = std::fs::read_to_string(&log).unwrap();
+    assert!(logs.contains("config reloaded"), "{logs}");
+    assert!(logs.contains("config reload refused"), "{logs}");
+    process.signal("TERM");
+    let status = process
+        .wait_for_exit(Duration::from_secs(15))
+        .expect("exit");
+    assert!(status.success());
+}

@@ -41,12 +41,28 @@ pub(super) fn render(state: &AdminState) -> String {
         "attache_config_info",
         "gauge",
         "The loaded config, labelled with its FNV-1a hash.",
-        vec![(format!("hash=\"{}\"", state.config_hash), "1".into())],
+        vec![(format!("hash=\"{}\"", state.config_json().1), "1".into())],
+    );
+    family(
+        &mut out,
+        "attache_config_reloads_total",
+        "counter",
+        "Config reloads, by result (applied, or refused with the running config kept).",
+        vec![
+            (
+                "result=\"success\"".into(),
+                state.reloads_ok.load(Ordering::Relaxed).to_string(),
+            ),
+            (
+                "result=\"failure\"".into(),
+                state.reloads_failed.load(Ordering::Relaxed).to_string(),
+            ),
+        ],
     );
 
+    let listeners = state.listeners();
     let per_listener = |value: &dyn Fn(&crate::listener::ListenerStats) -> String| {
-        state
-            .listeners
+        listeners
             .iter()
             .map(|l| (format!("listener=\"{}\"", l.name), value(l)))
             .collect::<Vec<_>>()

@@ -16,7 +16,7 @@
 mod metrics;
 
 use std::convert::Infallible;
-use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::Arc;
 
 use http_body_util::Full;
@@ -27,43 +27,63 @@ use tokio::net::TcpListener;
 use tokio::sync::watch;
 use tracing::{debug, info};
 
-use crate::config::Config;
 use crate::credentials::TokenRegistry;
 use crate::listener::ListenerStats;
+use crate::reload::Generation;
 
 /// What the admin endpoints read. Shared with the workers (they update
 /// counters) and with `main` (it flips `draining`).
 pub struct AdminState {
     started: AtomicBool,
     draining: AtomicBool,
-    listeners: Vec<ListenerStats>,
+    /// What the workers serve now (the config and its listeners).
+    generations: watch::Receiver<Arc<Generation>>,
     tokens: TokenRegistry,
-    config_json: String,
-    config_hash: String,
     quit: Arc<watch::Sender<bool>>,
+    reloads_ok: AtomicU64,
+    reloads_failed: AtomicU64,
 }
 
 impl AdminState {
-    /// State for `config`, its bound listeners and credential sources.
-    /// `quit` is set when `/quitquitquit` is called.
+    /// State for the generations the workers serve and the credential
+    /// sources. `quit` is set when `/quitquitquit` is called.
     pub fn new(
-        config: &Config,
-        listeners: Vec<ListenerStats>,
+        generations: watch::Receiver<Arc<Generation>>,
         tokens: TokenRegistry,
         quit: watch::Sender<bool>,
     ) -> Self {
-        let config_json = serde_json::to_string_pretty(config)
-            .unwrap_or_else(|e| format!("{{\"error\": \"cannot serialize: {e}\"}}"));
-        let config_hash = format!("{:016x}", fnv1a(config_json.as_bytes()));
         Self {
             started: AtomicBool::new(false),
             draining: AtomicBool::new(false),
-            listeners,
+            generations,
             tokens,
-            config_json,
-            config_hash,
             quit: Arc::new(quit),
+            reloads_ok: AtomicU64::new(0),
+            reloads_failed: AtomicU64::new(0),
         }
+    }
+
+    /// Counts a config reload, applied or refused.
+    pub fn record_reload(&self, applied: bool) {
+        let counter = if applied {
+            &self.reloads_ok
+        } else {
+            &self.reloads_failed
+        };
+        counter.fetch_add(1, Ordering::Relaxed);
+    }
+
+    fn listeners(&self) -> Vec<ListenerStats> {
+        self.generations.borrow().stats()
+    }
+
+    /// The effective config as JSON, and its FNV-1a hash.
+    fn config_json(&self) -> (String, String) {
+        let generation = self.generations.borrow().clone();
+        let json = serde_json::to_string_pretty(generation.config())
+            .unwrap_or_else(|e| format!("{{\"error\": \"cannot serialize: {e}\"}}"));
+        let hash = format!("{:016x}", fnv1a(json.as_bytes()));
+        (json, hash)
     }
 
     /// Every listener is bound and every worker serves it.
@@ -97,7 +117,7 @@ impl AdminState {
         if self.draining.load(Ordering::Relaxed) {
             return Err("draining: shutting down".into());
         }
-        if let Some(full) = self.listeners.iter().find(|l| l.open() >= l.max) {
+        if let Some(full) = self.listeners().iter().find(|l| l.open() >= l.max) {
             return Err(format!(
                 "listener {} is at max_connections ({})",
                 full.name, full.max
@@ -163,7 +183,7 @@ fn answer(state: &AdminState, request: &Request<Incoming>) -> Response<Full<Byte
             .unwrap_or_default(),
         (&Method::GET, "/config") => Response::builder()
             .header("content-type", "application/json")
-            .body(Full::new(Bytes::from(state.config_json.clone())))
+            .body(Full::new(Bytes::from(state.config_json().0)))
             .unwrap_or_default(),
         (&Method::POST, "/quitquitquit") => {
             info!("shutdown requested on /quitquitquit");

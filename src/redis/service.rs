@@ -2,7 +2,7 @@
 //! multiplexed connections (per protocol version) and the dedicated pools;
 //! and the router that maps keys to servers.
 
-use std::sync::atomic::{AtomicU64, AtomicUsize, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicU64, AtomicUsize, Ordering};
 use std::sync::{Arc, RwLock};
 use std::time::Duration;
 
@@ -40,8 +40,13 @@ pub(crate) struct RedisService {
     upstreams: RwLock<Vec<Arc<Upstream>>>,
     template: UpstreamTemplate,
     next_shared: AtomicUsize,
-    /// Flips to true when attache shuts down: sessions close when idle.
+    /// Flips to true when attache shuts down (or the listener is removed):
+    /// sessions close when idle.
     pub(crate) shutdown: watch::Receiver<bool>,
+    /// Set when a reload replaced this service; sessions move to the
+    /// successor when idle.
+    superseded: AtomicBool,
+    successor: std::sync::Mutex<Option<Arc<RedisService>>>,
 }
 
 /// What it takes to add an upstream server.
@@ -109,6 +114,29 @@ impl UpstreamTemplate {
 }
 
 impl RedisService {
+    /// A reload replaced this service with `next`.
+    pub(crate) fn supersede(&self, next: Arc<RedisService>) {
+        *self.successor.lock().unwrap_or_else(|e| e.into_inner()) = Some(next);
+        self.superseded.store(true, Ordering::Release);
+    }
+
+    /// The service that replaced this one, if a reload did (one relaxed
+    /// load on the common path).
+    pub(crate) fn successor(&self) -> Option<Arc<RedisService>> {
+        if !self.superseded.load(Ordering::Acquire) {
+            return None;
+        }
+        let mut next = self
+            .successor
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .clone()?;
+        while let Some(later) = next.successor() {
+            next = later;
+        }
+        Some(next)
+    }
+
     /// Whether upstream connections are TLS.
     pub(crate) fn uses_tls(&self) -> bool {
         self.template.tls.is_some()
@@ -180,6 +208,8 @@ impl RedisService {
             template,
             next_shared: AtomicUsize::new(0),
             shutdown,
+            superseded: AtomicBool::new(false),
+            successor: std::sync::Mutex::new(None),
         });
         if let Router::Cluster(_) = &service.router {
             tokio::spawn(topology::maintain(Arc::downgrade(&service)));

@@ -183,6 +183,7 @@ impl Session {
             tokio::select! {
                 ready = self.stream.readable(), if can_read => {
                     ready?;
+                    self.follow_reload();
                     if self.rbuf.capacity() == 0 {
                         self.rbuf = spare_buffers::take();
                     }
@@ -195,6 +196,28 @@ impl Session {
                 _ = wait_front(&mut self.slots, &self.service, self.protocol.is_resp3()), if !self.slots.is_empty() => {}
                 _ = self.shutdown.changed(), if !draining => {}
             }
+        }
+    }
+
+    /// After a reload reconfigured this listener, moves to the new service
+    /// at a quiet moment: nothing in flight, nothing pinned, no MULTI or
+    /// WATCH, so nothing the app started on the old upstream is cut.
+    fn follow_reload(&mut self) {
+        if !self.slots.is_empty()
+            || self.run.is_some()
+            || !self.rbuf.is_empty()
+            || self.pin.is_some()
+            || !self.fanin.is_empty()
+            || self.multi
+            || self.watch
+            || self.cluster_tx.is_some()
+        {
+            return;
+        }
+        if let Some(next) = self.service.successor() {
+            self.shared_index = next.next_shared_index();
+            self.shutdown = next.shutdown.clone();
+            self.service = next;
         }
     }
 

@@ -1,0 +1,226 @@
+//! Hot reload. A [`Generation`] is everything workers serve: the config,
+//! its bound listening sockets and the upstream services. [`prepare`] turns
+//! a new config into the next generation (binding what is new, reusing the
+//! sockets of listeners whose address did not change); each worker then
+//! applies it on its own event loop ([`run_worker`]):
+//!
+//! - an unchanged listener keeps its accept loop, service and connections;
+//! - a listener whose settings changed (same address) gets a new service
+//!   for new app connections; each existing app connection moves to it the
+//!   next time it is idle (nothing in flight, no transaction, no pinned
+//!   connection), so its in-flight commands finish on the old upstream
+//!   connections, which close when the last one leaves;
+//! - an added listener starts accepting; a removed one (or one whose
+//!   address changed, which is a remove and an add) stops accepting and its
+//!   app connections close when idle.
+//!
+//! Sections that shape the process rather than a listener (`[runtime]`,
+//! `[admin]`, `[log]`, `[dns]`, `[tokens]`) need a restart: a reload that
+//! changes them is refused and the running config stays.
+
+use std::collections::BTreeMap;
+use std::sync::{Arc, RwLock};
+
+use tokio::sync::watch;
+use tokio::task::JoinSet;
+use tracing::info;
+
+use crate::config::{Config, RedisListenerConfig};
+use crate::listener::{self, BoundListener};
+use crate::redis::{self, RedisService};
+use crate::upstream::UpstreamServices;
+
+/// Everything the workers serve at one point in time.
+pub struct Generation {
+    pub(crate) config: Arc<Config>,
+    pub(crate) listeners: BTreeMap<String, Arc<BoundListener>>,
+    pub(crate) services: Arc<UpstreamServices>,
+}
+
+/// Why a new config was not applied (the running one stays).
+#[derive(Debug, thiserror::Error)]
+pub enum ReloadError {
+    /// A section that needs a restart changed.
+    #[error("[{0}] changed: that needs a restart (the running config stays)")]
+    NeedsRestart(&'static str),
+    /// A new or moved listener cannot be bound.
+    #[error(transparent)]
+    Bind(#[from] std::io::Error),
+    /// TLS files of the new config do not load.
+    #[error(transparent)]
+    Services(#[from] crate::upstream::StartError),
+}
+
+impl Generation {
+    /// The first generation: `config` with `listeners` bound and `services`.
+    pub fn first(
+        config: Config,
+        listeners: &crate::Listeners,
+        services: Arc<UpstreamServices>,
+    ) -> Self {
+        Self {
+            config: Arc::new(config),
+            listeners: listeners
+                .redis
+                .iter()
+                .map(|l| (l.name.to_string(), l.clone()))
+                .collect(),
+            services,
+        }
+    }
+
+    /// The config this generation serves.
+    pub fn config(&self) -> &Config {
+        &self.config
+    }
+
+    /// Connection counts of its listeners.
+    pub fn stats(&self) -> Vec<crate::ListenerStats> {
+        self.listeners.values().map(|l| l.stats()).collect()
+    }
+
+    /// The bound address of Redis listener `name`.
+    pub fn redis_addr(&self, name: &str) -> Option<std::net::SocketAddr> {
+        self.listeners.get(name).and_then(|l| l.local_addr().ok())
+    }
+}
+
+/// The next generation for `config` after `current`.
+pub fn prepare(current: &Generation, config: Config) -> Result<Generation, ReloadError> {
+    let old = &current.config;
+    if config.runtime != old.runtime {
+        return Err(ReloadError::NeedsRestart("runtime"));
+    }
+    if config.admin != old.admin {
+        return Err(ReloadError::NeedsRestart("admin"));
+    }
+    if config.log != old.log {
+        return Err(ReloadError::NeedsRestart("log"));
+    }
+    if config.dns != old.dns {
+        return Err(ReloadError::NeedsRestart("dns"));
+    }
+    if config.tokens != old.tokens {
+        return Err(ReloadError::NeedsRestart("tokens"));
+    }
+    let mut listeners = BTreeMap::new();
+    for (name, l) in &config.redis {
+        // Same address: same socket (its `max_connections` stays until a
+        // restart, since the socket cannot be bound twice).
+        let reuse = current
+            .listeners
+            .get(name)
+            .filter(|_| old.redis[name].listen == l.listen);
+        let bound = match reuse {
+            Some(bound) => bound.clone(),
+            None => Arc::new(BoundListener::bind(name, l.listen, l.max_connections)?),
+        };
+        listeners.insert(name.clone(), bound);
+    }
+    let services = Arc::new(current.services.for_config(&config)?);
+    Ok(Generation {
+        config: Arc::new(config),
+        listeners,
+        services,
+    })
+}
+
+/// One listener as one worker serves it.
+struct Served {
+    bound: Arc<BoundListener>,
+    config: RedisListenerConfig,
+    service: Arc<RwLock<Arc<RedisService>>>,
+    stop: watch::Sender<bool>,
+}
+
+/// A worker: serves every generation it is given, on the current
+/// (single-threaded) runtime, until `shutdown`; then stops accepting,
+/// tells its app connections to close when idle and returns once the
+/// accept loops have ended.
+pub async fn run_worker(
+    mut generations: watch::Receiver<Arc<Generation>>,
+    mut shutdown: watch::Receiver<bool>,
+) -> std::io::Result<()> {
+    let mut served: BTreeMap<String, Served> = BTreeMap::new();
+    let mut accepting = JoinSet::new();
+    {
+        // Scoped: holding a generation keeps its sockets open.
+        let first = generations.borrow_and_update().clone();
+        apply(&first, &mut served, &mut accepting)?;
+    }
+    loop {
+        tokio::select! {
+            changed = generations.changed() => {
+                if changed.is_err() {
+                    break;
+                }
+                let next = generations.borrow_and_update().clone();
+                apply(&next, &mut served, &mut accepting)?;
+            }
+            _ = shutdown.wait_for(|stop| *stop) => break,
+            Some(_) = accepting.join_next(), if !accepting.is_empty() => {}
+        }
+    }
+    for listener in served.values() {
+        let _ = listener.stop.send(true);
+    }
+    while accepting.join_next().await.is_some() {}
+    Ok(())
+}
+
+fn apply(
+    generation: &Generation,
+    served: &mut BTreeMap<String, Served>,
+    accepting: &mut JoinSet<()>,
+) -> std::io::Result<()> {
+    // Removed, or moved to another socket: stop accepting, drain.
+    served.retain(|name, s| {
+        let keep = generation
+            .listeners
+            .get(name)
+            .is_some_and(|bound| Arc::ptr_eq(bound, &s.bound));
+        if !keep {
+            info!(listener = %name, "listener removed or moved: draining its app connections");
+            let _ = s.stop.send(true);
+        }
+        keep
+    });
+    for (name, bound) in &generation.listeners {
+        let config = &generation.config.redis[name];
+        if let Some(s) = served.get_mut(name) {
+            if &s.config != config {
+                let next =
+                    RedisService::start(name, config, &generation.services, s.stop.subscribe());
+                let mut current = s.service.write().unwrap_or_else(|e| e.into_inner());
+                current.supersede(next.clone());
+                *current = next;
+                s.config = config.clone();
+                info!(listener = %name, "listener reconfigured: app connections move to it when idle");
+            }
+            continue;
+        }
+        let (stop, stopped) = watch::channel(false);
+        let service = RedisService::start(name, config, &generation.services, stopped.clone());
+        let service = Arc::new(RwLock::new(service));
+        let current = service.clone();
+        accepting.spawn(listener::accept_loop(
+            bound.stats(),
+            bound.for_this_worker()?,
+            stopped,
+            move |stream, peer| {
+                let service = current.read().unwrap_or_else(|e| e.into_inner()).clone();
+                redis::serve_client(service, stream, peer)
+            },
+        ));
+        served.insert(
+            name.clone(),
+            Served {
+                bound: bound.clone(),
+                config: config.clone(),
+                service,
+                stop,
+            },
+        );
+    }
+    Ok(())
+}
