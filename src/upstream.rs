@@ -9,6 +9,7 @@ use std::collections::BTreeMap;
 use crate::config::Config;
 use crate::credentials::{CredentialError, TokenRegistry};
 use crate::dns::Resolver;
+use crate::redis::metrics::MetricsRegistry;
 use crate::tls::{TlsConnector, TlsError};
 
 /// Process-wide upstream services; workers hold a reference.
@@ -19,6 +20,8 @@ pub struct UpstreamServices {
     tokens: TokenRegistry,
     /// Upstream host names, re-resolved as their TTLs run out.
     resolver: Option<Resolver>,
+    /// Each Redis listener's counters, kept across reloads.
+    metrics: MetricsRegistry,
 }
 
 /// Why the upstream services could not start.
@@ -60,6 +63,7 @@ impl UpstreamServices {
             redis_tls,
             tokens,
             resolver,
+            metrics: MetricsRegistry::default(),
         })
     }
 
@@ -76,6 +80,7 @@ impl UpstreamServices {
             redis_tls,
             tokens: self.tokens.clone(),
             resolver: self.resolver.clone(),
+            metrics: self.metrics.clone(),
         })
     }
 
@@ -92,6 +97,11 @@ impl UpstreamServices {
     /// The shared DNS resolver.
     pub(crate) fn resolver(&self) -> Option<Resolver> {
         self.resolver.clone()
+    }
+
+    /// Each Redis listener's counters.
+    pub(crate) fn metrics(&self) -> &MetricsRegistry {
+        &self.metrics
     }
 
     /// Every configured credential source.

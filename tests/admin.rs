@@ -204,6 +204,23 @@ fn probes_wait_for_the_first_token_and_metrics_and_config_answer() {
     )
     .is_some_and(|n| n >= 1.0));
     assert_eq!(metric(&metrics, "attache_ready"), Some(1.0));
+    assert!(
+        metric(&metrics, "attache_redis_commands_total{listener=\"cache\"}")
+            .is_some_and(|n| n >= 1.0),
+        "{metrics}"
+    );
+    assert!(
+        metric(
+            &metrics,
+            "attache_redis_upstream_connects_total{listener=\"cache\"}"
+        )
+        .is_some_and(|n| n >= 1.0),
+        "{metrics}"
+    );
+    assert_eq!(
+        metric(&metrics, "attache_redis_errors_total{listener=\"cache\"}"),
+        Some(0.0)
+    );
     assert!(metrics.contains("attache_config_info{hash=\""), "{metrics}");
 
     // The effective config: JSON, with file names but no secret values.

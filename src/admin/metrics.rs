@@ -4,6 +4,7 @@ use std::fmt::Write;
 use std::sync::atomic::Ordering;
 
 use super::AdminState;
+use crate::redis::metrics::Counter;
 
 /// One metric family: its HELP and TYPE lines, then its samples, each a
 /// label set (`listener="cache"`, or empty) and a value.
@@ -88,6 +89,25 @@ pub(super) fn render(state: &AdminState) -> String {
         "App connections accepted.",
         per_listener(&|l| l.accepted().to_string()),
     );
+
+    let redis = state.redis_metrics();
+    let rows: Vec<(String, [Counter; 10])> = redis
+        .iter()
+        .map(|(name, m)| (name.clone(), m.counters()))
+        .collect();
+    if let Some((_, first)) = rows.first() {
+        for (i, (suffix, help, _)) in first.iter().enumerate() {
+            family(
+                &mut out,
+                &format!("attache_redis_{suffix}"),
+                "counter",
+                help,
+                rows.iter()
+                    .map(|(name, c)| (format!("listener=\"{name}\""), c[i].2.to_string()))
+                    .collect(),
+            );
+        }
+    }
 
     let per_token = |value: &dyn Fn(&crate::credentials::TokenStats) -> Option<String>| {
         state

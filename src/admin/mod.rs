@@ -73,6 +73,10 @@ impl AdminState {
         counter.fetch_add(1, Ordering::Relaxed);
     }
 
+    fn redis_metrics(&self) -> Vec<(String, Arc<crate::redis::metrics::RedisMetrics>)> {
+        self.generations.borrow().services.metrics().snapshot()
+    }
+
     fn listeners(&self) -> Vec<ListenerStats> {
         self.generations.borrow().stats()
     }

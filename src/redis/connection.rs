@@ -449,6 +449,7 @@ impl DriverState {
                 debug!(upstream = %settings.id, "re-authenticating with the refreshed credential");
                 self.queue.push_back(Pending::Reauth);
                 self.out.push(command);
+                super::metrics::RedisMetrics::add(&connector.metrics.reauths);
             }
             Ok(None) => {}
             Err(e) => warn!(upstream = %settings.id, error = %e, "cannot re-authenticate"),

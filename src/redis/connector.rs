@@ -17,6 +17,7 @@ use tokio::net::TcpStream;
 use tokio_rustls::client::TlsStream;
 
 use super::error::{UpstreamError, UpstreamId};
+use super::metrics::RedisMetrics;
 use crate::credentials::RedisCredentials;
 use crate::dns::{Resolver, Watched};
 use crate::tls::TlsConnector;
@@ -115,6 +116,8 @@ pub(crate) struct Connector {
     /// Round robin over the host's addresses.
     next_addr: AtomicUsize,
     connect_timeout: Duration,
+    /// The listener's counters.
+    pub(crate) metrics: Arc<RedisMetrics>,
 }
 
 impl Connector {
@@ -125,6 +128,7 @@ impl Connector {
         tls: Option<TlsConnector>,
         resolver: Option<Resolver>,
         connect_timeout: Duration,
+        metrics: Arc<RedisMetrics>,
     ) -> Self {
         Self {
             id: UpstreamId {
@@ -139,6 +143,7 @@ impl Connector {
             watched: tokio::sync::OnceCell::new(),
             next_addr: AtomicUsize::new(0),
             connect_timeout,
+            metrics,
         }
     }
 
@@ -185,6 +190,18 @@ impl Connector {
         // Boxed: a TLS handshake and a DNS lookup make this future large,
         // and it is nested in every app session's future (through the
         // dedicated pool), so unboxed it would cost every idle connection.
+        let outcome = self.connect_refreshing(protocol).await;
+        RedisMetrics::add(match &outcome {
+            Ok(_) => &self.metrics.connects,
+            Err(_) => &self.metrics.connect_failures,
+        });
+        outcome
+    }
+
+    async fn connect_refreshing(
+        &self,
+        protocol: Protocol,
+    ) -> Result<UpstreamStream, UpstreamError> {
         match Box::pin(self.connect_once(protocol)).await {
             Err(UpstreamError::Handshake(id, reason))
                 if reason.contains("WRONGPASS") || reason.contains("NOAUTH") =>

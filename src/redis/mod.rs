@@ -17,6 +17,7 @@ mod connector;
 mod dedicated;
 mod error;
 mod fanin;
+pub(crate) mod metrics;
 mod policy;
 mod router;
 pub(crate) mod service;

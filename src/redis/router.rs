@@ -52,7 +52,8 @@ impl Health {
         self.failures.store(0, Ordering::Relaxed);
     }
 
-    pub(crate) fn record_failure(&self) {
+    /// Counts a failure; true when it ejected the server.
+    pub(crate) fn record_failure(&self) -> bool {
         let failures = self.failures.fetch_add(1, Ordering::Relaxed) + 1;
         if self.policy.enabled && failures >= self.policy.failure_limit {
             self.failures.store(0, Ordering::Relaxed);
@@ -60,7 +61,9 @@ impl Health {
                 Some(Instant::now() + self.policy.retry_timeout);
             self.changes.fetch_add(1, Ordering::Relaxed);
             warn!(upstream = %self.id, failures, retry_in = ?self.policy.retry_timeout, "server ejected");
+            return true;
         }
+        false
     }
 
     /// When the ejection ends, if the server is ejected at `now`.

@@ -19,6 +19,7 @@ use crate::config::{Mode, RedisListenerConfig};
 use crate::credentials::RedisCredentials;
 use tokio::sync::watch;
 
+use super::metrics::RedisMetrics;
 use crate::dns::Resolver;
 use crate::tls::TlsConnector;
 use crate::upstream::UpstreamServices;
@@ -56,6 +57,7 @@ struct UpstreamTemplate {
     tls: Option<TlsConnector>,
     resolver: Option<Resolver>,
     connect_timeout: Duration,
+    metrics: Arc<RedisMetrics>,
     timeout: Duration,
     server_connections: usize,
     max_dedicated: usize,
@@ -72,6 +74,7 @@ impl UpstreamTemplate {
             self.tls.clone(),
             self.resolver.clone(),
             self.connect_timeout,
+            self.metrics.clone(),
         );
         let connector = Arc::new(if readonly {
             connector.readonly()
@@ -114,6 +117,11 @@ impl UpstreamTemplate {
 }
 
 impl RedisService {
+    /// The listener's counters.
+    pub(crate) fn metrics(&self) -> &RedisMetrics {
+        &self.template.metrics
+    }
+
     /// A reload replaced this service with `next`.
     pub(crate) fn supersede(&self, next: Arc<RedisService>) {
         *self.successor.lock().unwrap_or_else(|e| e.into_inner()) = Some(next);
@@ -158,6 +166,7 @@ impl RedisService {
                 .map(|auth| RedisCredentials::from_config(auth, services.tokens())),
             tls: services.redis_tls(name),
             resolver: services.resolver(),
+            metrics: services.metrics().listener(name),
             connect_timeout: config.connect_timeout,
             timeout: config.timeout,
             server_connections: config.server_connections,

@@ -13,6 +13,7 @@ use tracing::{info, warn};
 use super::connection::{drive, AddressWatch, ConnectionHandle, DriveEnd, DriverSettings, Op};
 use super::connector::{Connector, Protocol};
 use super::error::UpstreamError;
+use super::metrics::RedisMetrics;
 use super::router::Health;
 
 const BACKOFF_MIN: Duration = Duration::from_millis(50);
@@ -85,13 +86,18 @@ async fn supervise(
                         info!(upstream = %settings.id, "the host name moved; reconnecting to its new address")
                     }
                     DriveEnd::Failed(e) => {
-                        health.record_failure();
+                        RedisMetrics::add(&connector.metrics.connections_lost);
+                        if health.record_failure() {
+                            RedisMetrics::add(&connector.metrics.ejections);
+                        }
                         warn!(upstream = %settings.id, error = %e, "upstream connection lost; reconnecting")
                     }
                 }
             }
             Err(e) => {
-                health.record_failure();
+                if health.record_failure() {
+                    RedisMetrics::add(&connector.metrics.ejections);
+                }
                 warn!(upstream = %settings.id, error = %e, retry_in = ?backoff, "upstream unavailable");
                 if let Some(op) = held.take() {
                     fail(op, &e, &in_flight);

@@ -15,6 +15,7 @@ use tokio::sync::oneshot::error::TryRecvError;
 use super::connection::{ConnectionHandle, ReplyRx};
 use super::connector::Protocol;
 use super::error::UpstreamError;
+use super::metrics::RedisMetrics;
 use super::router::Router;
 use super::service::RedisService;
 
@@ -119,9 +120,13 @@ impl Redirectable {
         service: &RedisService,
     ) -> Option<Bytes> {
         if let Some(replies) = self.transaction {
-            return self.settle_transaction(settle(result, replies), replies, service);
+            return self.settle_transaction(
+                settle(result, replies, service.metrics()),
+                replies,
+                service,
+            );
         }
-        let mut reply = settle(result, if self.asking { 2 } else { 1 });
+        let mut reply = settle(result, if self.asking { 2 } else { 1 }, service.metrics());
         if self.asking {
             // Drop ASKING's +OK.
             let first = frame::reply_len(&reply, false).ok().flatten().unwrap_or(0);
@@ -141,11 +146,13 @@ impl Redirectable {
         let handle = self.follow(redirect.addr(), service);
         match redirect {
             cluster::Redirect::Moved { .. } => {
+                RedisMetrics::add(&service.metrics().moved);
                 router.refresh.notify_one();
                 self.asking = false;
                 self.rx = handle.request(self.request.clone(), 1, false);
             }
             cluster::Redirect::Ask { .. } => {
+                RedisMetrics::add(&service.metrics().ask);
                 let mut both = BytesMut::from(&reply::command(&[b"ASKING"])[..]);
                 both.extend_from_slice(&self.request);
                 self.asking = true;
@@ -201,18 +208,20 @@ pub(super) fn collect_ready(
             Slot::Wait { rx, replies } => {
                 let replies = *replies;
                 match rx.try_recv() {
-                    Ok(result) => out.push(settle(result, replies)),
+                    Ok(result) => out.push(settle(result, replies, service.metrics())),
                     Err(TryRecvError::Empty) => break,
-                    Err(TryRecvError::Closed) => {
-                        out.push(settle(Err(service.closed_error()), replies))
-                    }
+                    Err(TryRecvError::Closed) => out.push(settle(
+                        Err(service.closed_error()),
+                        replies,
+                        service.metrics(),
+                    )),
                 }
                 slots.pop_front();
             }
             Slot::Merge { parts, combine } => {
                 for part in parts.iter_mut().filter(|p| p.reply.is_none()) {
                     match part.rx.try_recv() {
-                        Ok(result) => part.reply = Some(settle(result, 1)),
+                        Ok(result) => part.reply = Some(settle(result, 1, service.metrics())),
                         Err(TryRecvError::Empty) => {}
                         Err(TryRecvError::Closed) => {
                             part.reply = Some(service.closed_error().to_reply())
@@ -266,7 +275,7 @@ pub(super) async fn wait_front(slots: &mut VecDeque<Slot>, service: &RedisServic
                 Ok(result) => result,
                 Err(_) => Err(service.closed_error()),
             };
-            slots[0] = Slot::Ready(settle(result, *replies));
+            slots[0] = Slot::Ready(settle(result, *replies, service.metrics()));
         }
         Some(Slot::Merge { parts, combine }) => {
             for part in parts.iter_mut() {
@@ -274,7 +283,7 @@ pub(super) async fn wait_front(slots: &mut VecDeque<Slot>, service: &RedisServic
                     let result = (&mut part.rx)
                         .await
                         .unwrap_or_else(|_| Err(service.closed_error()));
-                    part.reply = Some(settle(result, 1));
+                    part.reply = Some(settle(result, 1, service.metrics()));
                 }
             }
             let merged = finish(parts, combine, service, resp3);
@@ -299,10 +308,15 @@ pub(super) async fn wait_front(slots: &mut VecDeque<Slot>, service: &RedisServic
 
 /// A batch's replies, or one error reply per lost reply so the app's reply
 /// count stays right.
-pub(super) fn settle(result: Result<Bytes, UpstreamError>, replies: u32) -> Bytes {
+pub(super) fn settle(
+    result: Result<Bytes, UpstreamError>,
+    replies: u32,
+    metrics: &RedisMetrics,
+) -> Bytes {
     match result {
         Ok(bytes) => bytes,
         Err(e) => {
+            RedisMetrics::add(&metrics.errors);
             let one = e.to_reply();
             if replies == 1 {
                 return one;

@@ -93,6 +93,7 @@ fn install_map(
     replying_host: &str,
     read_from: ReadFrom,
 ) -> ClusterSlots {
+    super::metrics::RedisMetrics::add(&service.metrics().topology_refreshes);
     let upstream_of = |node: &Node, readonly: bool| {
         let host = match &node.addr.host {
             Host::Name(name) => name.as_str(),

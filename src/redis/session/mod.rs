@@ -30,6 +30,7 @@ use super::connection::Op;
 use super::connector::Protocol;
 use super::dedicated::Dedicated;
 use super::error::UpstreamError;
+use super::metrics::RedisMetrics;
 use super::policy::{classify, Action, Transient};
 use super::service::RedisService;
 use super::slots::{collect_ready, wait_front, Redirectable, Slot};
@@ -249,6 +250,7 @@ impl Session {
     }
 
     async fn dispatch(&mut self, req: Request) -> std::io::Result<()> {
+        RedisMetrics::add(&self.service.metrics().commands);
         self.service.await_topology().await;
         let streaming = self.pin.as_ref().is_some_and(|p| p.streaming);
         let action = classify(&req, &self.rbuf, self.pin.is_some());
@@ -552,6 +554,7 @@ impl Session {
 
     fn reply_error(&mut self, error: &UpstreamError) {
         self.flush_run();
+        RedisMetrics::add(&self.service.metrics().errors);
         self.slots.push_back(Slot::Ready(error.to_reply()));
     }
 
