@@ -16,8 +16,7 @@ use std::future::{poll_fn, Future};
 use std::pin::Pin;
 use std::task::{Context, Poll};
 
-use attache_resp::frame;
-use bytes::{Buf, Bytes, BytesMut};
+use bytes::{Bytes, BytesMut};
 use tokio::io::{AsyncRead, AsyncReadExt, AsyncWrite};
 use tokio::sync::{mpsc, oneshot, watch};
 use tokio::time::Instant;
@@ -25,6 +24,9 @@ use tracing::{debug, warn};
 
 use super::connector::{Connector, Protocol};
 use super::error::{UpstreamError, UpstreamId};
+
+mod wire;
+use wire::{deliver, transaction_open_after, Outgoing, Pending};
 
 /// Where a batch's replies go: all of them at once, in one buffer.
 pub(crate) type ReplyTx = oneshot::Sender<Result<Bytes, UpstreamError>>;
@@ -110,18 +112,6 @@ impl ConnectionHandle {
     pub(crate) fn in_flight(&self) -> usize {
         self.in_flight.load(Ordering::Relaxed)
     }
-}
-
-/// What the reader half waits for, in the order the writer sent it.
-enum Pending {
-    Replies {
-        count: u32,
-        deadline: Option<Instant>,
-        tx: ReplyTx,
-    },
-    Stream(mpsc::Sender<Bytes>),
-    /// The reply to an `AUTH` the driver sent itself (a credential refresh).
-    Reauth,
 }
 
 /// Settings of one driver.
@@ -499,190 +489,5 @@ impl DriverState {
             }
         }
         Poll::Pending
-    }
-}
-
-/// Whether the app's MULTI is open after `bytes` (whole request frames)
-/// are sent, given whether it was before. Dedicated connections only, so
-/// the parse costs nothing on the shared path.
-fn transaction_open_after(mut open: bool, bytes: &[u8]) -> bool {
-    let mut rest = bytes;
-    while let Ok(Some(request)) = frame::parse_request(rest, usize::MAX) {
-        match request.arg(rest, 0) {
-            Some(name) if name.eq_ignore_ascii_case(b"MULTI") => open = true,
-            Some(name)
-                if [&b"EXEC"[..], b"DISCARD", b"RESET"]
-                    .iter()
-                    .any(|c| name.eq_ignore_ascii_case(c)) =>
-            {
-                open = false
-            }
-            _ => {}
-        }
-        if request.len == 0 {
-            break;
-        }
-        rest = &rest[request.len..];
-    }
-    open
-}
-
-/// Bytes waiting to be written. One batch is written from its own buffer;
-/// several are gathered into one, so they leave in one syscall.
-#[derive(Default)]
-enum Outgoing {
-    #[default]
-    Empty,
-    One(Bytes),
-    Many(BytesMut),
-}
-
-impl Outgoing {
-    fn is_empty(&self) -> bool {
-        self.len() == 0
-    }
-
-    fn len(&self) -> usize {
-        match self {
-            Outgoing::Empty => 0,
-            Outgoing::One(b) => b.len(),
-            Outgoing::Many(b) => b.len(),
-        }
-    }
-
-    fn chunk(&self) -> &[u8] {
-        match self {
-            Outgoing::Empty => &[],
-            Outgoing::One(b) => b,
-            Outgoing::Many(b) => b,
-        }
-    }
-
-    fn push(&mut self, bytes: Bytes) {
-        if bytes.is_empty() {
-            return;
-        }
-        *self = match std::mem::take(self) {
-            Outgoing::Empty => Outgoing::One(bytes),
-            Outgoing::One(first) => {
-                let mut many = BytesMut::with_capacity(first.len() + bytes.len());
-                many.extend_from_slice(&first);
-                many.extend_from_slice(&bytes);
-                Outgoing::Many(many)
-            }
-            Outgoing::Many(mut many) => {
-                many.extend_from_slice(&bytes);
-                Outgoing::Many(many)
-            }
-        };
-    }
-
-    fn advance(&mut self, n: usize) {
-        match self {
-            Outgoing::Empty => {}
-            Outgoing::One(b) => {
-                b.advance(n);
-                if b.is_empty() {
-                    *self = Outgoing::Empty;
-                }
-            }
-            Outgoing::Many(b) => {
-                b.advance(n);
-                if b.is_empty() {
-                    *self = Outgoing::Empty;
-                }
-            }
-        }
-    }
-}
-
-/// Hands complete replies in `buf` to the batches waiting for them.
-async fn deliver(
-    buf: &mut BytesMut,
-    queue: &mut VecDeque<Pending>,
-    scanned: &mut usize,
-    frames: &mut u32,
-    in_flight: &AtomicUsize,
-    settings: &DriverSettings,
-    refused: &mut Option<Bytes>,
-) -> Result<(), UpstreamError> {
-    let resp3 = settings.protocol.is_resp3();
-    let protocol_error = |e: frame::ProtocolError| {
-        UpstreamError::Protocol(settings.id.clone(), e.to_string().into())
-    };
-    loop {
-        match queue.front() {
-            None => {
-                // Nothing expected: only RESP3 pushes (e.g. a stray
-                // invalidation) may arrive; drop them. Anything else means
-                // the stream is out of step and cannot be trusted.
-                while !buf.is_empty() {
-                    match frame::reply_len(buf, resp3).map_err(protocol_error)? {
-                        Some(n) if frame::is_push(buf) => {
-                            let _ = buf.split_to(n);
-                        }
-                        Some(_) => {
-                            return Err(UpstreamError::Protocol(
-                                settings.id.clone(),
-                                "reply to no request".into(),
-                            ))
-                        }
-                        None => break,
-                    }
-                }
-                return Ok(());
-            }
-            Some(Pending::Stream(sink)) => {
-                if !buf.is_empty() {
-                    let chunk = buf.split().freeze();
-                    if sink.send(chunk).await.is_err() {
-                        return Err(UpstreamError::Closed(settings.id.clone()));
-                    }
-                }
-                return Ok(());
-            }
-            Some(Pending::Reauth) => {
-                let Some(n) = frame::reply_len(buf, resp3).map_err(protocol_error)? else {
-                    return Ok(());
-                };
-                let reply = buf.split_to(n).freeze();
-                if resp3 && frame::is_push(&reply) {
-                    continue;
-                }
-                queue.pop_front();
-                if frame::is_error(&reply) {
-                    *refused = Some(reply);
-                }
-            }
-            Some(Pending::Replies { count, .. }) => {
-                let count = *count;
-                while *frames < count {
-                    let rest = &buf[*scanned..];
-                    match frame::reply_len(rest, resp3).map_err(protocol_error)? {
-                        Some(n) if resp3 && frame::is_push(rest) => {
-                            // An out-of-band push inside a batch: cut it out.
-                            let tail = buf.split_off(*scanned);
-                            let mut tail = tail;
-                            let _ = tail.split_to(n);
-                            buf.unsplit(tail);
-                        }
-                        Some(n) => {
-                            *scanned += n;
-                            *frames += 1;
-                        }
-                        None => return Ok(()),
-                    }
-                }
-                let replies = buf.split_to(*scanned).freeze();
-                *scanned = 0;
-                *frames = 0;
-                if let Some(Pending::Replies { tx, .. }) = queue.pop_front() {
-                    in_flight.fetch_sub(1, Ordering::Relaxed);
-                    // A closed receiver means the app left: its replies are
-                    // consumed here and reach nobody.
-                    let _ = tx.send(Ok(replies));
-                }
-            }
-        }
     }
 }
