@@ -44,12 +44,7 @@ impl UpstreamServices {
     /// refresh tasks on `control`, a runtime that outlives the workers.
     pub fn start(config: &Config, control: &tokio::runtime::Handle) -> Result<Self, StartError> {
         let tokens = TokenRegistry::start(&config.tokens, control)?;
-        let mut redis_tls = BTreeMap::new();
-        for (name, listener) in &config.redis {
-            if let Some(tls) = &listener.tls {
-                redis_tls.insert(name.clone(), TlsConnector::new(tls, name)?);
-            }
-        }
+        let redis_tls = tls_connectors(config)?;
         let resolver = match Resolver::new(&config.dns, control.clone()) {
             Ok(resolver) => Some(resolver),
             Err(e) => {
@@ -70,12 +65,7 @@ impl UpstreamServices {
     /// The same token sources and resolver, with TLS connectors for
     /// `config`'s listeners (a reload; `[tokens]` and `[dns]` are unchanged).
     pub fn for_config(&self, config: &Config) -> Result<Self, StartError> {
-        let mut redis_tls = BTreeMap::new();
-        for (name, listener) in &config.redis {
-            if let Some(tls) = &listener.tls {
-                redis_tls.insert(name.clone(), TlsConnector::new(tls, name)?);
-            }
-        }
+        let redis_tls = tls_connectors(config)?;
         Ok(Self {
             redis_tls,
             tokens: self.tokens.clone(),
@@ -86,12 +76,7 @@ impl UpstreamServices {
 
     /// TLS files only, without starting anything (`attache check`).
     pub fn check(config: &Config) -> Result<(), StartError> {
-        for (name, listener) in &config.redis {
-            if let Some(tls) = &listener.tls {
-                TlsConnector::new(tls, name)?;
-            }
-        }
-        Ok(())
+        tls_connectors(config).map(drop)
     }
 
     /// The shared DNS resolver.
@@ -113,4 +98,16 @@ impl UpstreamServices {
     pub(crate) fn redis_tls(&self, name: &str) -> Option<TlsConnector> {
         self.redis_tls.get(name).cloned()
     }
+}
+
+/// A TLS connector for every Redis listener with `[redis.NAME.tls]`; its
+/// files are read now, so a bad one is an error naming it.
+fn tls_connectors(config: &Config) -> Result<BTreeMap<String, TlsConnector>, StartError> {
+    let mut connectors = BTreeMap::new();
+    for (name, listener) in &config.redis {
+        if let Some(tls) = &listener.tls {
+            connectors.insert(name.clone(), TlsConnector::new(tls, name)?);
+        }
+    }
+    Ok(connectors)
 }

@@ -7,53 +7,10 @@ mod support;
 use std::io::{BufRead, BufReader, Read, Write};
 use std::net::TcpStream;
 use std::path::Path;
-use std::process::{Child, Command, ExitStatus, Stdio};
 use std::time::{Duration, Instant};
 
+use support::binary::{attache, Process};
 use support::{free_port, RedisServer};
-
-fn attache() -> Command {
-    let mut cmd = Command::new(env!("CARGO_BIN_EXE_attache"));
-    for (name, _) in std::env::vars_os() {
-        if name.to_string_lossy().starts_with("ATTACHE_") {
-            cmd.env_remove(name);
-        }
-    }
-    cmd.stdin(Stdio::null());
-    cmd
-}
-
-/// A child process killed on drop.
-struct Process(Child);
-
-impl Drop for Process {
-    fn drop(&mut self) {
-        let _ = self.0.kill();
-        let _ = self.0.wait();
-    }
-}
-
-impl Process {
-    fn wait_for_exit(&mut self, within: Duration) -> Option<ExitStatus> {
-        let end = Instant::now() + within;
-        while Instant::now() < end {
-            if let Some(status) = self.0.try_wait().unwrap() {
-                return Some(status);
-            }
-            std::thread::sleep(Duration::from_millis(20));
-        }
-        None
-    }
-
-    fn signal(&self, name: &str) {
-        let ok = Command::new("kill")
-            .args([&format!("-{name}"), &self.0.id().to_string()])
-            .status()
-            .unwrap()
-            .success();
-        assert!(ok, "kill -{name}");
-    }
-}
 
 /// `(status, body)` of one HTTP/1.1 request; `None` if nothing listens.
 fn http(port: u16, method: &str, path: &str) -> Option<(u16, String)> {

@@ -6,23 +6,11 @@ mod support;
 use std::io::{BufRead, BufReader, Read, Write};
 use std::net::TcpStream;
 use std::path::{Path, PathBuf};
-use std::process::{Child, Command, ExitStatus, Output, Stdio};
+use std::process::Output;
 use std::time::{Duration, Instant};
 
+use support::binary::{attache, Process};
 use support::{free_port, RedisServer};
-
-/// The binary with no `ATTACHE_…` variables inherited: each one is a config
-/// override, and a stray one would change what these tests see.
-fn attache() -> Command {
-    let mut cmd = Command::new(env!("CARGO_BIN_EXE_attache"));
-    for (name, _) in std::env::vars_os() {
-        if name.to_string_lossy().starts_with("ATTACHE_") {
-            cmd.env_remove(name);
-        }
-    }
-    cmd.stdin(Stdio::null());
-    cmd
-}
 
 fn check(config: &Path) -> Output {
     attache()
@@ -209,36 +197,13 @@ fn environment_overrides_reach_the_binary() {
     assert!(stderr.contains("ATTACHE_REDIS__CACHE__TIMEOUT"), "{stderr}");
 }
 
-/// A child process killed on drop, so a failing test leaves nothing behind.
-struct Running(Child);
-
-impl Drop for Running {
-    fn drop(&mut self) {
-        let _ = self.0.kill();
-        let _ = self.0.wait();
-    }
-}
-
-impl Running {
-    fn wait_with_deadline(&mut self, deadline: Duration) -> Option<ExitStatus> {
-        let end = Instant::now() + deadline;
-        while Instant::now() < end {
-            if let Some(status) = self.0.try_wait().expect("try_wait") {
-                return Some(status);
-            }
-            std::thread::sleep(Duration::from_millis(10));
-        }
-        None
-    }
-}
-
 fn log_of(path: &Path) -> String {
     std::fs::read_to_string(path).unwrap_or_default()
 }
 
 /// Polls until `port` accepts, failing early (with attache's log) if the
 /// process exits.
-fn connect_when_ready(attache: &mut Running, port: u16, log: &Path) -> TcpStream {
+fn connect_when_ready(attache: &mut Process, port: u16, log: &Path) -> TcpStream {
     let deadline = Instant::now() + Duration::from_secs(10);
     loop {
         if let Ok(stream) = TcpStream::connect(("127.0.0.1", port)) {
@@ -299,7 +264,7 @@ fn serve_then_sigterm(workers: usize) {
         .stderr(log_file)
         .spawn()
         .expect("start attache run");
-    let mut attache = Running(child);
+    let mut attache = Process(child);
 
     let stream = connect_when_ready(&mut attache, port, &log);
     stream
@@ -328,14 +293,9 @@ fn serve_then_sigterm(workers: usize) {
     }
 
     // SIGTERM with the app still connected: attache must still exit, and 0.
-    let pid = attache.0.id().to_string();
-    let kill = Command::new("kill")
-        .args(["-TERM", &pid])
-        .status()
-        .expect("run kill");
-    assert!(kill.success());
+    attache.signal("TERM");
     let status = attache
-        .wait_with_deadline(Duration::from_secs(10))
+        .wait_for_exit(Duration::from_secs(10))
         .unwrap_or_else(|| panic!("attache ignored SIGTERM:\n{}", log_of(&log)));
     assert!(
         status.success(),

@@ -119,27 +119,54 @@ scopes = ["redis"]
     .await
 }
 
-/// Removes expired tokens from the ACL every 100 ms until `stop`.
-fn spawn_expiry(acl: Arc<RotatingAcl>, stop: Arc<AtomicBool>) -> tokio::task::JoinHandle<()> {
-    tokio::task::spawn_blocking(move || {
-        while !stop.load(Ordering::Relaxed) {
-            acl.expire();
-            std::thread::sleep(Duration::from_millis(100));
+/// A Redis whose user `app` accepts each token the endpoint issues, from
+/// its issue until its expiry (expired tokens are removed every 100 ms).
+struct Rotation {
+    server: RedisServer,
+    acl: Arc<RotatingAcl>,
+    endpoint: TokenEndpoint,
+    stop: Arc<AtomicBool>,
+    expiry: tokio::task::JoinHandle<()>,
+}
+
+impl Rotation {
+    async fn start() -> Self {
+        std::env::set_var("ATTACHE_TEST_CLIENT_SECRET", "client-secret");
+        let server = RedisServer::start();
+        let acl = RotatingAcl::new(&server);
+        let endpoint = TokenEndpoint::start(LIFETIME_SECS).await;
+        let hook_acl = acl.clone();
+        endpoint.on_issue(Arc::new(move |token| hook_acl.add(token)));
+        let stop = Arc::new(AtomicBool::new(false));
+        let expiry = {
+            let (acl, stop) = (acl.clone(), stop.clone());
+            tokio::task::spawn_blocking(move || {
+                while !stop.load(Ordering::Relaxed) {
+                    acl.expire();
+                    std::thread::sleep(Duration::from_millis(100));
+                }
+            })
+        };
+        Self {
+            server,
+            acl,
+            endpoint,
+            stop,
+            expiry,
         }
-    })
+    }
+
+    async fn stop(self) {
+        self.stop.store(true, Ordering::Relaxed);
+        let _ = self.expiry.await;
+    }
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn fifty_clients_see_no_error_across_rotations() {
-    std::env::set_var("ATTACHE_TEST_CLIENT_SECRET", "client-secret");
-    let server = RedisServer::start();
-    let acl = RotatingAcl::new(&server);
-    let endpoint = TokenEndpoint::start(LIFETIME_SECS).await;
-    let hook_acl = acl.clone();
-    endpoint.on_issue(Arc::new(move |token| hook_acl.add(token)));
-    let stop = Arc::new(AtomicBool::new(false));
-    let expiry = spawn_expiry(acl.clone(), stop.clone());
-    let attache = attache_with_tokens(&server, &endpoint).await;
+    let rotation = Rotation::start().await;
+    let (server, acl, endpoint) = (&rotation.server, &rotation.acl, &rotation.endpoint);
+    let attache = attache_with_tokens(server, endpoint).await;
     let addr = attache.redis_addr("test").unwrap();
 
     let run_for = Duration::from_secs(30);
@@ -213,22 +240,15 @@ async fn fifty_clients_see_no_error_across_rotations() {
         auths >= connections as u64 * rotations * 8 / 10,
         "{auths} AUTH calls for {connections} connections and {rotations} rotations"
     );
-    stop.store(true, Ordering::Relaxed);
-    let _ = expiry.await;
+    rotation.stop().await;
     attache.shutdown().await;
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_failing_token_endpoint_keeps_the_current_token_then_names_the_credential() {
-    std::env::set_var("ATTACHE_TEST_CLIENT_SECRET", "client-secret");
-    let server = RedisServer::start();
-    let acl = RotatingAcl::new(&server);
-    let endpoint = TokenEndpoint::start(LIFETIME_SECS).await;
-    let hook_acl = acl.clone();
-    endpoint.on_issue(Arc::new(move |token| hook_acl.add(token)));
-    let stop = Arc::new(AtomicBool::new(false));
-    let expiry = spawn_expiry(acl.clone(), stop.clone());
-    let attache = attache_with_tokens(&server, &endpoint).await;
+    let rotation = Rotation::start().await;
+    let (server, acl, endpoint) = (&rotation.server, &rotation.acl, &rotation.endpoint);
+    let attache = attache_with_tokens(server, endpoint).await;
     let addr = attache.redis_addr("test").unwrap();
     let mut conn = support::client(addr).await;
     let ping = |conn: &mut redis::aio::MultiplexedConnection| {
@@ -282,23 +302,16 @@ async fn a_failing_token_endpoint_keeps_the_current_token_then_names_the_credent
         );
         tokio::time::sleep(Duration::from_millis(200)).await;
     }
-    stop.store(true, Ordering::Relaxed);
-    let _ = expiry.await;
+    rotation.stop().await;
     attache.shutdown().await;
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_resp2_subscriber_keeps_its_subscription_across_rotations() {
     use tokio::io::{AsyncReadExt, AsyncWriteExt};
-    std::env::set_var("ATTACHE_TEST_CLIENT_SECRET", "client-secret");
-    let server = RedisServer::start();
-    let acl = RotatingAcl::new(&server);
-    let endpoint = TokenEndpoint::start(LIFETIME_SECS).await;
-    let hook_acl = acl.clone();
-    endpoint.on_issue(Arc::new(move |token| hook_acl.add(token)));
-    let stop = Arc::new(AtomicBool::new(false));
-    let expiry = spawn_expiry(acl.clone(), stop.clone());
-    let attache = attache_with_tokens(&server, &endpoint).await;
+    let rotation = Rotation::start().await;
+    let (server, acl, endpoint) = (&rotation.server, &rotation.acl, &rotation.endpoint);
+    let attache = attache_with_tokens(server, endpoint).await;
     let addr = attache.redis_addr("test").unwrap();
 
     let mut sub = tokio::net::TcpStream::connect(addr).await.unwrap();
@@ -380,7 +393,6 @@ async fn a_resp2_subscriber_keeps_its_subscription_across_rotations() {
         subscriber_age <= LIFETIME_SECS,
         "never renewed: {subscriber_age}s old"
     );
-    stop.store(true, Ordering::Relaxed);
-    let _ = expiry.await;
+    rotation.stop().await;
     attache.shutdown().await;
 }
