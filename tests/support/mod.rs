@@ -32,7 +32,23 @@ impl RedisServer {
     }
 
     pub fn start_with(extra: &[&str]) -> Self {
-        Self::start_on(free_port(), extra)
+        // Tests run in parallel, so a port found free can be taken by
+        // another test's server before this one binds it: then this
+        // redis-server exits at once while the port answers for the other
+        // one. Check the child is alive, and try another port if not.
+        for _ in 0..10 {
+            let mut server = Self::start_on(free_port(), extra);
+            std::thread::sleep(Duration::from_millis(50));
+            let exited = server
+                .child
+                .as_mut()
+                .is_some_and(|c| c.try_wait().ok().flatten().is_some());
+            if !exited {
+                return server;
+            }
+            server.child = None;
+        }
+        panic!("redis-server would not start on a free port")
     }
 
     /// On a given port (e.g. a second server on another loopback address,
