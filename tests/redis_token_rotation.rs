@@ -39,13 +39,16 @@ impl RotatingAcl {
     }
 
     fn add(&self, token: &str) {
+        // Lock order: `live`, then `admin`, as in `expire` (the two run on
+        // different threads).
+        let mut live = self.live.lock().unwrap();
         let mut admin = self.admin.lock().unwrap();
         redis::cmd("ACL")
             .arg(&["SETUSER", "app", &format!(">{token}")][..])
             .exec(&mut *admin)
             .unwrap();
         let expires = Instant::now() + Duration::from_secs(LIFETIME_SECS);
-        self.live.lock().unwrap().push((token.to_owned(), expires));
+        live.push((token.to_owned(), expires));
     }
 
     /// Removes every token past its expiry; returns how many are left.
