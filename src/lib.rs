@@ -104,6 +104,11 @@ impl Running {
         self.generations.borrow().redis_addr(name)
     }
 
+    /// Connection counts of the listeners now served.
+    pub fn stats(&self) -> Vec<ListenerStats> {
+        self.generations.borrow().stats()
+    }
+
     /// Applies `config` as a hot reload would (see [`reload`]); on error
     /// the running config stays.
     pub fn reload(&self, config: Config) -> Result<(), ReloadError> {

@@ -1,24 +1,36 @@
 //! Accepting app connections: bounded by `max_connections` (a semaphore
-//! shared by every worker: excess connections wait in the kernel backlog),
-//! and never dying on one bad accept (it backs off and goes on).
+//! shared by every worker), and never dying on one bad accept (it backs off
+//! and goes on).
+//!
+//! A connection beyond the limit is accepted, told why in the listener's
+//! protocol and closed (as Redis itself does with `-ERR max number of
+//! clients reached`), and counted as refused: the app gets an answer
+//! rather than a connect that hangs in the kernel backlog. The limit can
+//! change on a reload: raising it takes effect at once; lowering it closes
+//! nothing, the extra slots are withdrawn as connections leave.
 
 use std::net::SocketAddr;
 use std::sync::atomic::{AtomicU64, AtomicUsize, Ordering};
 use std::sync::Arc;
 use std::time::Duration;
 
+use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::net::{TcpListener, TcpStream};
 use tokio::sync::{watch, Semaphore};
-use tracing::{debug, error};
+use tracing::{debug, error, warn};
 
 /// A bound listening socket, shared by the workers that accept from it.
 pub(crate) struct BoundListener {
     pub(crate) name: Arc<str>,
     pub(crate) socket: std::net::TcpListener,
-    pub(crate) limit: Arc<Semaphore>,
-    pub(crate) max: usize,
-    pub(crate) accepted: Arc<AtomicU64>,
-    pub(crate) open: Arc<AtomicUsize>,
+    limit: Arc<Semaphore>,
+    max: Arc<AtomicUsize>,
+    accepted: Arc<AtomicU64>,
+    refused: Arc<AtomicU64>,
+    open: Arc<AtomicUsize>,
+    /// Slots still to withdraw after `max_connections` was lowered: the
+    /// next connections to leave give theirs up instead of freeing them.
+    withdraw: Arc<AtomicUsize>,
 }
 
 /// A listener's connection counts, for `/ready` and `/metrics`.
@@ -26,11 +38,14 @@ pub(crate) struct BoundListener {
 pub struct ListenerStats {
     /// The listener's name.
     pub name: Arc<str>,
-    /// Its `max_connections`.
-    pub max: usize,
     limit: Arc<Semaphore>,
+    max: Arc<AtomicUsize>,
     accepted: Arc<AtomicU64>,
+    refused: Arc<AtomicU64>,
     open: Arc<AtomicUsize>,
+    /// Slots still to withdraw after `max_connections` was lowered: the
+    /// next connections to leave give theirs up instead of freeing them.
+    withdraw: Arc<AtomicUsize>,
 }
 
 impl ListenerStats {
@@ -44,10 +59,30 @@ impl ListenerStats {
         self.accepted.load(Ordering::Relaxed)
     }
 
+    /// App connections refused at `max_connections` since start.
+    pub fn refused(&self) -> u64 {
+        self.refused.load(Ordering::Relaxed)
+    }
+
+    /// The listener's `max_connections` now.
+    pub fn max(&self) -> usize {
+        self.max.load(Ordering::Relaxed)
+    }
+
     /// Waits until every app connection has closed.
     pub async fn wait_idle(&self) {
-        if let Ok(all) = self.limit.acquire_many(self.max as u32).await {
+        loop {
+            let max = self.max();
+            let want = u32::try_from(max).unwrap_or(u32::MAX);
+            let Ok(all) = self.limit.acquire_many(want).await else {
+                return;
+            };
             drop(all);
+            // A reload may have lowered the limit meanwhile; the slots
+            // then held were not all of them.
+            if self.max() <= max {
+                return;
+            }
         }
     }
 }
@@ -70,19 +105,45 @@ impl BoundListener {
             name: name.into(),
             socket,
             limit: Arc::new(Semaphore::new(max_connections)),
-            max: max_connections,
+            max: Arc::new(AtomicUsize::new(max_connections)),
             accepted: Arc::new(AtomicU64::new(0)),
+            refused: Arc::new(AtomicU64::new(0)),
             open: Arc::new(AtomicUsize::new(0)),
+            withdraw: Arc::new(AtomicUsize::new(0)),
         })
     }
 
     pub(crate) fn stats(&self) -> ListenerStats {
         ListenerStats {
             name: self.name.clone(),
-            max: self.max,
             limit: self.limit.clone(),
+            max: self.max.clone(),
             accepted: self.accepted.clone(),
+            refused: self.refused.clone(),
             open: self.open.clone(),
+            withdraw: self.withdraw.clone(),
+        }
+    }
+
+    /// Applies a reloaded `max_connections` to this (kept) socket. Raising
+    /// it frees slots at once; lowering it withdraws free slots now and the
+    /// rest as app connections leave (none is closed for it).
+    pub(crate) fn set_max_connections(&self, max: usize) {
+        let old = self.max.swap(max, Ordering::AcqRel);
+        if max > old {
+            // Owed withdrawals are cancelled first.
+            let mut grow = max - old;
+            let _ = self
+                .withdraw
+                .fetch_update(Ordering::AcqRel, Ordering::Acquire, |owed| {
+                    let cancel = owed.min(max - old);
+                    grow = max - old - cancel;
+                    Some(owed - cancel)
+                });
+            self.limit.add_permits(grow);
+        } else if max < old {
+            let now = self.limit.forget_permits(old - max);
+            self.withdraw.fetch_add(old - max - now, Ordering::AcqRel);
         }
     }
 
@@ -96,11 +157,13 @@ impl BoundListener {
     }
 }
 
-/// Accepts until `shutdown` flips to true, handing each connection to `serve`.
+/// Accepts until `shutdown` flips to true, handing each connection to `serve`;
+/// a connection beyond `max_connections` gets `refusal` and is closed.
 pub(crate) async fn accept_loop<F, Fut>(
     stats: ListenerStats,
     listener: TcpListener,
     mut shutdown: watch::Receiver<bool>,
+    refusal: &'static [u8],
     serve: F,
 ) where
     F: Fn(TcpStream, SocketAddr) -> Fut,
@@ -109,13 +172,6 @@ pub(crate) async fn accept_loop<F, Fut>(
     let name = stats.name.clone();
     let mut backoff = Duration::from_millis(5);
     loop {
-        let permit = tokio::select! {
-            permit = stats.limit.clone().acquire_owned() => match permit {
-                Ok(p) => p,
-                Err(_) => return,
-            },
-            _ = shutdown.wait_for(|stop| *stop) => return,
-        };
         let accepted = tokio::select! {
             a = listener.accept() => a,
             _ = shutdown.wait_for(|stop| *stop) => return,
@@ -123,15 +179,26 @@ pub(crate) async fn accept_loop<F, Fut>(
         match accepted {
             Ok((stream, peer)) => {
                 backoff = Duration::from_millis(5);
+                let Ok(permit) = stats.limit.clone().try_acquire_owned() else {
+                    stats.refused.fetch_add(1, Ordering::Relaxed);
+                    warn!(listener = %name, %peer, max_connections = stats.max(), "refused an app connection: the listener is at max_connections");
+                    refuse(stream, refusal);
+                    continue;
+                };
                 stats.accepted.fetch_add(1, Ordering::Relaxed);
                 stats.open.fetch_add(1, Ordering::Relaxed);
                 debug!(listener = %name, %peer, "accepted");
                 let fut = serve(stream, peer);
-                let open = stats.open.clone();
+                let (open, withdraw) = (stats.open.clone(), stats.withdraw.clone());
                 tokio::spawn(async move {
                     fut.await;
                     open.fetch_sub(1, Ordering::Relaxed);
-                    drop(permit);
+                    let owed = withdraw
+                        .fetch_update(Ordering::AcqRel, Ordering::Acquire, |n| n.checked_sub(1));
+                    match owed {
+                        Ok(_) => permit.forget(),
+                        Err(_) => drop(permit),
+                    }
                 });
             }
             Err(e) => {
@@ -142,4 +209,21 @@ pub(crate) async fn accept_loop<F, Fut>(
             }
         }
     }
+}
+
+/// Tells a refused app why and closes its connection: the answer, then a
+/// FIN, then whatever the app had already sent is read and dropped for a
+/// moment (closing with unread data would send a reset, which can make the
+/// app's kernel discard the answer before the app reads it).
+fn refuse(stream: TcpStream, refusal: &'static [u8]) {
+    tokio::spawn(async move {
+        let mut stream = stream;
+        let _ = stream.try_write(refusal);
+        let _ = stream.shutdown().await;
+        let mut sink = [0u8; 512];
+        let _ = tokio::time::timeout(Duration::from_secs(1), async {
+            while matches!(stream.read(&mut sink).await, Ok(n) if n > 0) {}
+        })
+        .await;
+    });
 }

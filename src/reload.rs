@@ -105,8 +105,7 @@ pub fn prepare(current: &Generation, config: Config) -> Result<Generation, Reloa
     }
     let mut listeners = BTreeMap::new();
     for (name, l) in &config.redis {
-        // Same address: same socket (its `max_connections` stays until a
-        // restart, since the socket cannot be bound twice).
+        // Same address: same socket, with the new `max_connections`.
         let reuse = current
             .listeners
             .get(name)
@@ -118,6 +117,10 @@ pub fn prepare(current: &Generation, config: Config) -> Result<Generation, Reloa
         listeners.insert(name.clone(), bound);
     }
     let services = Arc::new(current.services.for_config(&config)?);
+    // Kept sockets take the new limit once nothing else can refuse it.
+    for (name, bound) in &listeners {
+        bound.set_max_connections(config.redis[name].max_connections);
+    }
     Ok(Generation {
         config: Arc::new(config),
         listeners,
@@ -207,6 +210,7 @@ fn apply(
             bound.stats(),
             bound.for_this_worker()?,
             stopped,
+            redis::MAX_CLIENTS_REFUSAL,
             move |stream, peer| {
                 let service = current.read().unwrap_or_else(|e| e.into_inner()).clone();
                 redis::serve_client(service, stream, peer)

@@ -159,3 +159,63 @@ async fn listeners_are_added_and_removed_and_restart_only_changes_are_refused() 
     assert_eq!(pong, "PONG");
     attache.shutdown().await;
 }
+
+/// Sends PING on a fresh connection and returns everything read until the
+/// reply or the close (a refused connection is answered, then closed).
+async fn ping_fresh(addr: std::net::SocketAddr) -> (tokio::net::TcpStream, Vec<u8>) {
+    let mut s = tokio::net::TcpStream::connect(addr).await.unwrap();
+    let got = support::raw_exchange(&mut s, &support::cmd(&["PING"]), 1).await;
+    (s, got)
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn max_connections_refuses_with_an_error_and_follows_a_reload() {
+    const REFUSED: &[u8] = b"-ERR max number of clients reached\r\n";
+    let a = RedisServer::start();
+    let limited = |max: usize| format!("{}max_connections = {max}\n", one_listener(&a));
+    let attache = attache::start(config(&limited(2))).await.unwrap();
+    let addr = attache.redis_addr("test").unwrap();
+    let mut held = Vec::new();
+    for _ in 0..2 {
+        let (s, got) = ping_fresh(addr).await;
+        assert_eq!(got, b"+PONG\r\n");
+        held.push(s);
+    }
+    // At the limit: the app is told why, as Redis itself would.
+    let (_, got) = ping_fresh(addr).await;
+    assert_eq!(got, REFUSED, "{}", String::from_utf8_lossy(&got));
+    let stats = attache.stats();
+    assert_eq!(stats[0].refused(), 1);
+    assert_eq!(stats[0].open(), 2);
+
+    // Raised by a reload on the same socket: one more fits at once.
+    attache.reload(config(&limited(3))).unwrap();
+    let (s, got) = ping_fresh(addr).await;
+    assert_eq!(got, b"+PONG\r\n");
+    held.push(s);
+    assert_eq!(attache.stats()[0].max(), 3);
+
+    // Lowered to 1: nobody is cut off...
+    attache.reload(config(&limited(1))).unwrap();
+    for s in &mut held {
+        assert_eq!(
+            support::raw_exchange(s, &support::cmd(&["PING"]), 1).await,
+            b"+PONG\r\n"
+        );
+    }
+    // ...and once they left, one connection fits, not two.
+    drop(held);
+    let deadline = Instant::now() + Duration::from_secs(10);
+    let _kept = loop {
+        let (s, got) = ping_fresh(addr).await;
+        if got == b"+PONG\r\n" {
+            break s;
+        }
+        assert_eq!(got, REFUSED);
+        assert!(Instant::now() < deadline, "no slot came free");
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    };
+    let (_, got) = ping_fresh(addr).await;
+    assert_eq!(got, REFUSED);
+    attache.shutdown().await;
+}

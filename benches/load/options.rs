@@ -33,6 +33,11 @@ pub(crate) struct Options {
         default_value = "1,16"
     )]
     pub(crate) pipelines: Vec<usize>,
+    /// Also run GET pipeline 1 on a single connection: the latency a hop
+    /// adds without queueing (at 50 busy connections in a closed loop,
+    /// p50 is about connections ÷ throughput). `false` skips it.
+    #[arg(long, env = "LOAD_LATENCY", default_value_t = true, action = clap::ArgAction::Set)]
+    pub(crate) latency: bool,
     /// Idle connections of the mostly-idle workload (0 skips it).
     #[arg(long, env = "LOAD_IDLE_CONNS", default_value_t = 1000)]
     pub(crate) idle_conns: usize,
@@ -82,6 +87,9 @@ pub(crate) struct Options {
     #[arg(skip)]
     pub(crate) smoke: bool,
 }
+
+/// The single-connection GET workload (see [`Options::latency`]).
+pub(crate) const LATENCY_WORKLOAD: &str = "get-p1-c1";
 
 /// One kind of load, run identically against every target.
 #[derive(Clone, Debug)]
@@ -151,6 +159,13 @@ impl Options {
                     idle_conns: 0,
                 });
             }
+        }
+        if self.latency {
+            workloads.push(Workload {
+                name: LATENCY_WORKLOAD.into(),
+                load: load(Op::Get, 1, 1),
+                idle_conns: 0,
+            });
         }
         if self.idle_conns > 0 {
             workloads.push(Workload {

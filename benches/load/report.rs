@@ -2,7 +2,7 @@
 
 use std::fmt::Write as _;
 
-use crate::options::Workload;
+use crate::options::{Workload, LATENCY_WORKLOAD};
 use crate::stats::{find, RunRecord, Spread, Summary};
 
 /// A target as the report introduces it.
@@ -148,6 +148,8 @@ impl Report<'_> {
                 self.get("direct", &w.name),
                 self.get("twemproxy", &w.name),
             );
+            // The ops/s and CPU targets are the 50-connection workloads'.
+            let t = t.filter(|_| w.name != LATENCY_WORKLOAD);
             if let (Some(a), Some(t)) = (a, t) {
                 let (want, what) = if depth == 1 {
                     (1.0, "≥ 1.0×")
@@ -169,9 +171,17 @@ impl Report<'_> {
             }
             if let (Some(a), Some(d)) = (a, d) {
                 if depth == 1 {
+                    // One connection shows the hop's own latency; with many
+                    // busy connections in a closed loop, p50 is about
+                    // connections ÷ throughput (Little's law), so the added
+                    // p50 there restates the throughput ratio.
                     let added = a.p50_us.median - d.p50_us.median;
+                    let what = match w.name == LATENCY_WORKLOAD {
+                        true => "1 connection",
+                        false => "closed loop",
+                    };
                     rows.push((
-                        format!("{}: p50 added vs direct ≤ 60 µs", w.name),
+                        format!("{}: p50 added vs direct ≤ 60 µs ({what})", w.name),
                         format!("{added:.1} µs"),
                         added <= 60.0,
                     ));

@@ -80,7 +80,7 @@ pub(super) fn render(state: &AdminState) -> String {
         "attache_listener_connections_max",
         "gauge",
         "The listener's max_connections.",
-        per_listener(&|l| l.max.to_string()),
+        per_listener(&|l| l.max().to_string()),
     );
     family(
         &mut out,
@@ -88,6 +88,13 @@ pub(super) fn render(state: &AdminState) -> String {
         "counter",
         "App connections accepted.",
         per_listener(&|l| l.accepted().to_string()),
+    );
+    family(
+        &mut out,
+        "attache_listener_connections_refused_total",
+        "counter",
+        "App connections refused at max_connections (told why, then closed).",
+        per_listener(&|l| l.refused().to_string()),
     );
 
     let redis = state.redis_metrics();

@@ -121,10 +121,11 @@ impl AdminState {
         if self.draining.load(Ordering::Relaxed) {
             return Err("draining: shutting down".into());
         }
-        if let Some(full) = self.listeners().iter().find(|l| l.open() >= l.max) {
+        if let Some(full) = self.listeners().iter().find(|l| l.open() >= l.max()) {
             return Err(format!(
                 "listener {} is at max_connections ({})",
-                full.name, full.max
+                full.name,
+                full.max()
             ));
         }
         Ok(())

@@ -34,6 +34,10 @@ use tokio::net::TcpStream;
 pub(crate) use service::RedisService;
 
 /// Serves one app connection until it closes.
+/// What an app connecting beyond `max_connections` reads before the close,
+/// as from Redis itself.
+pub(crate) const MAX_CLIENTS_REFUSAL: &[u8] = b"-ERR max number of clients reached\r\n";
+
 pub(crate) async fn serve_client(service: Arc<RedisService>, stream: TcpStream, peer: SocketAddr) {
     if let Err(e) = stream.set_nodelay(true) {
         tracing::debug!(peer = %peer, error = %e, "set_nodelay failed");
