@@ -79,7 +79,7 @@ impl Listeners {
     pub fn redis_addr(&self, name: &str) -> Option<SocketAddr> {
         self.redis
             .iter()
-            .find(|l| &*l.name == name)
+            .find(|l| l.name() == name)
             .and_then(|l| l.local_addr().ok())
     }
 
@@ -144,6 +144,6 @@ pub fn describe(listeners: &Listeners) -> BTreeMap<String, SocketAddr> {
     listeners
         .redis
         .iter()
-        .filter_map(|l| Some((l.name.to_string(), l.local_addr().ok()?)))
+        .filter_map(|l| Some((l.name().to_string(), l.local_addr().ok()?)))
         .collect()
 }

@@ -21,16 +21,9 @@ use tracing::{debug, error, warn};
 
 /// A bound listening socket, shared by the workers that accept from it.
 pub(crate) struct BoundListener {
-    pub(crate) name: Arc<str>,
     pub(crate) socket: std::net::TcpListener,
-    limit: Arc<Semaphore>,
-    max: Arc<AtomicUsize>,
-    accepted: Arc<AtomicU64>,
-    refused: Arc<AtomicU64>,
-    open: Arc<AtomicUsize>,
-    /// Slots still to withdraw after `max_connections` was lowered: the
-    /// next connections to leave give theirs up instead of freeing them.
-    withdraw: Arc<AtomicUsize>,
+    /// Its limit and counts, shared with every worker's accept loop.
+    stats: ListenerStats,
 }
 
 /// A listener's connection counts, for `/ready` and `/metrics`.
@@ -102,48 +95,47 @@ impl BoundListener {
         })?;
         socket.set_nonblocking(true)?;
         Ok(Self {
-            name: name.into(),
             socket,
-            limit: Arc::new(Semaphore::new(max_connections)),
-            max: Arc::new(AtomicUsize::new(max_connections)),
-            accepted: Arc::new(AtomicU64::new(0)),
-            refused: Arc::new(AtomicU64::new(0)),
-            open: Arc::new(AtomicUsize::new(0)),
-            withdraw: Arc::new(AtomicUsize::new(0)),
+            stats: ListenerStats {
+                name: name.into(),
+                limit: Arc::new(Semaphore::new(max_connections)),
+                max: Arc::new(AtomicUsize::new(max_connections)),
+                accepted: Arc::new(AtomicU64::new(0)),
+                refused: Arc::new(AtomicU64::new(0)),
+                open: Arc::new(AtomicUsize::new(0)),
+                withdraw: Arc::new(AtomicUsize::new(0)),
+            },
         })
     }
 
     pub(crate) fn stats(&self) -> ListenerStats {
-        ListenerStats {
-            name: self.name.clone(),
-            limit: self.limit.clone(),
-            max: self.max.clone(),
-            accepted: self.accepted.clone(),
-            refused: self.refused.clone(),
-            open: self.open.clone(),
-            withdraw: self.withdraw.clone(),
-        }
+        self.stats.clone()
+    }
+
+    pub(crate) fn name(&self) -> &str {
+        &self.stats.name
     }
 
     /// Applies a reloaded `max_connections` to this (kept) socket. Raising
     /// it frees slots at once; lowering it withdraws free slots now and the
     /// rest as app connections leave (none is closed for it).
     pub(crate) fn set_max_connections(&self, max: usize) {
-        let old = self.max.swap(max, Ordering::AcqRel);
+        let stats = &self.stats;
+        let old = stats.max.swap(max, Ordering::AcqRel);
         if max > old {
             // Owed withdrawals are cancelled first.
             let mut grow = max - old;
-            let _ = self
+            let _ = stats
                 .withdraw
                 .fetch_update(Ordering::AcqRel, Ordering::Acquire, |owed| {
                     let cancel = owed.min(max - old);
                     grow = max - old - cancel;
                     Some(owed - cancel)
                 });
-            self.limit.add_permits(grow);
+            stats.limit.add_permits(grow);
         } else if max < old {
-            let now = self.limit.forget_permits(old - max);
-            self.withdraw.fetch_add(old - max - now, Ordering::AcqRel);
+            let now = stats.limit.forget_permits(old - max);
+            stats.withdraw.fetch_add(old - max - now, Ordering::AcqRel);
         }
     }
 

@@ -63,7 +63,7 @@ impl Generation {
             listeners: listeners
                 .redis
                 .iter()
-                .map(|l| (l.name.to_string(), l.clone()))
+                .map(|l| (l.name().to_string(), l.clone()))
                 .collect(),
             services,
         }
