@@ -60,7 +60,8 @@ impl RedisCluster {
 
     /// Like [`Self::start`], with extra `redis-server` arguments for every
     /// node; `{port}` in an argument becomes the node's port (for example
-    /// `--cluster-announce-hostname node-{port}.test`).
+    /// `--cluster-announce-hostname node-{port}.test`) and `{tls_port}` the
+    /// node's port + 1 (kept free for it: see [`tls_port`]).
     pub fn start_with(extra: &[&str]) -> Self {
         let mut cluster = Self {
             nodes: Vec::new(),
@@ -70,7 +71,8 @@ impl RedisCluster {
         };
         while cluster.nodes.len() < NODES {
             // If the port was taken before redis-server bound it, pick another.
-            let port = pick_port(&cluster.ports());
+            let tls = cluster.extra.iter().any(|a| a.contains("{tls_port}"));
+            let port = pick_port(&cluster.ports(), tls);
             if let Some(child) = wait_for_listen(port, cluster.spawn(port)) {
                 cluster.nodes.push(Node {
                     port,
@@ -78,12 +80,17 @@ impl RedisCluster {
                 });
             }
         }
-        let out = Command::new("redis-cli")
+        let create = Command::new("redis-cli")
             .args(["--cluster", "create"])
             .args(cluster.seeds())
             .args(["--cluster-replicas", "1", "--cluster-yes"])
-            .output()
+            .stdout(Stdio::piped())
+            .stderr(Stdio::piped())
+            .spawn()
             .expect("redis-cli is installed");
+        // It waits forever for nodes that cannot meet (say, a cluster bus
+        // that refuses their TLS): fail the test instead of hanging it.
+        let out = output_within(create, READY_TIMEOUT);
         let stdout = String::from_utf8_lossy(&out.stdout);
         assert!(
             out.status.success() && stdout.contains("All 16384 slots covered"),
@@ -301,11 +308,17 @@ impl RedisCluster {
             .args(["--port", &port_arg, "--bind", "127.0.0.1"])
             .args(["--cluster-enabled", "yes", "--cluster-config-file", &conf])
             .args(["--cluster-node-timeout", "2000"])
+            // Explicit: with `tls-cluster yes` the default would follow the
+            // TLS port instead.
+            .args(["--cluster-port", &(port + BUS_OFFSET).to_string()])
             .args(["--save", "", "--appendonly", "no"])
             // Replicas sync right away instead of after the default 5 s.
             .args(["--repl-diskless-sync-delay", "0"])
             .args(["--dir", &self.dir.path().display().to_string()])
-            .args(self.extra.iter().map(|a| a.replace("{port}", &port_arg)))
+            .args(self.extra.iter().map(|a| {
+                a.replace("{port}", &port_arg)
+                    .replace("{tls_port}", &tls_port(port).to_string())
+            }))
             .stdout(Stdio::null())
             .stderr(Stdio::null())
             .spawn()
@@ -389,18 +402,38 @@ impl Drop for RedisCluster {
 
 /// A free port `p` with `p + 10000` also free, clashing with none of `taken`
 /// (nor their bus ports).
-fn pick_port(taken: &[u16]) -> u16 {
+fn pick_port(taken: &[u16], tls: bool) -> u16 {
     for _ in 0..1000 {
         let p = free_port();
-        let clash = |q: u16| q == p || q == p + BUS_OFFSET || q + BUS_OFFSET == p;
-        if p <= u16::MAX - BUS_OFFSET
+        // Each node uses p, p + 10000 and, with TLS, p + 1.
+        let used = |q: u16| [Some(q), Some(q + BUS_OFFSET), tls.then(|| tls_port(q))];
+        let mine = used(p);
+        let clash = |q: u16| used(q).iter().flatten().any(|u| mine.contains(&Some(*u)));
+        let free = |port: u16| TcpListener::bind(("127.0.0.1", port)).is_ok();
+        if p < u16::MAX - BUS_OFFSET
             && !taken.iter().any(|&q| clash(q))
-            && TcpListener::bind(("127.0.0.1", p + BUS_OFFSET)).is_ok()
+            && free(p + BUS_OFFSET)
+            && (!tls || free(tls_port(p)))
         {
             return p;
         }
     }
-    panic!("no free port pair (port, port + 10000)");
+    panic!("no free ports (port, port + 10000, and port + 1 for TLS)");
+}
+
+/// The TLS client port of the node on `port` (`{tls_port}` in its args).
+pub fn tls_port(port: u16) -> u16 {
+    port + 1
+}
+
+/// The output of `child`, killed first if it is still running after `limit`.
+fn output_within(mut child: Child, limit: Duration) -> std::process::Output {
+    let deadline = Instant::now() + limit;
+    while child.try_wait().ok().flatten().is_none() && Instant::now() < deadline {
+        std::thread::sleep(POLL);
+    }
+    let _ = child.kill();
+    child.wait_with_output().expect("redis-cli output")
 }
 
 /// Waits until `child` accepts connections on `port`; `None` if it exited.
