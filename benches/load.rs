@@ -9,9 +9,14 @@
 //! - `targets`: which systems are measured and how each is started;
 //!   `configs`: their config files.
 //! - `wire`, `loadgen`: the RESP load generator.
-//! - `runner`: the rounds, and what is read from /proc around each run.
+//! - `rounds`: the rounds, targets alternating; `runner`: one run, and
+//!   `usage`: the CPU time read from /proc around it.
 //! - `stats`: per-run records, median and min–max across rounds.
-//! - `report`, `svg`: Markdown, CSV and the chart.
+//! - `report`: the Markdown; `tables`: its cells, the CSV files, writing
+//!   the outputs; `svg`: the chart.
+//!
+//! The HTTP load bench (`http_load.rs`) shares `procs`, `procfs`, `rounds`,
+//! `usage`, `stats`, `tables` and `svg`.
 
 #[path = "load/configs.rs"]
 mod configs;
@@ -25,14 +30,20 @@ mod procfs;
 mod procs;
 #[path = "load/report.rs"]
 mod report;
+#[path = "load/rounds.rs"]
+mod rounds;
 #[path = "load/runner.rs"]
 mod runner;
 #[path = "load/stats.rs"]
 mod stats;
 #[path = "load/svg.rs"]
 mod svg;
+#[path = "load/tables.rs"]
+mod tables;
 #[path = "load/targets.rs"]
 mod targets;
+#[path = "load/usage.rs"]
+mod usage;
 #[path = "load/wire.rs"]
 mod wire;
 
@@ -44,7 +55,6 @@ use clap::Parser;
 use options::Options;
 use report::{Report, TargetLine};
 use runner::Bench;
-use stats::RunRecord;
 use targets::{Backends, Programs};
 
 type BoxError = Box<dyn std::error::Error + Send + Sync>;
@@ -189,8 +199,10 @@ async fn run(opts: Options) -> Result<(), BoxError> {
         let files = "report.md, runs.csv, summary.csv and chart.svg";
         eprintln!("wrote {files} to {}", out.display());
     }
-    write_outputs(
+    let title = "attache load bench";
+    tables::write_outputs(
         &out,
+        title,
         &markdown,
         &records,
         &summaries,
@@ -223,28 +235,6 @@ fn programs(opts: &Options) -> Result<Programs, BoxError> {
         nutcracker: procs::find_program(&opts.nutcracker_bin),
         envoy: opts.envoy_bin.as_ref().and_then(procs::find_program),
     })
-}
-
-fn write_outputs(
-    dir: &std::path::Path,
-    markdown: &str,
-    records: &[RunRecord],
-    summaries: &[stats::Summary],
-    workloads: &[String],
-    targets: &[&'static str],
-) -> Result<(), BoxError> {
-    std::fs::create_dir_all(dir)?;
-    let chart = svg::chart("attache load bench", summaries, workloads, targets);
-    let files = [
-        ("report.md", markdown.to_owned()),
-        ("runs.csv", report::runs_csv(records)),
-        ("summary.csv", report::summary_csv(summaries)),
-        ("chart.svg", chart),
-    ];
-    for (name, contents) in files {
-        std::fs::write(dir.join(name), contents)?;
-    }
-    Ok(())
 }
 
 fn first_line(s: &str) -> &str {

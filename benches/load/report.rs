@@ -1,9 +1,11 @@
-//! The Markdown report (stdout and report.md) and the CSV files.
+//! The Markdown report (stdout and report.md); the cells and the CSV files
+//! are `tables`'.
 
 use std::fmt::Write as _;
 
 use crate::options::{Workload, LATENCY_WORKLOAD};
-use crate::stats::{find, RunRecord, Spread, Summary};
+use crate::stats::{find, Summary};
+use crate::tables::{fixed1, fixed2, median, si, spread};
 
 /// A target as the report introduces it.
 pub(crate) struct TargetLine {
@@ -246,102 +248,4 @@ impl Report<'_> {
     fn get(&self, target: &str, workload: &str) -> Option<&Summary> {
         find(self.summaries, target, workload)
     }
-}
-
-fn median(s: Option<Spread>) -> f64 {
-    s.map_or(f64::NAN, |s| s.median)
-}
-
-fn spread(s: Option<Spread>, fmt: fn(f64) -> String) -> String {
-    match s {
-        None => "–".into(),
-        Some(s) if s.min == s.max => fmt(s.median),
-        Some(s) => format!("{} ({}–{})", fmt(s.median), fmt(s.min), fmt(s.max)),
-    }
-}
-
-fn fixed1(x: f64) -> String {
-    format!("{x:.1}")
-}
-
-fn fixed2(x: f64) -> String {
-    format!("{x:.2}")
-}
-
-/// 1234567 → "1.23M", 85210 → "85.2k".
-fn si(x: f64) -> String {
-    if x >= 1e6 {
-        format!("{:.2}M", x / 1e6)
-    } else if x >= 1e3 {
-        format!("{:.1}k", x / 1e3)
-    } else {
-        format!("{x:.0}")
-    }
-}
-
-/// Every run, one row each.
-pub(crate) fn runs_csv(records: &[RunRecord]) -> String {
-    let mut csv = String::from(
-        "round,target,workload,ops_per_sec,p50_us,p99_us,p999_us,errors,requests,cpu_s,cpu_s_per_m_req,\
-         backend_cpu_s,backend_cpu_s_per_m_req,gen_cpu_s,other_cpu_pct,rss_before_kib,peak_rss_kib,rss_with_idle_kib,\
-         idle_conns,kib_per_idle_conn\n",
-    );
-    for r in records {
-        let _ =
-            writeln!(
-            csv,
-            "{},{},{},{:.0},{:.1},{:.1},{:.1},{},{},{:.2},{:.4},{:.2},{:.4},{:.2},{:.1},{},{},{},{},{}",
-            r.round,
-            r.target,
-            r.workload,
-            r.ops_per_sec,
-            r.p50_us,
-            r.p99_us,
-            r.p999_us,
-            r.errors,
-            r.requests,
-            r.cpu_s,
-            r.cpu_s_per_m(),
-            r.backend_cpu_s,
-            r.backend_cpu_s_per_m(),
-            r.gen_cpu_s,
-            r.other_cpu_pct,
-            r.rss_before_kib,
-            r.peak_rss_kib,
-            r.rss_with_idle_kib.map(|v| v.to_string()).unwrap_or_default(),
-            r.idle_conns,
-            r.kib_per_idle_conn().map(|v| format!("{v:.3}")).unwrap_or_default(),
-        );
-    }
-    csv
-}
-
-/// One row per (target, workload, measure): median, min, max.
-pub(crate) fn summary_csv(summaries: &[Summary]) -> String {
-    let mut csv = String::from("target,workload,runs,measure,median,min,max\n");
-    for s in summaries {
-        let measures = [
-            ("ops_per_sec", Some(s.ops_per_sec)),
-            ("p50_us", Some(s.p50_us)),
-            ("p99_us", Some(s.p99_us)),
-            ("p999_us", Some(s.p999_us)),
-            ("cpu_s_per_m_req", s.cpu_s_per_m),
-            ("backend_cpu_s_per_m_req", s.backend_cpu_s_per_m),
-            ("gen_cpu_s_per_m_req", s.gen_cpu_s_per_m),
-            ("other_cpu_pct", s.other_cpu_pct),
-            ("rss_before_mib", Some(s.rss_before_mib)),
-            ("peak_rss_mib", Some(s.peak_rss_mib)),
-            ("kib_per_idle_conn", s.kib_per_idle_conn),
-        ];
-        for (name, m) in measures {
-            if let Some(m) = m {
-                let _ = writeln!(
-                    csv,
-                    "{},{},{},{name},{:.4},{:.4},{:.4}",
-                    s.target, s.workload, s.runs, m.median, m.min, m.max
-                );
-            }
-        }
-    }
-    csv
 }
