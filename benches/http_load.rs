@@ -13,14 +13,18 @@
 //! - `measure`: one run, and what is read from /proc around it.
 //! - `report`: the Markdown.
 //!
-//! Shared with the Redis load bench (`benches/load/`): `procs` (child
-//! processes stopped on every exit path, free ports), `procfs`, `rounds`
-//! (targets alternating within each round), `usage` (CPU time around a
-//! run), `stats` (median and min–max), `tables` (cells, CSV, outputs) and
-//! `svg` (the chart).
+//! Shared with the Redis load bench (`benches/load/`): `entry` (runtime,
+//! exit code, publishing results), `run_options` (the flags both take),
+//! `procs` (child processes stopped on every exit path, free ports),
+//! `procfs`, `rounds` (targets alternating within each round), `usage`
+//! (CPU time around a run), `outcome` (what a run counted, latency
+//! histogram), `stats` (median and min–max), `tables` (tables, CSV,
+//! outputs) and `svg` (the chart).
 
 #[path = "http_load/configs.rs"]
 mod configs;
+#[path = "load/entry.rs"]
+mod entry;
 #[path = "http_load/loadgen.rs"]
 mod loadgen;
 #[path = "http_load/measure.rs"]
@@ -31,6 +35,8 @@ mod nginx;
 mod options;
 #[path = "http_load/origin.rs"]
 mod origin;
+#[path = "load/outcome.rs"]
+mod outcome;
 #[path = "load/procfs.rs"]
 mod procfs;
 #[path = "load/procs.rs"]
@@ -39,6 +45,8 @@ mod procs;
 mod report;
 #[path = "load/rounds.rs"]
 mod rounds;
+#[path = "load/run_options.rs"]
+mod run_options;
 #[path = "load/stats.rs"]
 mod stats;
 #[path = "load/svg.rs"]
@@ -52,17 +60,21 @@ mod upstream;
 #[path = "load/usage.rs"]
 mod usage;
 
-use std::path::PathBuf;
 use std::process::ExitCode;
 
 use clap::Parser;
 
 use options::Options;
-use report::{Report, TargetLine};
+use report::Report;
+use tables::TargetLine;
 use targets::{Kind, Programs};
 use upstream::Upstream;
 
 type BoxError = Box<dyn std::error::Error + Send + Sync>;
+
+/// The smoke test's name and the prefix of error messages.
+const NAME: &str = "http_load";
+const TITLE: &str = "attache HTTP load bench";
 
 fn main() -> ExitCode {
     let args: Vec<_> = std::env::args_os().collect();
@@ -82,35 +94,8 @@ fn main() -> ExitCode {
     } else {
         Options::smoke()
     };
-    let mut runtime = if opts.gen_threads <= 1 {
-        tokio::runtime::Builder::new_current_thread()
-    } else {
-        let mut b = tokio::runtime::Builder::new_multi_thread();
-        b.worker_threads(opts.gen_threads);
-        b
-    };
-    let runtime = runtime.enable_all().build().expect("tokio runtime");
-    let smoke = opts.smoke;
-    let started = std::time::Instant::now();
-    // `block_on` polls `run` on the main thread, which is where the target
-    // processes must be spawned (see `ChildGuard::spawn`).
-    let result = runtime.block_on(run(opts));
-    if smoke {
-        let secs = started.elapsed().as_secs_f64();
-        let (verdict, passed, failed) = match &result {
-            Ok(()) => ("ok", 1, 0),
-            Err(_) => ("FAILED", 0, 1),
-        };
-        println!("\nrunning 1 test\ntest http_load_bench_smoke ... {verdict}\n");
-        println!("test result: {verdict}. {passed} passed; {failed} failed; 0 ignored; 0 measured; 0 filtered out; finished in {secs:.2}s\n");
-    }
-    match result {
-        Ok(()) => ExitCode::SUCCESS,
-        Err(e) => {
-            eprintln!("http load bench: {e}");
-            ExitCode::FAILURE
-        }
-    }
+    let (threads, smoke) = (opts.run.gen_threads, opts.smoke);
+    entry::run_bench(NAME, threads, smoke, run(opts))
 }
 
 async fn run(opts: Options) -> Result<(), BoxError> {
@@ -127,26 +112,14 @@ async fn run(opts: Options) -> Result<(), BoxError> {
     procs::install_signal_handler(scratch.path())?;
 
     let programs = Programs {
-        // Cargo builds the package's binaries with the bench's profile
-        // (which inherits `release`) before running a bench.
-        attache: opts
-            .attache_bin
-            .clone()
-            .unwrap_or_else(|| PathBuf::from(env!("CARGO_BIN_EXE_attache"))),
+        attache: opts.run.attache(),
         nginx: nginx::find(&opts.nginx_bin),
     };
     let upstream = Upstream::start(&opts, programs.nginx.as_deref(), scratch.path()).await?;
     let wanted =
         |kind: &Kind| opts.targets.is_empty() || opts.targets.iter().any(|t| t == kind.name());
     let mut targets = Vec::new();
-    let mut notes = Vec::new();
-    let load_at_start = procfs::load_average();
-    if load_at_start > 0.5 {
-        notes.push(format!(
-            "the machine was busy when the bench started (1-minute load average {load_at_start:.2}): \
-             see the `other CPU %` column"
-        ));
-    }
+    let mut notes: Vec<String> = procfs::busy_note().into_iter().collect();
     for kind in Kind::ALL.iter().filter(|k| wanted(k)) {
         match kind
             .start(&opts, &programs, &upstream, scratch.path())
@@ -165,7 +138,7 @@ async fn run(opts: Options) -> Result<(), BoxError> {
 
     let workloads = opts.workloads();
     let records = rounds::alternate(
-        opts.rounds,
+        opts.run.rounds,
         opts.smoke,
         &targets,
         &workloads,
@@ -173,8 +146,7 @@ async fn run(opts: Options) -> Result<(), BoxError> {
         async |target, workload, round| measure::run(target, workload, round).await,
     )
     .await;
-    let failed_runs = workloads.len() * targets.len() * opts.rounds - records.len();
-    let error_responses: u64 = records.iter().map(|r| r.errors).sum();
+    let failed_runs = workloads.len() * targets.len() * opts.run.rounds - records.len();
 
     let target_lines: Vec<TargetLine> = targets
         .iter()
@@ -197,13 +169,13 @@ async fn run(opts: Options) -> Result<(), BoxError> {
          {:?} measured after {:?} warm-up per run; GET of a fixed body over keep-alive \
          HTTP/1.1 connections; attache `[runtime] workers` = nginx `worker_processes` = {}; \
          generator: hyper client, 1 tokio runtime, {} thread(s), closed loop",
-        opts.rounds,
+        opts.run.rounds,
         workloads.len(),
         target_names.len(),
-        opts.duration,
-        opts.warmup,
+        opts.run.duration,
+        opts.run.warmup,
         opts.workers.max(1),
-        opts.gen_threads.max(1),
+        opts.run.gen_threads.max(1),
     );
     let report = Report {
         machine: &machine,
@@ -215,35 +187,17 @@ async fn run(opts: Options) -> Result<(), BoxError> {
         summaries: &summaries,
     };
     let markdown = report.markdown();
-    // The smoke test checks that every output renders, and keeps them out
-    // of the real results.
-    let out = match opts.smoke {
-        true => scratch.path().join("results"),
-        false => opts.out.clone(),
+    let results = entry::Results {
+        title: TITLE,
+        markdown: &markdown,
+        records: &records,
+        summaries: &summaries,
+        workloads: &workload_names,
+        targets: &target_names,
+        failed_runs,
+        notes: &notes,
     };
-    if !opts.smoke {
-        println!("\n{markdown}");
-        let files = "report.md, runs.csv, summary.csv and chart.svg";
-        eprintln!("wrote {files} to {}", out.display());
-    }
-    let title = "attache HTTP load bench";
-    tables::write_outputs(
-        &out,
-        title,
-        &markdown,
-        &records,
-        &summaries,
-        &workload_names,
-        &target_names,
-    )?;
-    if opts.smoke && (failed_runs > 0 || error_responses > 0) {
-        let notes = notes.join("\n  ");
-        return Err(format!(
-            "{failed_runs} runs failed, {error_responses} error responses:\n  {notes}"
-        )
-        .into());
-    }
-    Ok(())
+    results.publish(&opts.out, scratch.path(), opts.smoke)
 }
 
 fn first_line(s: &str) -> &str {

@@ -12,13 +12,14 @@ use std::time::Duration;
 
 use bytes::Bytes;
 use futures::future::try_join_all;
-use hdrhistogram::Histogram;
 use http_body_util::{BodyExt, Empty};
 use hyper::client::conn::http1::{self, SendRequest};
 use hyper::{header, Request, StatusCode};
 use hyper_util::rt::TokioIo;
 use tokio::net::TcpStream;
 use tokio::time::Instant;
+
+use crate::outcome::{LoadOutcome, Window};
 
 /// What went wrong talking to a target.
 #[derive(Debug, thiserror::Error)]
@@ -55,37 +56,6 @@ pub(crate) struct LoadSpec {
     /// Load sent but not recorded, so connection pools and buffers settle.
     pub(crate) warmup: Duration,
     pub(crate) duration: Duration,
-}
-
-/// What a run measured.
-pub(crate) struct LoadOutcome {
-    /// Responses completed inside the measured window.
-    pub(crate) measured: u64,
-    /// Responses completed during warm-up and the window: what the
-    /// target's CPU time was spent on.
-    pub(crate) total: u64,
-    /// Responses that were not `200` with the expected body length
-    /// (counted in the totals above).
-    pub(crate) errors: u64,
-    /// Per-request latency in nanoseconds, measured window only.
-    pub(crate) latency_ns: Histogram<u64>,
-}
-
-impl LoadOutcome {
-    fn new() -> Self {
-        Self {
-            measured: 0,
-            total: 0,
-            errors: 0,
-            // 100 ns to 10 s at 3 significant digits: ~150 KiB each.
-            latency_ns: Histogram::new_with_bounds(100, 10_000_000_000, 3)
-                .expect("static histogram bounds"),
-        }
-    }
-
-    pub(crate) fn quantile_us(&self, q: f64) -> f64 {
-        self.latency_ns.value_at_quantile(q) as f64 / 1000.0
-    }
 }
 
 /// One keep-alive connection to a target.
@@ -165,36 +135,16 @@ pub(crate) async fn probe(addr: SocketAddr, path: &str, body_size: usize) -> Res
 pub(crate) async fn run(addr: SocketAddr, spec: &LoadSpec) -> Result<LoadOutcome, LoadError> {
     let clients = try_join_all((0..spec.conns).map(|_| Client::connect(addr))).await?;
     // One start for all: connecting is not part of the load.
-    let record_from = Instant::now() + spec.warmup;
-    let window = Window {
-        record_from,
-        stop: record_from + spec.duration,
-    };
-    let tasks: Vec<_> = clients
+    let window = Window::starting_now(spec.warmup, spec.duration);
+    let tasks = clients
         .into_iter()
         .map(|client| tokio::spawn(drive(client, spec.clone(), window)))
         .collect();
-    let mut outcome = LoadOutcome::new();
-    for task in tasks {
-        let conn = task.await.expect("load task panicked")?;
-        outcome.measured += conn.measured;
-        outcome.total += conn.total;
-        outcome.errors += conn.errors;
-        outcome
-            .latency_ns
-            .add(&conn.latency_ns)
-            .expect("histograms share bounds");
-    }
-    Ok(outcome)
+    LoadOutcome::join(tasks).await
 }
 
-#[derive(Clone, Copy)]
-struct Window {
-    record_from: Instant,
-    stop: Instant,
-}
-
-/// One connection's closed loop.
+/// One connection's closed loop; a response other than a 200 with the
+/// expected body length counts as an error.
 async fn drive(
     mut client: Client,
     spec: LoadSpec,
@@ -203,16 +153,11 @@ async fn drive(
     let mut out = LoadOutcome::new();
     loop {
         let sent = Instant::now();
-        if sent >= window.stop {
+        if window.is_over(sent) {
             return Ok(out);
         }
         let (status, bytes, arrived) = client.get(&spec.path).await?;
-        out.total += 1;
-        out.errors += u64::from(status != StatusCode::OK || bytes != spec.body_size);
-        if sent >= window.record_from && arrived < window.stop {
-            out.measured += 1;
-            let ns = arrived.duration_since(sent).as_nanos() as u64;
-            out.latency_ns.saturating_record(ns.max(100));
-        }
+        let error = status != StatusCode::OK || bytes != spec.body_size;
+        out.record(&window, sent, arrived, error);
     }
 }

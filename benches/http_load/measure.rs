@@ -26,24 +26,11 @@ pub(crate) async fn run(
     // The sum of the processes' peaks: an upper bound of their joint peak.
     let peak_rss_kib = sum_kib(pids, procfs::peak_rss_kib)?;
     let cpu = CpuUsage::between(&before, &after);
+    let (name, duration) = (&workload.name, workload.load.duration);
     Ok(RunRecord {
-        round,
-        target: target.name,
-        workload: workload.name.clone(),
-        ops_per_sec: outcome.measured as f64 / workload.load.duration.as_secs_f64(),
-        p50_us: outcome.quantile_us(0.50),
-        p99_us: outcome.quantile_us(0.99),
-        p999_us: outcome.quantile_us(0.999),
-        errors: outcome.errors,
-        requests: outcome.total,
-        cpu_s: cpu.target_s,
-        backend_cpu_s: cpu.backends_s,
-        gen_cpu_s: cpu.generator_s,
-        other_cpu_pct: cpu.other_pct,
         rss_before_kib,
         peak_rss_kib,
-        rss_with_idle_kib: None,
-        idle_conns: 0,
+        ..RunRecord::measured(round, target.name, name, &outcome, duration, &cpu)
     })
 }
 

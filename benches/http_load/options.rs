@@ -2,27 +2,20 @@
 //! an environment variable fallback, and the workloads they define.
 
 use std::path::PathBuf;
-use std::time::Duration;
 
 use clap::{Parser, ValueEnum};
 
 use crate::loadgen::LoadSpec;
 use crate::rounds::Named;
+use crate::run_options::RunOptions;
 
 /// HTTP load bench: one upstream called directly, through attache and
 /// through nginx, side by side.
 #[derive(Parser, Debug)]
 #[command(name = "http_load")]
 pub(crate) struct Options {
-    /// Measured time of each run (after warm-up).
-    #[arg(long, env = "HTTP_LOAD_DURATION", default_value = "2s", value_parser = humantime::parse_duration)]
-    pub(crate) duration: Duration,
-    /// Load sent before each run's measured window, not recorded.
-    #[arg(long, env = "HTTP_LOAD_WARMUP", default_value = "500ms", value_parser = humantime::parse_duration)]
-    pub(crate) warmup: Duration,
-    /// Rounds; each round runs every workload against every target in turn.
-    #[arg(long, env = "HTTP_LOAD_ROUNDS", default_value_t = 3)]
-    pub(crate) rounds: usize,
+    #[command(flatten)]
+    pub(crate) run: RunOptions,
     /// Keep-alive connections, one workload each: 50 for throughput, 1 for
     /// the latency a proxy adds without queueing.
     #[arg(
@@ -47,19 +40,13 @@ pub(crate) struct Options {
     /// server, or nginx serving static files.
     #[arg(long, env = "HTTP_LOAD_UPSTREAM", value_enum, default_value_t = UpstreamKind::Builtin)]
     pub(crate) upstream: UpstreamKind,
-    /// Threads of the builtin upstream.
+    /// Threads of the builtin upstream, or worker processes of the nginx
+    /// upstream.
     #[arg(long, env = "HTTP_LOAD_UPSTREAM_THREADS", default_value_t = 1)]
     pub(crate) upstream_threads: usize,
     /// Where report.md, runs.csv, summary.csv and chart.svg go.
     #[arg(long, env = "HTTP_LOAD_OUT", default_value = "benches/results/http")]
     pub(crate) out: PathBuf,
-    /// Generator threads. 1 leaves the other core(s) to the target.
-    #[arg(long, env = "HTTP_LOAD_GEN_THREADS", default_value_t = 1)]
-    pub(crate) gen_threads: usize,
-    /// The attache binary [default: the one cargo built for this bench,
-    /// `target/release/attache`, with the release profile].
-    #[arg(long, env = "ATTACHE_BIN")]
-    pub(crate) attache_bin: Option<PathBuf>,
     /// The nginx binary; without one, the `nginx` target is skipped.
     #[arg(long, env = "NGINX_BIN", default_value = "nginx")]
     pub(crate) nginx_bin: PathBuf,
@@ -131,8 +118,8 @@ impl Options {
                         conns: conns.max(1),
                         path: body_path(size),
                         body_size: size,
-                        warmup: self.warmup,
-                        duration: self.duration,
+                        warmup: self.run.warmup,
+                        duration: self.run.duration,
                     },
                 });
             }

@@ -5,14 +5,7 @@ use std::fmt::Write as _;
 
 use crate::options::Workload;
 use crate::stats::{find, Summary};
-use crate::tables::{fixed1, fixed2, median, si, spread};
-
-/// A target as the report introduces it.
-pub(crate) struct TargetLine {
-    pub(crate) name: &'static str,
-    pub(crate) about: String,
-    pub(crate) startup_rss_kib: u64,
-}
+use crate::tables::{measures_table, ratio_table, targets_list, Columns, TargetLine};
 
 pub(crate) struct Report<'a> {
     pub(crate) machine: &'a str,
@@ -52,77 +45,19 @@ impl Report<'_> {
             "Upstream (the same for every target): {}\n",
             self.upstream
         );
-        md.push_str("Targets:\n");
-        for t in self.targets {
-            let rss = t.startup_rss_kib as f64 / 1024.0;
-            let _ = writeln!(
-                md,
-                "- `{}`: {} — RSS at start {rss:.1} MiB",
-                t.name, t.about
-            );
-        }
-        for note in self.notes {
-            let _ = writeln!(md, "- note: {note}");
-        }
-        self.main_table(&mut md);
-        self.ratio_table(&mut md);
+        targets_list(&mut md, self.targets, self.notes);
+        let columns = Columns {
+            rate: "req/s",
+            cpu: "µs/req",
+            backend: "upstream",
+        };
+        measures_table(&mut md, self.summaries, &columns);
+        let workloads: Vec<&str> = self.workloads.iter().map(|w| w.name.as_str()).collect();
+        // Against direct, the baseline's CPU is the upstream's: that ratio
+        // compares the proxy's cost to the origin's.
+        ratio_table(&mut md, self.summaries, &workloads, &PAIRS, columns.rate);
         self.verdict_table(&mut md);
         md
-    }
-
-    fn main_table(&self, md: &mut String) {
-        md.push_str(
-            "\n## Throughput, latency, CPU, memory\n\n\
-             | workload | target | req/s | p50 µs | p99 µs | p99.9 µs | CPU µs/req | upstream CPU µs/req | gen CPU µs/req | other CPU % (max) | RSS before MiB | peak RSS MiB | errors |\n\
-             |---|---|---|---|---|---|---|---|---|---|---|---|---|\n",
-        );
-        for s in self.summaries {
-            let _ = writeln!(
-                md,
-                "| {} | {} | {} | {} | {} | {} | {} | {} | {} | {} | {} | {} | {} |",
-                s.workload,
-                s.target,
-                spread(Some(s.ops_per_sec), si),
-                spread(Some(s.p50_us), fixed1),
-                spread(Some(s.p99_us), fixed1),
-                spread(Some(s.p999_us), fixed1),
-                spread(s.cpu_s_per_m, fixed2),
-                spread(s.backend_cpu_s_per_m, fixed2),
-                spread(s.gen_cpu_s_per_m, fixed2),
-                s.other_cpu_pct
-                    .map_or("–".into(), |o| format!("{:.0}", o.max)),
-                fixed1(s.rss_before_mib.median),
-                spread(Some(s.peak_rss_mib), fixed1),
-                s.errors,
-            );
-        }
-    }
-
-    fn ratio_table(&self, md: &mut String) {
-        md.push_str(
-            "\n## Ratios (of medians)\n\n\
-             | workload | proxy / baseline | req/s ratio | p50 added µs | p99 added µs | CPU/req ratio |\n\
-             |---|---|---|---|---|---|\n",
-        );
-        for w in self.workloads {
-            for (proxy, base) in PAIRS {
-                let (Some(p), Some(b)) = (self.get(proxy, &w.name), self.get(base, &w.name)) else {
-                    continue;
-                };
-                // Against direct, the baseline's CPU is the upstream's: the
-                // ratio compares the proxy's cost to the origin's.
-                let cpu = median(p.cpu_s_per_m) / median(b.cpu_s_per_m);
-                let _ = writeln!(
-                    md,
-                    "| {} | {proxy} / {base} | {:.2} | {:+.1} | {:+.1} | {:.2} |",
-                    w.name,
-                    p.ops_per_sec.median / b.ops_per_sec.median,
-                    p.p50_us.median - b.p50_us.median,
-                    p.p99_us.median - b.p99_us.median,
-                    cpu,
-                );
-            }
-        }
     }
 
     /// The issue's target: attache's throughput at least nginx's, where

@@ -5,14 +5,10 @@ use std::fmt::Write as _;
 
 use crate::options::{Workload, LATENCY_WORKLOAD};
 use crate::stats::{find, Summary};
-use crate::tables::{fixed1, fixed2, median, si, spread};
-
-/// A target as the report introduces it.
-pub(crate) struct TargetLine {
-    pub(crate) name: &'static str,
-    pub(crate) about: String,
-    pub(crate) startup_rss_kib: u64,
-}
+use crate::tables::{
+    fixed1, fixed2, measures_table, median, ratio_table, si, spread, targets_list, Columns,
+    TargetLine,
+};
 
 pub(crate) struct Report<'a> {
     pub(crate) machine: &'a str,
@@ -44,51 +40,21 @@ impl Report<'_> {
              across machines. Cells are median (min–max) over rounds; latency is per request, \
              from the write of its pipeline batch to the read that completed its reply.\n\n",
         );
-        md.push_str("Targets:\n");
-        for t in self.targets {
-            let rss = t.startup_rss_kib as f64 / 1024.0;
-            let _ = writeln!(
-                md,
-                "- `{}`: {} — RSS at start {rss:.1} MiB",
-                t.name, t.about
-            );
-        }
-        for note in self.notes {
-            let _ = writeln!(md, "- note: {note}");
-        }
-        self.main_table(&mut md);
+        targets_list(&mut md, self.targets, self.notes);
+        let columns = Columns {
+            rate: "ops/s",
+            cpu: "s/M req",
+            backend: "redis",
+        };
+        measures_table(&mut md, self.summaries, &columns);
         self.idle_table(&mut md);
-        self.ratio_table(&mut md);
+        let busy: Vec<&str> = (self.workloads.iter())
+            .filter(|w| w.idle_conns == 0)
+            .map(|w| w.name.as_str())
+            .collect();
+        ratio_table(&mut md, self.summaries, &busy, &PAIRS, columns.rate);
         self.verdict_table(&mut md);
         md
-    }
-
-    fn main_table(&self, md: &mut String) {
-        md.push_str(
-            "\n## Throughput, latency, CPU, memory\n\n\
-             | workload | target | ops/s | p50 µs | p99 µs | p99.9 µs | CPU s/M req | redis CPU s/M req | gen CPU s/M req | other CPU % (max) | RSS before MiB | peak RSS MiB | errors |\n\
-             |---|---|---|---|---|---|---|---|---|---|---|---|---|\n",
-        );
-        for s in self.summaries {
-            let _ = writeln!(
-                md,
-                "| {} | {} | {} | {} | {} | {} | {} | {} | {} | {} | {} | {} | {} |",
-                s.workload,
-                s.target,
-                spread(Some(s.ops_per_sec), si),
-                spread(Some(s.p50_us), fixed1),
-                spread(Some(s.p99_us), fixed1),
-                spread(Some(s.p999_us), fixed1),
-                spread(s.cpu_s_per_m, fixed2),
-                spread(s.backend_cpu_s_per_m, fixed2),
-                spread(s.gen_cpu_s_per_m, fixed2),
-                s.other_cpu_pct
-                    .map_or("–".into(), |o| format!("{:.0}", o.max)),
-                fixed1(s.rss_before_mib.median),
-                spread(Some(s.peak_rss_mib), fixed1),
-                s.errors,
-            );
-        }
     }
 
     fn idle_table(&self, md: &mut String) {
@@ -112,31 +78,6 @@ impl Report<'_> {
                 spread(Some(s.ops_per_sec), si),
                 spread(Some(s.p99_us), fixed1),
             );
-        }
-    }
-
-    fn ratio_table(&self, md: &mut String) {
-        md.push_str(
-            "\n## Ratios (of medians)\n\n\
-             | workload | proxy / baseline | ops/s ratio | p50 added µs | p99 added µs | CPU/req ratio |\n\
-             |---|---|---|---|---|---|\n",
-        );
-        for w in self.workloads.iter().filter(|w| w.idle_conns == 0) {
-            for (proxy, base) in PAIRS {
-                let (Some(p), Some(b)) = (self.get(proxy, &w.name), self.get(base, &w.name)) else {
-                    continue;
-                };
-                let cpu = median(p.cpu_s_per_m) / median(b.cpu_s_per_m);
-                let _ = writeln!(
-                    md,
-                    "| {} | {proxy} / {base} | {:.2} | {:+.1} | {:+.1} | {:.2} |",
-                    w.name,
-                    p.ops_per_sec.median / b.ops_per_sec.median,
-                    p.p50_us.median - b.p50_us.median,
-                    p.p99_us.median - b.p99_us.median,
-                    cpu,
-                );
-            }
         }
     }
 

@@ -49,7 +49,7 @@ impl Bench<'_> {
         targets: &[Target],
         notes: &mut Vec<String>,
     ) -> Vec<RunRecord> {
-        let (rounds, quiet) = (self.opts.rounds, self.opts.smoke);
+        let (rounds, quiet) = (self.opts.run.rounds, self.opts.smoke);
         rounds::alternate(
             rounds,
             quiet,
@@ -120,24 +120,13 @@ async fn measure(
     let peak_rss_kib = procfs::peak_rss_kib(pid)?;
     drop(idle);
     let cpu = CpuUsage::between(&before, &after);
+    let (name, duration) = (&workload.name, workload.load.duration);
     Ok(RunRecord {
-        round,
-        target: target.name,
-        workload: workload.name.clone(),
-        ops_per_sec: outcome.measured as f64 / workload.load.duration.as_secs_f64(),
-        p50_us: outcome.quantile_us(0.50),
-        p99_us: outcome.quantile_us(0.99),
-        p999_us: outcome.quantile_us(0.999),
-        errors: outcome.errors,
-        requests: outcome.total,
-        cpu_s: cpu.target_s,
-        backend_cpu_s: cpu.backends_s,
-        gen_cpu_s: cpu.generator_s,
-        other_cpu_pct: cpu.other_pct,
         rss_before_kib,
         peak_rss_kib,
         rss_with_idle_kib,
         idle_conns: workload.idle_conns,
+        ..RunRecord::measured(round, target.name, name, &outcome, duration, &cpu)
     })
 }
 

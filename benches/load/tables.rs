@@ -5,7 +5,7 @@
 use std::fmt::Write as _;
 use std::path::Path;
 
-use crate::stats::{RunRecord, Spread, Summary};
+use crate::stats::{find, RunRecord, Spread, Summary};
 use crate::svg;
 use crate::BoxError;
 
@@ -39,6 +39,102 @@ pub(crate) fn si(x: f64) -> String {
         format!("{:.1}k", x / 1e3)
     } else {
         format!("{x:.0}")
+    }
+}
+
+/// A target as a report introduces it.
+pub(crate) struct TargetLine {
+    pub(crate) name: &'static str,
+    pub(crate) about: String,
+    pub(crate) startup_rss_kib: u64,
+}
+
+/// The targets, one line each with their RSS at start, then the notes.
+pub(crate) fn targets_list(md: &mut String, targets: &[TargetLine], notes: &[String]) {
+    md.push_str("Targets:\n");
+    for t in targets {
+        let rss = t.startup_rss_kib as f64 / 1024.0;
+        let _ = writeln!(
+            md,
+            "- `{}`: {} — RSS at start {rss:.1} MiB",
+            t.name, t.about
+        );
+    }
+    for note in notes {
+        let _ = writeln!(md, "- note: {note}");
+    }
+}
+
+/// The column names that differ between the benches.
+pub(crate) struct Columns {
+    /// `ops/s`, `req/s`.
+    pub(crate) rate: &'static str,
+    /// The CPU unit: `s/M req`, `µs/req` (the same number).
+    pub(crate) cpu: &'static str,
+    /// What is behind the proxy: `redis`, `upstream`.
+    pub(crate) backend: &'static str,
+}
+
+/// The main table: every measure of every (workload, target).
+pub(crate) fn measures_table(md: &mut String, summaries: &[Summary], columns: &Columns) {
+    let Columns { rate, cpu, backend } = columns;
+    let _ = write!(
+        md,
+        "\n## Throughput, latency, CPU, memory\n\n\
+         | workload | target | {rate} | p50 µs | p99 µs | p99.9 µs | CPU {cpu} | {backend} CPU {cpu} | gen CPU {cpu} | other CPU % (max) | RSS before MiB | peak RSS MiB | errors |\n\
+         |---|---|---|---|---|---|---|---|---|---|---|---|---|\n",
+    );
+    for s in summaries {
+        let _ = writeln!(
+            md,
+            "| {} | {} | {} | {} | {} | {} | {} | {} | {} | {} | {} | {} | {} |",
+            s.workload,
+            s.target,
+            spread(Some(s.ops_per_sec), si),
+            spread(Some(s.p50_us), fixed1),
+            spread(Some(s.p99_us), fixed1),
+            spread(Some(s.p999_us), fixed1),
+            spread(s.cpu_s_per_m, fixed2),
+            spread(s.backend_cpu_s_per_m, fixed2),
+            spread(s.gen_cpu_s_per_m, fixed2),
+            s.other_cpu_pct
+                .map_or("–".into(), |o| format!("{:.0}", o.max)),
+            fixed1(s.rss_before_mib.median),
+            spread(Some(s.peak_rss_mib), fixed1),
+            s.errors,
+        );
+    }
+}
+
+/// Proxy against baseline, for each of `workloads` and each pair that ran
+/// it: throughput ratio, added p50 and p99, CPU per request ratio.
+pub(crate) fn ratio_table(
+    md: &mut String,
+    summaries: &[Summary],
+    workloads: &[&str],
+    pairs: &[(&str, &str)],
+    rate: &str,
+) {
+    let _ = write!(
+        md,
+        "\n## Ratios (of medians)\n\n\
+         | workload | proxy / baseline | {rate} ratio | p50 added µs | p99 added µs | CPU/req ratio |\n\
+         |---|---|---|---|---|---|\n",
+    );
+    for &w in workloads {
+        for &(proxy, base) in pairs {
+            let (Some(p), Some(b)) = (find(summaries, proxy, w), find(summaries, base, w)) else {
+                continue;
+            };
+            let cpu = median(p.cpu_s_per_m) / median(b.cpu_s_per_m);
+            let _ = writeln!(
+                md,
+                "| {w} | {proxy} / {base} | {:.2} | {:+.1} | {:+.1} | {cpu:.2} |",
+                p.ops_per_sec.median / b.ops_per_sec.median,
+                p.p50_us.median - b.p50_us.median,
+                p.p99_us.median - b.p99_us.median,
+            );
+        }
     }
 }
 
