@@ -189,6 +189,7 @@ async fn run(opts: Options) -> Result<(), BoxError> {
     let markdown = report.markdown();
     let results = entry::Results {
         title: TITLE,
+        rate: "req/s",
         markdown: &markdown,
         records: &records,
         summaries: &summaries,

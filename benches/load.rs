@@ -168,6 +168,7 @@ async fn run(opts: Options) -> Result<(), BoxError> {
     let markdown = report.markdown();
     let results = entry::Results {
         title: TITLE,
+        rate: "ops/s",
         markdown: &markdown,
         records: &records,
         summaries: &summaries,

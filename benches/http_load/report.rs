@@ -1,5 +1,6 @@
-//! The Markdown report (stdout and report.md). The cells, the CSV files and
-//! the chart are shared with the Redis bench (`tables`, `svg`).
+//! The Markdown report (stdout and report.md). The cells, the targets
+//! list, the measures and ratio tables are shared with the Redis bench
+//! (`tables`).
 
 use std::fmt::Write as _;
 

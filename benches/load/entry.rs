@@ -7,6 +7,7 @@ use std::path::Path;
 use std::process::ExitCode;
 
 use crate::stats::{RunRecord, Summary};
+use crate::svg;
 use crate::tables;
 use crate::BoxError;
 
@@ -53,6 +54,8 @@ pub(crate) fn run_bench(
 pub(crate) struct Results<'a> {
     /// The chart's title.
     pub(crate) title: &'a str,
+    /// The throughput's unit: `ops/s`, `req/s`.
+    pub(crate) rate: &'a str,
     pub(crate) markdown: &'a str,
     pub(crate) records: &'a [RunRecord],
     pub(crate) summaries: &'a [Summary],
@@ -78,20 +81,36 @@ impl Results<'_> {
             let files = "report.md, runs.csv, summary.csv and chart.svg";
             eprintln!("wrote {files} to {}", out.display());
         }
-        tables::write_outputs(
-            &out,
-            self.title,
-            self.markdown,
-            self.records,
-            self.summaries,
-            self.workloads,
-            self.targets,
-        )?;
+        self.write_to(&out)?;
         let errors: u64 = self.records.iter().map(|r| r.errors).sum();
         if smoke && (self.failed_runs > 0 || errors > 0) {
             let notes = self.notes.join("\n  ");
             let failed = self.failed_runs;
             return Err(format!("{failed} runs failed, {errors} error replies:\n  {notes}").into());
+        }
+        Ok(())
+    }
+
+    /// Writes report.md, runs.csv, summary.csv and chart.svg to `dir`,
+    /// creating it.
+    fn write_to(&self, dir: &Path) -> Result<(), BoxError> {
+        std::fs::create_dir_all(dir).map_err(|e| format!("{}: {e}", dir.display()))?;
+        let chart = svg::chart(
+            self.title,
+            self.rate,
+            self.summaries,
+            self.workloads,
+            self.targets,
+        );
+        let files = [
+            ("report.md", self.markdown.to_owned()),
+            ("runs.csv", tables::runs_csv(self.records)),
+            ("summary.csv", tables::summary_csv(self.summaries)),
+            ("chart.svg", chart),
+        ];
+        for (name, contents) in files {
+            let path = dir.join(name);
+            std::fs::write(&path, contents).map_err(|e| format!("{}: {e}", path.display()))?;
         }
         Ok(())
     }

@@ -1,5 +1,6 @@
-//! The Markdown report (stdout and report.md); the cells and the CSV files
-//! are `tables`'.
+//! The Markdown report (stdout and report.md). The cells, the targets
+//! list, the measures and ratio tables are shared with the HTTP bench
+//! (`tables`).
 
 use std::fmt::Write as _;
 

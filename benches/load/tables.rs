@@ -1,13 +1,11 @@
 //! What both load benches' reports share: table cells (median and min–max
-//! range), the CSV files and writing every output file. The Markdown around
-//! the cells is each bench's own (`report.rs`, `http_load/report.rs`).
+//! range), the targets list, the measures and ratio tables, and the CSV
+//! files. The rest of the Markdown is each bench's own (`report.rs`,
+//! `http_load/report.rs`).
 
 use std::fmt::Write as _;
-use std::path::Path;
 
 use crate::stats::{find, RunRecord, Spread, Summary};
-use crate::svg;
-use crate::BoxError;
 
 /// The median, NaN when the measure is missing.
 pub(crate) fn median(s: Option<Spread>) -> f64 {
@@ -138,34 +136,8 @@ pub(crate) fn ratio_table(
     }
 }
 
-/// Writes report.md, runs.csv, summary.csv and chart.svg (titled `title`)
-/// to `dir`, creating it.
-pub(crate) fn write_outputs(
-    dir: &Path,
-    title: &str,
-    markdown: &str,
-    records: &[RunRecord],
-    summaries: &[Summary],
-    workloads: &[String],
-    targets: &[&'static str],
-) -> Result<(), BoxError> {
-    std::fs::create_dir_all(dir).map_err(|e| format!("{}: {e}", dir.display()))?;
-    let chart = svg::chart(title, summaries, workloads, targets);
-    let files = [
-        ("report.md", markdown.to_owned()),
-        ("runs.csv", runs_csv(records)),
-        ("summary.csv", summary_csv(summaries)),
-        ("chart.svg", chart),
-    ];
-    for (name, contents) in files {
-        let path = dir.join(name);
-        std::fs::write(&path, contents).map_err(|e| format!("{}: {e}", path.display()))?;
-    }
-    Ok(())
-}
-
 /// Every run, one row each.
-fn runs_csv(records: &[RunRecord]) -> String {
+pub(crate) fn runs_csv(records: &[RunRecord]) -> String {
     let mut csv = String::from(
         "round,target,workload,ops_per_sec,p50_us,p99_us,p999_us,errors,requests,cpu_s,cpu_s_per_m_req,\
          backend_cpu_s,backend_cpu_s_per_m_req,gen_cpu_s,other_cpu_pct,rss_before_kib,peak_rss_kib,rss_with_idle_kib,\
@@ -202,7 +174,7 @@ fn runs_csv(records: &[RunRecord]) -> String {
 }
 
 /// One row per (target, workload, measure): median, min, max.
-fn summary_csv(summaries: &[Summary]) -> String {
+pub(crate) fn summary_csv(summaries: &[Summary]) -> String {
     let mut csv = String::from("target,workload,runs,measure,median,min,max\n");
     for s in summaries {
         let measures = [
