@@ -3,51 +3,74 @@
 //!
 //! # Layout
 //!
-//! - `options`: flags and env vars, and the workloads they define.
+//! - `entry`: the generator's runtime, the exit code, publishing results.
+//! - `options`: flags and env vars (those common to both benches in
+//!   `run_options`), and the workloads they define.
 //! - `procs`: child processes (stopped on every exit path) and free ports.
 //! - `procfs`: CPU time and memory of a process, the machine's description.
 //! - `targets`: which systems are measured and how each is started;
 //!   `configs`: their config files.
-//! - `wire`, `loadgen`: the RESP load generator.
-//! - `runner`: the rounds, and what is read from /proc around each run.
+//! - `wire`, `loadgen`: the RESP load generator; `outcome`: what a run of
+//!   it counted and its latency histogram.
+//! - `rounds`: the rounds, targets alternating; `runner`: one run, and
+//!   `usage`: the CPU time read from /proc around it.
 //! - `stats`: per-run records, median and min–max across rounds.
-//! - `report`, `svg`: Markdown, CSV and the chart.
+//! - `report`: the Markdown; `tables`: its tables, the CSV files, writing
+//!   the outputs; `svg`: the chart.
+//!
+//! The HTTP load bench (`http_load.rs`) shares all but `options`,
+//! `targets`, `configs`, `wire`, `loadgen`, `runner` and `report`.
 
 #[path = "load/configs.rs"]
 mod configs;
+#[path = "load/entry.rs"]
+mod entry;
 #[path = "load/loadgen.rs"]
 mod loadgen;
 #[path = "load/options.rs"]
 mod options;
+#[path = "load/outcome.rs"]
+mod outcome;
 #[path = "load/procfs.rs"]
 mod procfs;
 #[path = "load/procs.rs"]
 mod procs;
 #[path = "load/report.rs"]
 mod report;
+#[path = "load/rounds.rs"]
+mod rounds;
+#[path = "load/run_options.rs"]
+mod run_options;
 #[path = "load/runner.rs"]
 mod runner;
 #[path = "load/stats.rs"]
 mod stats;
 #[path = "load/svg.rs"]
 mod svg;
+#[path = "load/tables.rs"]
+mod tables;
 #[path = "load/targets.rs"]
 mod targets;
+#[path = "load/usage.rs"]
+mod usage;
 #[path = "load/wire.rs"]
 mod wire;
 
-use std::path::PathBuf;
 use std::process::ExitCode;
 
 use clap::Parser;
 
 use options::Options;
-use report::{Report, TargetLine};
+use report::Report;
 use runner::Bench;
-use stats::RunRecord;
+use tables::TargetLine;
 use targets::{Backends, Programs};
 
 type BoxError = Box<dyn std::error::Error + Send + Sync>;
+
+/// The smoke test's name and the prefix of error messages.
+const NAME: &str = "load_bench";
+const TITLE: &str = "attache load bench";
 
 fn main() -> ExitCode {
     // `cargo bench` passes `--bench`; `cargo test --all-targets` runs this
@@ -61,35 +84,8 @@ fn main() -> ExitCode {
     } else {
         Options::smoke()
     };
-    let mut runtime = if opts.gen_threads <= 1 {
-        tokio::runtime::Builder::new_current_thread()
-    } else {
-        let mut b = tokio::runtime::Builder::new_multi_thread();
-        b.worker_threads(opts.gen_threads);
-        b
-    };
-    let runtime = runtime.enable_all().build().expect("tokio runtime");
-    let smoke = opts.smoke;
-    let started = std::time::Instant::now();
-    // `block_on` polls `run` on the main thread, which is where the target
-    // processes must be spawned (see `ChildGuard::spawn`).
-    let result = runtime.block_on(run(opts));
-    if smoke {
-        let secs = started.elapsed().as_secs_f64();
-        let (verdict, passed, failed) = match &result {
-            Ok(()) => ("ok", 1, 0),
-            Err(_) => ("FAILED", 0, 1),
-        };
-        println!("\nrunning 1 test\ntest load_bench_smoke ... {verdict}\n");
-        println!("test result: {verdict}. {passed} passed; {failed} failed; 0 ignored; 0 measured; 0 filtered out; finished in {secs:.2}s\n");
-    }
-    match result {
-        Ok(()) => ExitCode::SUCCESS,
-        Err(e) => {
-            eprintln!("load bench: {e}");
-            ExitCode::FAILURE
-        }
-    }
+    let (threads, smoke) = (opts.run.gen_threads, opts.smoke);
+    entry::run_bench(NAME, threads, smoke, run(opts))
 }
 
 async fn run(opts: Options) -> Result<(), BoxError> {
@@ -113,15 +109,8 @@ async fn run(opts: Options) -> Result<(), BoxError> {
         backends: &backends,
         scratch: scratch.path(),
     };
-    let load_at_start = procfs::load_average();
     let mut targets = Vec::new();
-    let mut notes = Vec::new();
-    if load_at_start > 0.5 {
-        notes.push(format!(
-            "the machine was busy when the bench started (1-minute load average {load_at_start:.2}): \
-             see the `other CPU %` column"
-        ));
-    }
+    let mut notes: Vec<String> = procfs::busy_note().into_iter().collect();
     for spec in &plan {
         match bench.start(spec).await {
             Ok(target) => targets.push(target),
@@ -137,8 +126,7 @@ async fn run(opts: Options) -> Result<(), BoxError> {
 
     let workloads = opts.workloads();
     let records = bench.run_rounds(&workloads, &targets, &mut notes).await;
-    let failed_runs = workloads.len() * targets.len() * opts.rounds - records.len();
-    let error_replies: u64 = records.iter().map(|r| r.errors).sum();
+    let failed_runs = workloads.len() * targets.len() * opts.run.rounds - records.len();
 
     let target_lines: Vec<TargetLine> = targets
         .iter()
@@ -159,15 +147,15 @@ async fn run(opts: Options) -> Result<(), BoxError> {
         "{} rounds × {} workloads × {} targets, alternating targets within each round; \
          {:?} measured after {:?} warm-up per run; {} connections; keyspace {} keys \
          (pre-populated), {}-byte values; generator: 1 tokio runtime, {} thread(s), closed loop",
-        opts.rounds,
+        opts.run.rounds,
         workloads.len(),
         target_names.len(),
-        opts.duration,
-        opts.warmup,
+        opts.run.duration,
+        opts.run.warmup,
         opts.conns,
         opts.keyspace,
         opts.value_size,
-        opts.gen_threads.max(1),
+        opts.run.gen_threads.max(1),
     );
     let report = Report {
         machine: &machine,
@@ -178,44 +166,24 @@ async fn run(opts: Options) -> Result<(), BoxError> {
         summaries: &summaries,
     };
     let markdown = report.markdown();
-    // The smoke test checks that every output renders, and keeps them out
-    // of the real results.
-    let out = match opts.smoke {
-        true => scratch.path().join("results"),
-        false => opts.out.clone(),
+    let results = entry::Results {
+        title: TITLE,
+        rate: "ops/s",
+        markdown: &markdown,
+        records: &records,
+        summaries: &summaries,
+        workloads: &workload_names,
+        targets: &target_names,
+        failed_runs,
+        notes: &notes,
     };
-    if !opts.smoke {
-        println!("\n{markdown}");
-        let files = "report.md, runs.csv, summary.csv and chart.svg";
-        eprintln!("wrote {files} to {}", out.display());
-    }
-    write_outputs(
-        &out,
-        &markdown,
-        &records,
-        &summaries,
-        &workload_names,
-        &target_names,
-    )?;
-    if opts.smoke && (failed_runs > 0 || error_replies > 0) {
-        let notes = notes.join("\n  ");
-        return Err(format!(
-            "{failed_runs} runs failed, {error_replies} error replies:\n  {notes}"
-        )
-        .into());
-    }
-    Ok(())
+    results.publish(&opts.out, scratch.path(), opts.smoke)
 }
 
 fn programs(opts: &Options) -> Result<Programs, BoxError> {
     let redis_server = procs::find_program(&opts.redis_server_bin)
         .ok_or("redis-server is not on PATH (apt-get install -y redis-server redis-tools)")?;
-    // Cargo builds the package's binaries with the bench's profile (which
-    // inherits `release`) before running a bench: `target/release/attache`.
-    let attache = opts
-        .attache_bin
-        .clone()
-        .unwrap_or_else(|| PathBuf::from(env!("CARGO_BIN_EXE_attache")));
+    let attache = opts.run.attache();
     Ok(Programs {
         server_connections: opts.server_connections.max(1),
         redis_server,
@@ -223,28 +191,6 @@ fn programs(opts: &Options) -> Result<Programs, BoxError> {
         nutcracker: procs::find_program(&opts.nutcracker_bin),
         envoy: opts.envoy_bin.as_ref().and_then(procs::find_program),
     })
-}
-
-fn write_outputs(
-    dir: &std::path::Path,
-    markdown: &str,
-    records: &[RunRecord],
-    summaries: &[stats::Summary],
-    workloads: &[String],
-    targets: &[&'static str],
-) -> Result<(), BoxError> {
-    std::fs::create_dir_all(dir)?;
-    let chart = svg::chart("attache load bench", summaries, workloads, targets);
-    let files = [
-        ("report.md", markdown.to_owned()),
-        ("runs.csv", report::runs_csv(records)),
-        ("summary.csv", report::summary_csv(summaries)),
-        ("chart.svg", chart),
-    ];
-    for (name, contents) in files {
-        std::fs::write(dir.join(name), contents)?;
-    }
-    Ok(())
 }
 
 fn first_line(s: &str) -> &str {

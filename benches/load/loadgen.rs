@@ -4,17 +4,17 @@
 //!
 //! Nothing in the loop allocates: the batch is encoded once and only its key
 //! digits are rewritten, the read buffer is reused, and each task records
-//! into its own histogram, merged after the run.
+//! into its own outcome (`outcome`), merged after the run.
 
 use std::net::SocketAddr;
 use std::time::Duration;
 
 use futures::future::try_join_all;
-use hdrhistogram::Histogram;
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::net::TcpStream;
 use tokio::time::Instant;
 
+use crate::outcome::{LoadOutcome, Window};
 use crate::wire::{scan_reply, Batch, Keyspace, Op, Rng, UnexpectedReply};
 
 /// What went wrong talking to a target.
@@ -47,30 +47,6 @@ pub(crate) struct LoadSpec {
     /// Load sent but not recorded, so the target's buffers and caches settle.
     pub(crate) warmup: Duration,
     pub(crate) duration: Duration,
-}
-
-/// What a run measured.
-pub(crate) struct LoadOutcome {
-    /// Replies received inside the measured window.
-    pub(crate) measured: u64,
-    /// Replies received during warm-up and the window: what the target's
-    /// CPU time was spent on.
-    pub(crate) total: u64,
-    /// `-ERR` replies (counted in the two totals above).
-    pub(crate) errors: u64,
-    /// Per-request latency in nanoseconds, measured window only.
-    pub(crate) latency_ns: Histogram<u64>,
-}
-
-impl LoadOutcome {
-    pub(crate) fn quantile_us(&self, q: f64) -> f64 {
-        self.latency_ns.value_at_quantile(q) as f64 / 1000.0
-    }
-}
-
-/// 100 ns to 10 s at 3 significant digits: ~150 KiB per histogram.
-fn new_histogram() -> Histogram<u64> {
-    Histogram::new_with_bounds(100, 10_000_000_000, 3).expect("static histogram bounds")
 }
 
 /// Opens `n` connections, at most 100 connecting at once, so a proxy's
@@ -157,39 +133,13 @@ async fn round_trip(
 pub(crate) async fn run(addr: SocketAddr, spec: LoadSpec) -> Result<LoadOutcome, LoadError> {
     let streams = connect_many(addr, spec.conns).await?;
     // One start for all: connecting 50 sockets is not part of the load.
-    let record_from = Instant::now() + spec.warmup;
-    let stop = record_from + spec.duration;
-    let tasks: Vec<_> = streams
+    let window = Window::starting_now(spec.warmup, spec.duration);
+    let tasks = streams
         .into_iter()
         .enumerate()
-        .map(|(i, stream)| {
-            let window = Window { record_from, stop };
-            tokio::spawn(drive(stream, addr, spec, i as u64 + 1, window))
-        })
+        .map(|(i, stream)| tokio::spawn(drive(stream, addr, spec, i as u64 + 1, window)))
         .collect();
-    let mut outcome = LoadOutcome {
-        measured: 0,
-        total: 0,
-        errors: 0,
-        latency_ns: new_histogram(),
-    };
-    for task in tasks {
-        let conn = task.await.expect("load task panicked")?;
-        outcome.measured += conn.measured;
-        outcome.total += conn.total;
-        outcome.errors += conn.errors;
-        outcome
-            .latency_ns
-            .add(&conn.latency_ns)
-            .expect("histograms share bounds");
-    }
-    Ok(outcome)
-}
-
-#[derive(Clone, Copy)]
-struct Window {
-    record_from: Instant,
-    stop: Instant,
+    LoadOutcome::join(tasks).await
 }
 
 /// One connection's closed loop.
@@ -203,16 +153,11 @@ async fn drive(
     let mut rng = Rng::new(seed);
     let mut batch = Batch::new(spec.op, spec.pipeline, spec.keyspace, spec.value_size);
     let mut reader = ReplyReader::new();
-    let mut out = LoadOutcome {
-        measured: 0,
-        total: 0,
-        errors: 0,
-        latency_ns: new_histogram(),
-    };
+    let mut out = LoadOutcome::new();
     loop {
         batch.draw_keys(&mut rng);
         let sent = Instant::now();
-        if sent >= window.stop {
+        if window.is_over(sent) {
             return Ok(out);
         }
         stream
@@ -221,13 +166,7 @@ async fn drive(
             .map_err(|source| LoadError::Io { addr, source })?;
         for _ in 0..spec.pipeline {
             let (arrived, is_error) = reader.next(&mut stream, addr).await?;
-            out.total += 1;
-            out.errors += u64::from(is_error);
-            if sent >= window.record_from && arrived < window.stop {
-                out.measured += 1;
-                let ns = arrived.duration_since(sent).as_nanos() as u64;
-                out.latency_ns.saturating_record(ns.max(100));
-            }
+            out.record(&window, sent, arrived, is_error);
         }
     }
 }

@@ -2,26 +2,19 @@
 //! environment variable fallback, and the workloads they define.
 
 use std::path::PathBuf;
-use std::time::Duration;
 
 use clap::Parser;
 
 use crate::loadgen::LoadSpec;
+use crate::run_options::RunOptions;
 use crate::wire::{Keyspace, Op};
 
 /// Load bench: direct redis-server vs attache vs twemproxy, side by side.
 #[derive(Parser, Debug)]
 #[command(name = "load")]
 pub(crate) struct Options {
-    /// Measured time of each run (after warm-up).
-    #[arg(long, env = "LOAD_DURATION", default_value = "2s", value_parser = humantime::parse_duration)]
-    pub(crate) duration: Duration,
-    /// Load sent before each run's measured window, not recorded.
-    #[arg(long, env = "LOAD_WARMUP", default_value = "500ms", value_parser = humantime::parse_duration)]
-    pub(crate) warmup: Duration,
-    /// Rounds; each round runs every workload against every target in turn.
-    #[arg(long, env = "LOAD_ROUNDS", default_value_t = 3)]
-    pub(crate) rounds: usize,
+    #[command(flatten)]
+    pub(crate) run: RunOptions,
     /// Connections of the GET/SET workloads.
     #[arg(long, env = "LOAD_CONNS", default_value_t = 50)]
     pub(crate) conns: usize,
@@ -63,13 +56,6 @@ pub(crate) struct Options {
     /// Where report.md, runs.csv, summary.csv and chart.svg go.
     #[arg(long, env = "LOAD_OUT", default_value = "target/bench-results")]
     pub(crate) out: PathBuf,
-    /// Generator threads. 1 leaves the other core(s) to the target.
-    #[arg(long, env = "LOAD_GEN_THREADS", default_value_t = 1)]
-    pub(crate) gen_threads: usize,
-    /// The attache binary [default: the one cargo built for this bench,
-    /// `target/release/attache`, with the release profile].
-    #[arg(long, env = "ATTACHE_BIN")]
-    pub(crate) attache_bin: Option<PathBuf>,
     /// The twemproxy binary.
     #[arg(long, env = "NUTCRACKER_BIN", default_value = "nutcracker")]
     pub(crate) nutcracker_bin: PathBuf,
@@ -147,8 +133,8 @@ impl Options {
             pipeline,
             keyspace,
             value_size: self.value_size,
-            warmup: self.warmup,
-            duration: self.duration,
+            warmup: self.run.warmup,
+            duration: self.run.duration,
         };
         let mut workloads = Vec::new();
         for &depth in &self.pipelines {

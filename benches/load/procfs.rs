@@ -112,8 +112,20 @@ pub(crate) fn machine_busy_seconds() -> f64 {
     busy as f64 / clock_ticks_per_second()
 }
 
+/// A note for the report when the machine is already busy (1-minute load
+/// average above 0.5) as the bench starts.
+pub(crate) fn busy_note() -> Option<String> {
+    let load = load_average();
+    (load > 0.5).then(|| {
+        format!(
+            "the machine was busy when the bench started (1-minute load average {load:.2}): \
+             see the `other CPU %` column"
+        )
+    })
+}
+
 /// The 1-minute load average.
-pub(crate) fn load_average() -> f64 {
+fn load_average() -> f64 {
     std::fs::read_to_string("/proc/loadavg")
         .ok()
         .and_then(|l| l.split_whitespace().next()?.parse().ok())

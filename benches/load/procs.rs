@@ -5,7 +5,9 @@
 //! SIGTERM and SIGHUP (the handler from [`install_signal_handler`]), and even a
 //! SIGKILL of the bench itself: each child is started through
 //! `setpriv --pdeathsig KILL` when util-linux's `setpriv` is on PATH, so the
-//! kernel kills it when the bench's main thread dies.
+//! kernel kills it when the bench's main thread dies. A child leads its own
+//! process group, and stopping it kills the group: processes it forked
+//! (nginx's workers) go with it.
 
 use std::collections::HashSet;
 use std::ffi::OsStr;
@@ -15,7 +17,12 @@ use std::net::{SocketAddr, TcpListener};
 use std::os::unix::process::CommandExt;
 use std::path::{Path, PathBuf};
 use std::process::{Child, Command, ExitStatus, Stdio};
+use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::{Mutex, MutexGuard, PoisonError};
+use std::time::Duration;
+
+use rustix::process::{kill_process_group, Pid, Signal};
+use tokio::time::{sleep, timeout, Instant};
 
 /// Children still running; the signal handler kills whatever is left here.
 static LIVE: Mutex<Vec<Child>> = Mutex::new(Vec::new());
@@ -35,8 +42,7 @@ pub(crate) fn install_signal_handler(scratch: &Path) -> Result<(), ctrlc::Error>
     ctrlc::set_handler(|| {
         eprintln!("\ninterrupted: stopping the target servers");
         for mut child in lock(&LIVE).drain(..) {
-            let _ = child.kill();
-            let _ = child.wait();
+            kill(&mut child);
         }
         if let Some(dir) = lock(&SCRATCH).take() {
             let _ = std::fs::remove_dir_all(dir);
@@ -51,36 +57,16 @@ pub(crate) fn install_signal_handler(scratch: &Path) -> Result<(), ctrlc::Error>
 pub(crate) fn free_addr() -> io::Result<SocketAddr> {
     for _ in 0..100 {
         let addr = TcpListener::bind("127.0.0.1:0")?.local_addr()?;
-        let mut ports = lock(&PORTS);
-        if ports.get_or_insert_with(HashSet::new).insert(addr.port()) {
+        if reserve_port(addr.port()) {
             return Ok(addr);
         }
     }
     Err(io::Error::other("no fresh loopback port after 100 tries"))
 }
 
-/// A free loopback address for a Redis Cluster node: its port is at most
-/// 55535 and port + 10000 (the cluster bus) is free too; both are reserved.
-pub(crate) fn free_cluster_addr() -> io::Result<SocketAddr> {
-    for _ in 0..1000 {
-        let addr = free_addr()?;
-        let Some(bus) = addr.port().checked_add(10000) else {
-            continue;
-        };
-        let bus = SocketAddr::from(([127, 0, 0, 1], bus));
-        if TcpListener::bind(bus).is_err() {
-            continue;
-        }
-        if lock(&PORTS)
-            .get_or_insert_with(HashSet::new)
-            .insert(bus.port())
-        {
-            return Ok(addr);
-        }
-    }
-    Err(io::Error::other(
-        "no loopback port with a free cluster bus port",
-    ))
+/// Marks `port` as handed out; `false` if it already was.
+pub(crate) fn reserve_port(port: u16) -> bool {
+    lock(&PORTS).get_or_insert_with(HashSet::new).insert(port)
 }
 
 /// A running child process, killed (SIGKILL) and reaped when dropped.
@@ -164,10 +150,62 @@ impl Drop for ChildGuard {
             at.map(|i| live.swap_remove(i))
         };
         if let Some(mut child) = child {
-            let _ = child.kill();
-            let _ = child.wait();
+            kill(&mut child);
         }
     }
+}
+
+/// SIGKILL to `child`'s process group (it leads one: see
+/// [`ChildGuard::spawn`]), then to `child` itself in case the group is
+/// gone, and reap it.
+fn kill(child: &mut Child) {
+    if let Some(group) = i32::try_from(child.id()).ok().and_then(Pid::from_raw) {
+        let _ = kill_process_group(group, Signal::KILL);
+    }
+    let _ = child.kill();
+    let _ = child.wait();
+}
+
+/// A new directory for one process's config, log and data: `NAME-N` in
+/// `scratch`, where N counts instances, since a target may be started more
+/// than once.
+pub(crate) fn instance_dir(scratch: &Path, name: &str) -> Result<PathBuf, String> {
+    static INSTANCES: AtomicUsize = AtomicUsize::new(0);
+    let n = INSTANCES.fetch_add(1, Ordering::Relaxed);
+    let dir = scratch.join(format!("{name}-{n}"));
+    std::fs::create_dir_all(&dir).map_err(|e| format!("{}: {e}", dir.display()))?;
+    Ok(dir)
+}
+
+/// Waits until `probe` succeeds (each try limited to 1 s, for 10 s in all):
+/// `process` serves `addr`. Fails early, with the log's tail, if the
+/// process exits.
+pub(crate) async fn wait_serving(
+    addr: SocketAddr,
+    process: &ChildGuard,
+    mut probe: impl AsyncFnMut() -> Result<(), String>,
+) -> Result<(), String> {
+    const LIMIT: Duration = Duration::from_secs(10);
+    let deadline = Instant::now() + LIMIT;
+    let mut last = String::from("never connected");
+    while Instant::now() < deadline {
+        if let Some(status) = process.exit_status() {
+            return Err(format!(
+                "exited ({status}) before serving {addr}\n  {}",
+                process.log_tail()
+            ));
+        }
+        match timeout(Duration::from_secs(1), probe()).await {
+            Ok(Ok(())) => return Ok(()),
+            Ok(Err(e)) => last = e,
+            Err(_) => last = "no reply within 1s".into(),
+        }
+        sleep(Duration::from_millis(50)).await;
+    }
+    Err(format!(
+        "not serving {addr} after {LIMIT:?} ({last})\n  {}",
+        process.log_tail()
+    ))
 }
 
 /// Whether `program` is an executable on PATH (or a path that exists).

@@ -1,16 +1,15 @@
-//! The Markdown report (stdout and report.md) and the CSV files.
+//! The Markdown report (stdout and report.md). The cells, the targets
+//! list, the measures and ratio tables are shared with the HTTP bench
+//! (`tables`).
 
 use std::fmt::Write as _;
 
 use crate::options::{Workload, LATENCY_WORKLOAD};
-use crate::stats::{find, RunRecord, Spread, Summary};
-
-/// A target as the report introduces it.
-pub(crate) struct TargetLine {
-    pub(crate) name: &'static str,
-    pub(crate) about: String,
-    pub(crate) startup_rss_kib: u64,
-}
+use crate::stats::{find, Summary};
+use crate::tables::{
+    fixed1, fixed2, measures_table, median, ratio_table, si, spread, targets_list, Columns,
+    TargetLine,
+};
 
 pub(crate) struct Report<'a> {
     pub(crate) machine: &'a str,
@@ -42,51 +41,21 @@ impl Report<'_> {
              across machines. Cells are median (min–max) over rounds; latency is per request, \
              from the write of its pipeline batch to the read that completed its reply.\n\n",
         );
-        md.push_str("Targets:\n");
-        for t in self.targets {
-            let rss = t.startup_rss_kib as f64 / 1024.0;
-            let _ = writeln!(
-                md,
-                "- `{}`: {} — RSS at start {rss:.1} MiB",
-                t.name, t.about
-            );
-        }
-        for note in self.notes {
-            let _ = writeln!(md, "- note: {note}");
-        }
-        self.main_table(&mut md);
+        targets_list(&mut md, self.targets, self.notes);
+        let columns = Columns {
+            rate: "ops/s",
+            cpu: "s/M req",
+            backend: "redis",
+        };
+        measures_table(&mut md, self.summaries, &columns);
         self.idle_table(&mut md);
-        self.ratio_table(&mut md);
+        let busy: Vec<&str> = (self.workloads.iter())
+            .filter(|w| w.idle_conns == 0)
+            .map(|w| w.name.as_str())
+            .collect();
+        ratio_table(&mut md, self.summaries, &busy, &PAIRS, columns.rate);
         self.verdict_table(&mut md);
         md
-    }
-
-    fn main_table(&self, md: &mut String) {
-        md.push_str(
-            "\n## Throughput, latency, CPU, memory\n\n\
-             | workload | target | ops/s | p50 µs | p99 µs | p99.9 µs | CPU s/M req | redis CPU s/M req | gen CPU s/M req | other CPU % (max) | RSS before MiB | peak RSS MiB | errors |\n\
-             |---|---|---|---|---|---|---|---|---|---|---|---|---|\n",
-        );
-        for s in self.summaries {
-            let _ = writeln!(
-                md,
-                "| {} | {} | {} | {} | {} | {} | {} | {} | {} | {} | {} | {} | {} |",
-                s.workload,
-                s.target,
-                spread(Some(s.ops_per_sec), si),
-                spread(Some(s.p50_us), fixed1),
-                spread(Some(s.p99_us), fixed1),
-                spread(Some(s.p999_us), fixed1),
-                spread(s.cpu_s_per_m, fixed2),
-                spread(s.backend_cpu_s_per_m, fixed2),
-                spread(s.gen_cpu_s_per_m, fixed2),
-                s.other_cpu_pct
-                    .map_or("–".into(), |o| format!("{:.0}", o.max)),
-                fixed1(s.rss_before_mib.median),
-                spread(Some(s.peak_rss_mib), fixed1),
-                s.errors,
-            );
-        }
     }
 
     fn idle_table(&self, md: &mut String) {
@@ -110,31 +79,6 @@ impl Report<'_> {
                 spread(Some(s.ops_per_sec), si),
                 spread(Some(s.p99_us), fixed1),
             );
-        }
-    }
-
-    fn ratio_table(&self, md: &mut String) {
-        md.push_str(
-            "\n## Ratios (of medians)\n\n\
-             | workload | proxy / baseline | ops/s ratio | p50 added µs | p99 added µs | CPU/req ratio |\n\
-             |---|---|---|---|---|---|\n",
-        );
-        for w in self.workloads.iter().filter(|w| w.idle_conns == 0) {
-            for (proxy, base) in PAIRS {
-                let (Some(p), Some(b)) = (self.get(proxy, &w.name), self.get(base, &w.name)) else {
-                    continue;
-                };
-                let cpu = median(p.cpu_s_per_m) / median(b.cpu_s_per_m);
-                let _ = writeln!(
-                    md,
-                    "| {} | {proxy} / {base} | {:.2} | {:+.1} | {:+.1} | {:.2} |",
-                    w.name,
-                    p.ops_per_sec.median / b.ops_per_sec.median,
-                    p.p50_us.median - b.p50_us.median,
-                    p.p99_us.median - b.p99_us.median,
-                    cpu,
-                );
-            }
         }
     }
 
@@ -246,102 +190,4 @@ impl Report<'_> {
     fn get(&self, target: &str, workload: &str) -> Option<&Summary> {
         find(self.summaries, target, workload)
     }
-}
-
-fn median(s: Option<Spread>) -> f64 {
-    s.map_or(f64::NAN, |s| s.median)
-}
-
-fn spread(s: Option<Spread>, fmt: fn(f64) -> String) -> String {
-    match s {
-        None => "–".into(),
-        Some(s) if s.min == s.max => fmt(s.median),
-        Some(s) => format!("{} ({}–{})", fmt(s.median), fmt(s.min), fmt(s.max)),
-    }
-}
-
-fn fixed1(x: f64) -> String {
-    format!("{x:.1}")
-}
-
-fn fixed2(x: f64) -> String {
-    format!("{x:.2}")
-}
-
-/// 1234567 → "1.23M", 85210 → "85.2k".
-fn si(x: f64) -> String {
-    if x >= 1e6 {
-        format!("{:.2}M", x / 1e6)
-    } else if x >= 1e3 {
-        format!("{:.1}k", x / 1e3)
-    } else {
-        format!("{x:.0}")
-    }
-}
-
-/// Every run, one row each.
-pub(crate) fn runs_csv(records: &[RunRecord]) -> String {
-    let mut csv = String::from(
-        "round,target,workload,ops_per_sec,p50_us,p99_us,p999_us,errors,requests,cpu_s,cpu_s_per_m_req,\
-         backend_cpu_s,backend_cpu_s_per_m_req,gen_cpu_s,other_cpu_pct,rss_before_kib,peak_rss_kib,rss_with_idle_kib,\
-         idle_conns,kib_per_idle_conn\n",
-    );
-    for r in records {
-        let _ =
-            writeln!(
-            csv,
-            "{},{},{},{:.0},{:.1},{:.1},{:.1},{},{},{:.2},{:.4},{:.2},{:.4},{:.2},{:.1},{},{},{},{},{}",
-            r.round,
-            r.target,
-            r.workload,
-            r.ops_per_sec,
-            r.p50_us,
-            r.p99_us,
-            r.p999_us,
-            r.errors,
-            r.requests,
-            r.cpu_s,
-            r.cpu_s_per_m(),
-            r.backend_cpu_s,
-            r.backend_cpu_s_per_m(),
-            r.gen_cpu_s,
-            r.other_cpu_pct,
-            r.rss_before_kib,
-            r.peak_rss_kib,
-            r.rss_with_idle_kib.map(|v| v.to_string()).unwrap_or_default(),
-            r.idle_conns,
-            r.kib_per_idle_conn().map(|v| format!("{v:.3}")).unwrap_or_default(),
-        );
-    }
-    csv
-}
-
-/// One row per (target, workload, measure): median, min, max.
-pub(crate) fn summary_csv(summaries: &[Summary]) -> String {
-    let mut csv = String::from("target,workload,runs,measure,median,min,max\n");
-    for s in summaries {
-        let measures = [
-            ("ops_per_sec", Some(s.ops_per_sec)),
-            ("p50_us", Some(s.p50_us)),
-            ("p99_us", Some(s.p99_us)),
-            ("p999_us", Some(s.p999_us)),
-            ("cpu_s_per_m_req", s.cpu_s_per_m),
-            ("backend_cpu_s_per_m_req", s.backend_cpu_s_per_m),
-            ("gen_cpu_s_per_m_req", s.gen_cpu_s_per_m),
-            ("other_cpu_pct", s.other_cpu_pct),
-            ("rss_before_mib", Some(s.rss_before_mib)),
-            ("peak_rss_mib", Some(s.peak_rss_mib)),
-            ("kib_per_idle_conn", s.kib_per_idle_conn),
-        ];
-        for (name, m) in measures {
-            if let Some(m) = m {
-                let _ = writeln!(
-                    csv,
-                    "{},{},{},{name},{:.4},{:.4},{:.4}",
-                    s.target, s.workload, s.runs, m.median, m.min, m.max
-                );
-            }
-        }
-    }
-    csv
 }

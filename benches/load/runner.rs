@@ -1,16 +1,17 @@
-//! The rounds: every workload against every target in turn, each run with
-//! the target's CPU time and memory read from /proc around it.
+//! The Redis bench's runs: each workload against a target, with the
+//! target's CPU time and memory read from /proc around it (the rounds
+//! themselves are `rounds`').
 
 use std::path::Path;
-use std::time::{Duration, Instant};
-
-use indicatif::{ProgressBar, ProgressStyle};
+use std::time::Duration;
 
 use crate::loadgen;
 use crate::options::{Options, Workload};
 use crate::procfs;
+use crate::rounds::{self, Named};
 use crate::stats::RunRecord;
 use crate::targets::{Backends, Kind, Programs, Target, TargetSpec};
+use crate::usage::{CpuSnapshot, CpuUsage};
 use crate::wire::Keyspace;
 use crate::BoxError;
 
@@ -40,53 +41,24 @@ impl Bench<'_> {
             .map_err(|e| e.to_string())
     }
 
-    /// Every round runs each workload against every target in turn
-    /// (A B C, A B C, …) so that drift of the machine hits all targets
-    /// alike. A target that fails a run is dropped from the later ones.
+    /// Every round runs each workload against every target in turn; see
+    /// [`rounds::alternate`].
     pub(crate) async fn run_rounds(
         &self,
         workloads: &[Workload],
         targets: &[Target],
         notes: &mut Vec<String>,
     ) -> Vec<RunRecord> {
-        let rounds = self.opts.rounds;
-        let total = (rounds * workloads.len() * targets.len()) as u64;
-        let template = "{elapsed_precise} [{bar:30}] {pos}/{len} runs, eta {eta}: {msg}";
-        let style = ProgressStyle::with_template(template).expect("static template");
-        let progress = match self.opts.smoke {
-            true => ProgressBar::hidden(),
-            false => ProgressBar::new(total).with_style(style.progress_chars("=> ")),
-        };
-        let mut failed: Vec<&str> = Vec::new();
-        let mut records = Vec::new();
-        for round in 1..=rounds {
-            for workload in workloads {
-                for target in targets {
-                    progress.set_message(format!(
-                        "round {round}/{rounds}: {} → {}",
-                        workload.name, target.name
-                    ));
-                    if !failed.contains(&target.name) {
-                        match self.run_once(target, workload, round).await {
-                            Ok(record) => records.push(record),
-                            Err(e) => {
-                                let (t, w) = (target.name, &workload.name);
-                                progress.println(format!(
-                                    "{t}: {w}: failed, dropped from the bench: {e}"
-                                ));
-                                notes.push(format!("`{t}` failed on {w} in round {round}: {e}"));
-                                failed.push(t);
-                            }
-                        }
-                        // Let closed sockets and freed buffers settle.
-                        tokio::time::sleep(Duration::from_millis(100)).await;
-                    }
-                    progress.inc(1);
-                }
-            }
-        }
-        progress.finish_and_clear();
-        records
+        let (rounds, quiet) = (self.opts.run.rounds, self.opts.smoke);
+        rounds::alternate(
+            rounds,
+            quiet,
+            targets,
+            workloads,
+            notes,
+            async |t, w, round| self.run_once(t, w, round).await,
+        )
+        .await
     }
 
     async fn run_once(
@@ -119,33 +91,6 @@ impl Bench<'_> {
     }
 }
 
-/// CPU seconds of the target, of its backends, of the generator, and of
-/// the whole machine, read together.
-struct CpuSnapshot {
-    target: f64,
-    backends: f64,
-    generator: f64,
-    machine: f64,
-    at: Instant,
-}
-
-impl CpuSnapshot {
-    fn take(target: &Target) -> std::io::Result<Self> {
-        let backends = target
-            .backend_pids
-            .iter()
-            .map(|&pid| procfs::cpu_seconds(pid))
-            .sum::<std::io::Result<f64>>()?;
-        Ok(Self {
-            target: procfs::cpu_seconds(target.measured_pid)?,
-            backends,
-            generator: procfs::own_cpu_seconds(),
-            machine: procfs::machine_busy_seconds(),
-            at: Instant::now(),
-        })
-    }
-}
-
 /// One run of `workload` against `target`.
 async fn measure(
     target: &Target,
@@ -169,35 +114,30 @@ async fn measure(
         None => None,
     };
     // CPU is charged to requests: read after the idle connections opened.
-    let before = CpuSnapshot::take(target)?;
+    let before = CpuSnapshot::take(&[pid], &target.backend_pids)?;
     let outcome = loadgen::run(target.addr, workload.load).await?;
-    let after = CpuSnapshot::take(target)?;
+    let after = CpuSnapshot::take(&[pid], &target.backend_pids)?;
     let peak_rss_kib = procfs::peak_rss_kib(pid)?;
     drop(idle);
-    let (cpu_s, backend_cpu_s, gen_cpu_s) = (
-        after.target - before.target,
-        after.backends - before.backends,
-        after.generator - before.generator,
-    );
-    let other_cpu_s = (after.machine - before.machine) - cpu_s - backend_cpu_s - gen_cpu_s;
-    let wall = after.at.duration_since(before.at).as_secs_f64();
+    let cpu = CpuUsage::between(&before, &after);
+    let (name, duration) = (&workload.name, workload.load.duration);
     Ok(RunRecord {
-        round,
-        target: target.name,
-        workload: workload.name.clone(),
-        ops_per_sec: outcome.measured as f64 / workload.load.duration.as_secs_f64(),
-        p50_us: outcome.quantile_us(0.50),
-        p99_us: outcome.quantile_us(0.99),
-        p999_us: outcome.quantile_us(0.999),
-        errors: outcome.errors,
-        requests: outcome.total,
-        cpu_s,
-        backend_cpu_s,
-        gen_cpu_s,
-        other_cpu_pct: (other_cpu_s / wall * 100.0).max(0.0),
         rss_before_kib,
         peak_rss_kib,
         rss_with_idle_kib,
         idle_conns: workload.idle_conns,
+        ..RunRecord::measured(round, target.name, name, &outcome, duration, &cpu)
     })
+}
+
+impl Named for Target {
+    fn name(&self) -> &str {
+        self.name
+    }
+}
+
+impl Named for Workload {
+    fn name(&self) -> &str {
+        &self.name
+    }
 }

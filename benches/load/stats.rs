@@ -1,6 +1,11 @@
 //! One record per run, and the median and min–max of each measure across
 //! rounds.
 
+use std::time::Duration;
+
+use crate::outcome::LoadOutcome;
+use crate::usage::CpuUsage;
+
 /// What one run of one workload against one target measured.
 #[derive(Clone, Debug)]
 pub(crate) struct RunRecord {
@@ -34,6 +39,37 @@ pub(crate) struct RunRecord {
 }
 
 impl RunRecord {
+    /// What the generator measured over a `duration` window and the CPU
+    /// the run used; memory left at zero for the caller to fill in.
+    pub(crate) fn measured(
+        round: usize,
+        target: &'static str,
+        workload: &str,
+        outcome: &LoadOutcome,
+        duration: Duration,
+        cpu: &CpuUsage,
+    ) -> Self {
+        Self {
+            round,
+            target,
+            workload: workload.to_owned(),
+            ops_per_sec: outcome.measured as f64 / duration.as_secs_f64(),
+            p50_us: outcome.quantile_us(0.50),
+            p99_us: outcome.quantile_us(0.99),
+            p999_us: outcome.quantile_us(0.999),
+            errors: outcome.errors,
+            requests: outcome.total,
+            cpu_s: cpu.target_s,
+            backend_cpu_s: cpu.backends_s,
+            gen_cpu_s: cpu.generator_s,
+            other_cpu_pct: cpu.other_pct,
+            rss_before_kib: 0,
+            peak_rss_kib: 0,
+            rss_with_idle_kib: None,
+            idle_conns: 0,
+        }
+    }
+
     pub(crate) fn cpu_s_per_m(&self) -> f64 {
         per_million(self.cpu_s, self.requests)
     }

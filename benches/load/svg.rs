@@ -16,9 +16,11 @@ const COLORS: [&str; 6] = [
     "#7f7f7f", "#d95f02", "#1b9e77", "#7570b3", "#e7298a", "#66a61e",
 ];
 
-/// The chart for `summaries`, workloads and targets in the given order.
+/// The chart for `summaries`, workloads and targets in the given order;
+/// `rate` names the throughput's unit (`ops/s`, `req/s`).
 pub(crate) fn chart(
     title: &str,
+    rate: &str,
     summaries: &[Summary],
     workloads: &[String],
     targets: &[&str],
@@ -45,12 +47,9 @@ pub(crate) fn chart(
             escape(target)
         );
     }
+    let throughput = format!("throughput (k{rate}, higher is better)");
     let panels = [
-        Panel::new(
-            "throughput (kops/s, higher is better)",
-            |s| s.ops_per_sec,
-            1e-3,
-        ),
+        Panel::new(&throughput, |s| s.ops_per_sec, 1e-3),
         Panel::new("p99 latency (µs, lower is better)", |s| s.p99_us, 1.0),
     ];
     for (i, mut panel) in panels.into_iter().enumerate() {

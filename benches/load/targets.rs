@@ -6,7 +6,6 @@
 
 use std::net::SocketAddr;
 use std::path::{Path, PathBuf};
-use std::sync::atomic::{AtomicUsize, Ordering};
 use std::time::Duration;
 
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
@@ -15,7 +14,7 @@ use tokio::time::{sleep, timeout, Instant};
 
 use crate::configs;
 use crate::procfs;
-use crate::procs::{free_addr, ChildGuard};
+use crate::procs::{free_addr, instance_dir, reserve_port, wait_serving, ChildGuard};
 
 /// How a target reaches its data.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -203,7 +202,7 @@ async fn start_cluster(programs: &Programs, scratch: &Path) -> Result<Vec<RedisS
     let mut nodes = Vec::new();
     for i in 0..3 {
         let name = format!("redis-cluster{i}");
-        let addr = crate::procs::free_cluster_addr().map_err(|e| e.to_string())?;
+        let addr = free_cluster_addr().map_err(|e| e.to_string())?;
         let dir = instance_dir(scratch, &name)?;
         let conf = dir.join(format!("nodes-{}.conf", addr.port()));
         let conf = conf.to_string_lossy();
@@ -250,6 +249,27 @@ async fn start_cluster(programs: &Programs, scratch: &Path) -> Result<Vec<RedisS
         }
     }
     Ok(nodes)
+}
+
+/// A free loopback address for a Redis Cluster node: its port is at most
+/// 55535 and port + 10000 (the cluster bus) is free too; both are reserved.
+fn free_cluster_addr() -> std::io::Result<SocketAddr> {
+    for _ in 0..1000 {
+        let addr = free_addr()?;
+        let Some(bus) = addr.port().checked_add(10000) else {
+            continue;
+        };
+        let bus = SocketAddr::from(([127, 0, 0, 1], bus));
+        if std::net::TcpListener::bind(bus).is_err() {
+            continue;
+        }
+        if reserve_port(bus.port()) {
+            return Ok(addr);
+        }
+    }
+    Err(std::io::Error::other(
+        "no loopback port with a free cluster bus port",
+    ))
 }
 
 /// Runs `program args…` to its end (output to `log`), killed after `limit`.
@@ -460,16 +480,6 @@ async fn start_envoy(
     Ok((addr, about, Some(process)))
 }
 
-/// A new directory for one process's config, log and data: `NAME-N`, where
-/// N counts instances, since a target may be started more than once.
-fn instance_dir(scratch: &Path, name: &str) -> Result<PathBuf, String> {
-    static INSTANCES: AtomicUsize = AtomicUsize::new(0);
-    let n = INSTANCES.fetch_add(1, Ordering::Relaxed);
-    let dir = scratch.join(format!("{name}-{n}"));
-    std::fs::create_dir_all(&dir).map_err(|e| format!("{}: {e}", dir.display()))?;
-    Ok(dir)
-}
-
 fn addrs(servers: &[RedisServer]) -> Vec<SocketAddr> {
     servers.iter().map(|s| s.addr).collect()
 }
@@ -495,27 +505,7 @@ async fn wait_until(
     command: &[u8],
     want: u8,
 ) -> Result<(), String> {
-    const LIMIT: Duration = Duration::from_secs(10);
-    let deadline = Instant::now() + LIMIT;
-    let mut last = String::from("never connected");
-    while Instant::now() < deadline {
-        if let Some(status) = process.exit_status() {
-            return Err(format!(
-                "exited ({status}) before serving {addr}\n  {}",
-                process.log_tail()
-            ));
-        }
-        match timeout(Duration::from_secs(1), probe(addr, command, want)).await {
-            Ok(Ok(())) => return Ok(()),
-            Ok(Err(e)) => last = e,
-            Err(_) => last = "no reply within 1s".into(),
-        }
-        sleep(Duration::from_millis(50)).await;
-    }
-    Err(format!(
-        "not serving {addr} after {LIMIT:?} ({last})\n  {}",
-        process.log_tail()
-    ))
+    wait_serving(addr, process, async || probe(addr, command, want).await).await
 }
 
 async fn probe(addr: SocketAddr, command: &[u8], want: u8) -> Result<(), String> {
