@@ -13,6 +13,7 @@
 //!   config (it names files and variables), so nothing needs redacting.
 //! - `POST /quitquitquit`: graceful shutdown, as `SIGTERM`.
 
+pub(crate) mod histogram;
 mod metrics;
 
 use std::convert::Infallible;
@@ -73,7 +74,7 @@ impl AdminState {
         counter.fetch_add(1, Ordering::Relaxed);
     }
 
-    fn redis_metrics(&self) -> Vec<(String, Arc<crate::redis::metrics::RedisMetrics>)> {
+    fn redis_metrics(&self) -> Vec<(String, Vec<Arc<crate::redis::metrics::RedisMetrics>>)> {
         self.generations.borrow().services.metrics().snapshot()
     }
 
