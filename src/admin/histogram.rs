@@ -59,8 +59,7 @@ pub(crate) struct Histogram {
 impl Histogram {
     /// Records one observation.
     pub(crate) fn observe(&self, elapsed: Duration) {
-        let nanos = u64::try_from(elapsed.as_nanos()).unwrap_or(u64::MAX);
-        self.record(nanos / 1_000, nanos, 1);
+        self.observe_n(elapsed, 1);
     }
 
     /// Records one observation of `micros` microseconds.
@@ -71,8 +70,14 @@ impl Histogram {
     /// Records `n` observations of the same duration (the commands of a
     /// pipelined batch, answered together), with the cost of one.
     pub(crate) fn observe_n(&self, elapsed: Duration, n: u64) {
-        let nanos = u64::try_from(elapsed.as_nanos()).unwrap_or(u64::MAX);
-        self.record(nanos / 1_000, nanos.saturating_mul(n), n);
+        // Seconds and nanoseconds apart: no 128-bit arithmetic on this path.
+        let secs = elapsed.as_secs();
+        let subsec = u64::from(elapsed.subsec_nanos());
+        let micros = secs
+            .saturating_mul(1_000_000)
+            .saturating_add(subsec / 1_000);
+        let nanos = secs.saturating_mul(1_000_000_000).saturating_add(subsec);
+        self.record(micros, nanos.saturating_mul(n), n);
     }
 
     fn record(&self, micros: u64, sum_nanos: u64, n: u64) {
