@@ -29,12 +29,8 @@ pub(super) enum Slot {
         meter: Meter,
     },
     /// One request per server, one reply each, combined into one reply.
-    Merge {
-        parts: Vec<PartReply>,
-        combine: Combine,
-        /// Counted per part, on the part's server (`server` is unused).
-        meter: Meter,
-    },
+    /// Boxed: it is the largest, and the rarest, so every slot stays small.
+    Merge(Box<Merging>),
     /// Everything the pinned connection sends, as it comes.
     Stream(mpsc::Receiver<Bytes>),
     /// Cluster mode: one command, kept so that a MOVED or ASK reply can be
@@ -170,6 +166,14 @@ impl Redirectable {
     }
 }
 
+/// A command split over servers (see [`Slot::Merge`]).
+pub(super) struct Merging {
+    pub(super) parts: Vec<PartReply>,
+    pub(super) combine: Combine,
+    /// Counted per part, on the part's server (`server` is unused).
+    pub(super) meter: Meter,
+}
+
 /// A part of a [`Slot::Merge`].
 pub(super) struct PartReply {
     pub(super) rx: ReplyRx,
@@ -260,11 +264,12 @@ pub(super) fn collect_ready(
                 out.push(reply);
                 slots.pop_front();
             }
-            Slot::Merge {
-                parts,
-                combine,
-                meter,
-            } => {
+            Slot::Merge(merge) => {
+                let Merging {
+                    parts,
+                    combine,
+                    meter,
+                } = &mut **merge;
                 for part in parts.iter_mut().filter(|p| p.reply.is_none()) {
                     match part.rx.try_recv() {
                         Ok(result) => part.settle(result, service.metrics()),
@@ -336,11 +341,12 @@ pub(super) async fn wait_front(
             meter.record(stats, &reply, *replies, failed, resp3, Instant::now());
             slots[0] = Slot::Ready(reply);
         }
-        Some(Slot::Merge {
-            parts,
-            combine,
-            meter,
-        }) => {
+        Some(Slot::Merge(merge)) => {
+            let Merging {
+                parts,
+                combine,
+                meter,
+            } = &mut **merge;
             for part in parts.iter_mut() {
                 if part.reply.is_none() {
                     let result = (&mut part.rx)

@@ -20,7 +20,7 @@ use attache_resp::hash::{key_slot, Distributor};
 
 use crate::config::ReadFrom;
 use crate::redis::router::{ClusterSlots, Router};
-use crate::redis::slots::{split_scan_cursor, Combine, PartReply, Slot};
+use crate::redis::slots::{split_scan_cursor, Combine, Merging, PartReply, Slot};
 
 /// Where one request goes, in the listener's mode.
 pub(super) enum Route {
@@ -349,11 +349,11 @@ impl Session {
             server: 0,
             families: Families::One(self.family),
         };
-        self.slots.push_back(Slot::Merge {
+        self.slots.push_back(Slot::Merge(Box::new(Merging {
             parts,
             combine,
             meter,
-        });
+        })));
         Ok(())
     }
 
