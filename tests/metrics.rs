@@ -1,6 +1,7 @@
 //! `/metrics` per upstream and command family, on the real binary in front
 //! of real redis-servers: requests, error replies by source, latency
-//! histograms, connection gauges; and distinct upstreams on a ketama ring.
+//! histograms, connection gauges; distinct upstreams on a ketama ring, and
+//! the nodes of a Redis Cluster with the redirects they answered.
 
 mod support;
 
@@ -9,7 +10,9 @@ use std::io::{Read, Write};
 use std::net::TcpStream;
 use std::time::Duration;
 
-use support::admin::{eventually, http, metric, start, start_servers, Setup};
+use attache_resp::hash::key_slot;
+use support::admin::{eventually, http, metric, start, start_addrs, start_servers, Setup};
+use support::cluster::RedisCluster;
 use support::{cmd, count_replies, RedisServer};
 
 /// Sends `commands` in one write and reads their replies.
@@ -237,4 +240,63 @@ fn a_ketama_ring_shows_each_server_and_a_split_mget_counts_per_server() {
         );
         assert!(open.is_some_and(|n| n >= 1.0), "{text}");
     }
+}
+
+#[test]
+fn a_cluster_shows_its_nodes_and_counts_a_redirect_on_the_node_that_sent_it() {
+    let cluster = RedisCluster::start();
+    let setup = start_addrs(&cluster.seeds(), "mode = \"cluster\"\n");
+    let mut app = connect(&setup);
+    let keys: Vec<String> = (0..30).map(|i| format!("key:{i}")).collect();
+    for key in &keys {
+        let reply = send(&mut app, &[&["SET", key, "v"]]);
+        assert_eq!(reply, "+OK\r\n");
+    }
+    // Move key:0's slot; the next GET meets a MOVED unless attache's
+    // topology refresh saw the move first.
+    let slot = key_slot(b"key:0");
+    let from = cluster.primary_for_slot(slot);
+    let to = *cluster.primaries().iter().find(|&&p| p != from).unwrap();
+    cluster.migrate_slot(slot, from, to);
+    assert_eq!(send(&mut app, &[&["GET", "key:0"]]), "$1\r\nv\r\n");
+
+    let text = metrics(&setup);
+    let requests = |port: u16| {
+        metric(
+            &text,
+            &format!(
+                "attache_redis_requests_total{{listener=\"cache\",upstream=\"127.0.0.1:{port}\",family=\"string\"}}"
+            ),
+        )
+        .unwrap_or(0.0)
+    };
+    let per_node: Vec<f64> = cluster.primaries().into_iter().map(requests).collect();
+    assert!(
+        per_node.iter().filter(|&&n| n > 0.0).count() >= 2,
+        "{per_node:?}\n{text}"
+    );
+    assert_eq!(per_node.iter().sum::<f64>(), 31.0, "{text}");
+    let moved = |port: u16| {
+        metric(
+            &text,
+            &format!(
+                "attache_redis_server_cluster_moved_total{{listener=\"cache\",upstream=\"127.0.0.1:{port}\"}}"
+            ),
+        )
+        .unwrap_or(0.0)
+    };
+    let total = metric(
+        &text,
+        "attache_redis_cluster_moved_total{listener=\"cache\"}",
+    )
+    .unwrap();
+    assert_eq!(moved(from), total, "{text}");
+    assert!(
+        metric(
+            &text,
+            "attache_redis_cluster_topology_refreshes_total{listener=\"cache\"}"
+        )
+        .is_some_and(|n| n >= 1.0),
+        "{text}"
+    );
 }

@@ -230,7 +230,7 @@ fn render_upstreams(out: &mut String, redis: &[(String, Vec<Arc<RedisMetrics>>)]
         .iter()
         .filter(|((_, upstream), _)| &**upstream != LOCAL_UPSTREAM)
         .collect();
-    let gauges: [ServerMetric; 6] = [
+    let gauges: [ServerMetric; 10] = [
         (
             "attache_redis_server_shared_connections",
             "gauge",
@@ -256,6 +256,18 @@ fn render_upstreams(out: &mut String, redis: &[(String, Vec<Arc<RedisMetrics>>)]
             |s| s.in_flight,
         ),
         (
+            "attache_redis_server_connects_total",
+            "counter",
+            "Connections to the server established (shared and dedicated).",
+            |s| s.connects,
+        ),
+        (
+            "attache_redis_server_connect_failures_total",
+            "counter",
+            "Connection attempts to the server that failed.",
+            |s| s.connect_failures,
+        ),
+        (
             "attache_redis_server_connections_lost_total",
             "counter",
             "Shared connections to the server lost (then re-established).",
@@ -266,6 +278,18 @@ fn render_upstreams(out: &mut String, redis: &[(String, Vec<Arc<RedisMetrics>>)]
             "counter",
             "Times the server was ejected from a hashed ring.",
             |s| s.ejections,
+        ),
+        (
+            "attache_redis_server_cluster_moved_total",
+            "counter",
+            "Cluster MOVED redirects the node answered (attache followed them).",
+            |s| s.moved,
+        ),
+        (
+            "attache_redis_server_cluster_ask_total",
+            "counter",
+            "Cluster ASK redirects the node answered (attache followed them).",
+            |s| s.ask,
         ),
     ];
     for (name, kind, help, value) in gauges {

@@ -195,10 +195,12 @@ impl Connector {
         // and it is nested in every app session's future (through the
         // dedicated pool), so unboxed it would cost every idle connection.
         let outcome = self.connect_refreshing(protocol).await;
-        RedisMetrics::add(match &outcome {
-            Ok(_) => &self.metrics.connects,
-            Err(_) => &self.metrics.connect_failures,
-        });
+        let (listener, server) = match &outcome {
+            Ok(_) => (&self.metrics.connects, &self.stats.connects),
+            Err(_) => (&self.metrics.connect_failures, &self.stats.connect_failures),
+        };
+        RedisMetrics::add(listener);
+        RedisMetrics::add(server);
         outcome
     }
 

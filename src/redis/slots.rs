@@ -146,16 +146,20 @@ impl Redirectable {
         let Router::Cluster(router) = &service.router else {
             return Some(reply);
         };
+        // Counted on the node that redirected (before following).
+        let node = service.upstream_stats(self.server);
         let handle = self.follow(redirect.addr(), service);
         match redirect {
             cluster::Redirect::Moved { .. } => {
                 RedisMetrics::add(&service.metrics().moved);
+                RedisMetrics::add(&node.moved);
                 router.refresh.notify_one();
                 self.asking = false;
                 self.rx = handle.request(self.request.clone(), 1, false);
             }
             cluster::Redirect::Ask { .. } => {
                 RedisMetrics::add(&service.metrics().ask);
+                RedisMetrics::add(&node.ask);
                 let mut both = BytesMut::from(&reply::command(&[b"ASKING"])[..]);
                 both.extend_from_slice(&self.request);
                 self.asking = true;

@@ -55,13 +55,16 @@ pub fn start(upstream: &RedisServer, extra: &str) -> Setup {
 /// attache's listener `cache` in front of `upstreams`, with `extra`
 /// config appended (to the `[redis.cache]` table, unless it opens another).
 pub fn start_servers(upstreams: &[&RedisServer], extra: &str) -> Setup {
+    let addrs: Vec<String> = upstreams.iter().map(|u| u.addr()).collect();
+    start_addrs(&addrs, extra)
+}
+
+/// attache's listener `cache` with `servers` (`host:port` each).
+pub fn start_addrs(addrs: &[String], extra: &str) -> Setup {
     let dir = tempfile::tempdir().unwrap();
     let (admin, redis) = (free_port(), free_port());
     let config = dir.path().join("attache.toml");
-    let servers: Vec<String> = upstreams
-        .iter()
-        .map(|u| format!("\"{}\"", u.addr()))
-        .collect();
+    let servers: Vec<String> = addrs.iter().map(|a| format!("\"{a}\"")).collect();
     std::fs::write(
         &config,
         format!(

@@ -103,10 +103,18 @@ pub(crate) struct UpstreamStats {
     families: [FamilyStats; FAMILIES],
     /// Shared multiplexed connections connected now.
     pub(crate) shared_open: AtomicU64,
+    /// Connections established (shared and dedicated).
+    pub(crate) connects: AtomicU64,
+    /// Connect attempts that failed.
+    pub(crate) connect_failures: AtomicU64,
     /// Connections lost (shared) since start.
     pub(crate) connections_lost: AtomicU64,
     /// Times this server was ejected from a hashed ring.
     pub(crate) ejections: AtomicU64,
+    /// Cluster `MOVED` redirects this node answered (and attache followed).
+    pub(crate) moved: AtomicU64,
+    /// Cluster `ASK` redirects this node answered.
+    pub(crate) ask: AtomicU64,
     /// The live upstreams (this worker, every generation) with this label,
     /// sampled for pool sizes and in-flight requests when rendering.
     upstreams: Mutex<Vec<Weak<Upstream>>>,
@@ -118,8 +126,12 @@ impl UpstreamStats {
             label,
             families: Default::default(),
             shared_open: AtomicU64::new(0),
+            connects: AtomicU64::new(0),
+            connect_failures: AtomicU64::new(0),
             connections_lost: AtomicU64::new(0),
             ejections: AtomicU64::new(0),
+            moved: AtomicU64::new(0),
+            ask: AtomicU64::new(0),
             upstreams: Mutex::new(Vec::new()),
         }
     }
@@ -145,8 +157,12 @@ impl UpstreamStats {
     pub(crate) fn snapshot(&self) -> UpstreamSnapshot {
         let mut snapshot = UpstreamSnapshot {
             shared_open: self.shared_open.load(Ordering::Relaxed),
+            connects: self.connects.load(Ordering::Relaxed),
+            connect_failures: self.connect_failures.load(Ordering::Relaxed),
             connections_lost: self.connections_lost.load(Ordering::Relaxed),
             ejections: self.ejections.load(Ordering::Relaxed),
+            moved: self.moved.load(Ordering::Relaxed),
+            ask: self.ask.load(Ordering::Relaxed),
             ..UpstreamSnapshot::default()
         };
         for (into, from) in snapshot.families.iter_mut().zip(&self.families) {
@@ -190,8 +206,12 @@ pub(crate) struct FamilySnapshot {
 pub(crate) struct UpstreamSnapshot {
     pub(crate) families: [FamilySnapshot; FAMILIES],
     pub(crate) shared_open: u64,
+    pub(crate) connects: u64,
+    pub(crate) connect_failures: u64,
     pub(crate) connections_lost: u64,
     pub(crate) ejections: u64,
+    pub(crate) moved: u64,
+    pub(crate) ask: u64,
     pub(crate) in_flight: u64,
     pub(crate) dedicated_open: u64,
     pub(crate) dedicated_idle: u64,
@@ -206,8 +226,12 @@ impl UpstreamSnapshot {
             }
         }
         self.shared_open += other.shared_open;
+        self.connects += other.connects;
+        self.connect_failures += other.connect_failures;
         self.connections_lost += other.connections_lost;
         self.ejections += other.ejections;
+        self.moved += other.moved;
+        self.ask += other.ask;
         self.in_flight += other.in_flight;
         self.dedicated_open += other.dedicated_open;
         self.dedicated_idle += other.dedicated_idle;
