@@ -7,8 +7,10 @@
 //! and one per pass that collects replies; a batch of commands of one family
 //! (the usual pipeline) is counted with one histogram update; the stats of
 //! an upstream are looked up once per app connection ([`Meters`]), not per
-//! command. An upstream batch of several replies is scanned for error
-//! frames only if it holds a `-` or `!` byte at all.
+//! command. An upstream batch of several replies is walked frame by frame
+//! for errors by their headers alone (a bulk string's payload is skipped,
+//! not read); an array is measured by the full parser only while a `-` or
+//! `!` byte is left at all.
 
 use std::sync::Arc;
 use std::time::Instant;
@@ -75,9 +77,11 @@ impl Meter {
                     if frame::is_error(reply) {
                         stats.error(*family, ErrorSource::Upstream, 1);
                     }
-                } else if may_hold_errors(reply) {
+                } else {
                     let errors = error_frames(reply, resp3).filter(|&e| e).count();
-                    stats.error(*family, ErrorSource::Upstream, errors as u64);
+                    if errors > 0 {
+                        stats.error(*family, ErrorSource::Upstream, errors as u64);
+                    }
                 }
             }
             Families::Each(families) => {
@@ -88,7 +92,7 @@ impl Meter {
                     for family in families {
                         stats.error(*family, ErrorSource::Attache, 1);
                     }
-                } else if may_hold_errors(reply) {
+                } else {
                     for (family, error) in families.iter().zip(error_frames(reply, resp3)) {
                         if error {
                             stats.error(*family, ErrorSource::Upstream, 1);
@@ -100,20 +104,59 @@ impl Meter {
     }
 }
 
-/// False when no reply in `bytes` can be an error (no `-` or `!` byte).
-fn may_hold_errors(bytes: &[u8]) -> bool {
-    bytes.iter().any(|&b| b == b'-' || b == b'!')
-}
-
-/// Whether each reply frame in `bytes` is an error, in order.
+/// Whether each reply frame in `bytes` is an error, in order; ends early
+/// once no error can follow.
 fn error_frames(bytes: &[u8], resp3: bool) -> impl Iterator<Item = bool> + '_ {
     let mut rest = bytes;
     std::iter::from_fn(move || {
-        let len = frame::reply_len(rest, resp3).ok().flatten()?;
+        let len = frame_len(rest, resp3)?;
         let error = frame::is_error(rest);
-        rest = &rest[len..];
+        rest = rest.get(len..)?;
         Some(error)
     })
+}
+
+/// The length of the first complete frame in `buf`, from its header when
+/// it has no elements; `None` at the end, or when neither it nor anything
+/// after it can be an error.
+fn frame_len(buf: &[u8], resp3: bool) -> Option<usize> {
+    match buf.first()? {
+        // Short lines (`+OK`, `:1`, an error message): a plain scan beats
+        // a vectorized search's setup.
+        b'+' | b'-' | b':' | b'_' | b',' | b'#' | b'(' => {
+            buf.iter().position(|&b| b == b'\n').map(|n| n + 1)
+        }
+        b'$' | b'!' | b'=' => {
+            let (header, len) = length_header(buf)?;
+            match usize::try_from(len) {
+                Ok(len) => header.checked_add(len)?.checked_add(2),
+                // `$-1`: the RESP2 null.
+                Err(_) => Some(header),
+            }
+        }
+        // Aggregates: only whether another top-level frame may be an
+        // error matters; if none can, stop without parsing this one.
+        _ => {
+            memchr::memchr2(b'-', b'!', buf)?;
+            frame::reply_len(buf, resp3).ok().flatten()
+        }
+    }
+}
+
+/// `$<n>\r\n`: the header's length and `n`.
+fn length_header(buf: &[u8]) -> Option<(usize, i64)> {
+    let negative = buf.get(1) == Some(&b'-');
+    let mut i = 1 + usize::from(negative);
+    let mut n: i64 = 0;
+    loop {
+        match *buf.get(i)? {
+            b @ b'0'..=b'9' => n = n.checked_mul(10)?.checked_add(i64::from(b - b'0'))?,
+            b'\r' => break,
+            _ => return None,
+        }
+        i += 1;
+    }
+    Some((i + 2, if negative { -n } else { n }))
 }
 
 /// An app connection's handles on the stats it counts in, looked up once.
@@ -166,9 +209,18 @@ mod tests {
 
     #[test]
     fn errors_are_found_frame_by_frame() {
-        let replies = b"$2\r\n-x\r\n-ERR no\r\n:1\r\n!3\r\nbad\r\n";
+        let replies = b"$2\r\n-x\r\n-ERR no\r\n:1\r\n!3\r\nbad\r\n$-1\r\n_\r\n-WRONGTYPE x\r\n";
         let found: Vec<bool> = error_frames(replies, true).collect();
-        assert_eq!(found, vec![false, true, false, true]);
-        assert!(!may_hold_errors(b"$2\r\nok\r\n+OK\r\n"));
+        assert_eq!(found, vec![false, true, false, true, false, false, true]);
+    }
+
+    #[test]
+    fn an_error_inside_an_array_is_not_a_reply_error() {
+        let replies = b"*2\r\n-ERR inner\r\n:1\r\n+OK\r\n-ERR outer\r\n";
+        let found: Vec<bool> = error_frames(replies, false).collect();
+        assert_eq!(found, vec![false, false, true]);
+        // No error byte after an array: the walk stops there.
+        let found: Vec<bool> = error_frames(b"-E\r\n*1\r\n:1\r\n", false).collect();
+        assert_eq!(found, vec![true]);
     }
 }
