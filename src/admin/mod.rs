@@ -12,6 +12,9 @@
 //! - `GET /config`: the effective config as JSON. Secrets are never in the
 //!   config (it names files and variables), so nothing needs redacting.
 //! - `POST /quitquitquit`: graceful shutdown, as `SIGTERM`.
+//!
+//! `histogram` is the latency histogram the Redis and HTTP sides observe
+//! into (one shard per worker) and `/metrics` renders.
 
 pub(crate) mod histogram;
 mod metrics;
