@@ -12,7 +12,11 @@
 //! - `GET /config`: the effective config as JSON. Secrets are never in the
 //!   config (it names files and variables), so nothing needs redacting.
 //! - `POST /quitquitquit`: graceful shutdown, as `SIGTERM`.
+//!
+//! `histogram` is the latency histogram the Redis and HTTP sides observe
+//! into (one shard per worker) and `/metrics` renders.
 
+pub(crate) mod histogram;
 mod metrics;
 
 use std::convert::Infallible;
@@ -73,7 +77,7 @@ impl AdminState {
         counter.fetch_add(1, Ordering::Relaxed);
     }
 
-    fn redis_metrics(&self) -> Vec<(String, Arc<crate::redis::metrics::RedisMetrics>)> {
+    fn redis_metrics(&self) -> Vec<(String, Vec<Arc<crate::redis::metrics::RedisMetrics>>)> {
         self.generations.borrow().services.metrics().snapshot()
     }
 

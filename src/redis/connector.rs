@@ -17,7 +17,7 @@ use tokio::net::TcpStream;
 use tokio_rustls::client::TlsStream;
 
 use super::error::{UpstreamError, UpstreamId};
-use super::metrics::RedisMetrics;
+use super::metrics::{RedisMetrics, UpstreamStats};
 use crate::credentials::RedisCredentials;
 use crate::dns::{Resolver, Watched};
 use crate::tls::TlsConnector;
@@ -118,6 +118,8 @@ pub(crate) struct Connector {
     connect_timeout: Duration,
     /// The listener's counters.
     pub(crate) metrics: Arc<RedisMetrics>,
+    /// This server's stats (per family, connection gauges).
+    pub(crate) stats: Arc<UpstreamStats>,
 }
 
 impl Connector {
@@ -130,10 +132,12 @@ impl Connector {
         connect_timeout: Duration,
         metrics: Arc<RedisMetrics>,
     ) -> Self {
+        let addr: Arc<str> = authority(&server).into();
         Self {
+            stats: metrics.upstream(&addr),
             id: UpstreamId {
                 listener: listener.into(),
-                addr: authority(&server).into(),
+                addr,
             },
             readonly: false,
             server,
@@ -191,10 +195,12 @@ impl Connector {
         // and it is nested in every app session's future (through the
         // dedicated pool), so unboxed it would cost every idle connection.
         let outcome = self.connect_refreshing(protocol).await;
-        RedisMetrics::add(match &outcome {
-            Ok(_) => &self.metrics.connects,
-            Err(_) => &self.metrics.connect_failures,
-        });
+        let (listener, server) = match &outcome {
+            Ok(_) => (&self.metrics.connects, &self.stats.connects),
+            Err(_) => (&self.metrics.connect_failures, &self.stats.connect_failures),
+        };
+        RedisMetrics::add(listener);
+        RedisMetrics::add(server);
         outcome
     }
 

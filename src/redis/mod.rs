@@ -11,12 +11,15 @@
 //! - `shared` / `dedicated`: reconnecting shared connections; the deadpool
 //!   of dedicated ones.
 //! - `connector`: TCP + handshake (AUTH, HELLO 3) with current credentials.
+//! - `metrics`: per-listener counters, per upstream and command family
+//!   stats; `meter`: where a session counts its commands' replies.
 
 mod connection;
 mod connector;
 mod dedicated;
 mod error;
 mod fanin;
+mod meter;
 pub(crate) mod metrics;
 mod policy;
 mod router;

@@ -7,6 +7,8 @@ use attache_resp::command;
 use attache_resp::frame::{reply, Request};
 use bytes::Bytes;
 
+use super::metrics::Family;
+
 /// What to do with one request.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub(crate) enum Action {
@@ -49,14 +51,28 @@ pub(crate) enum Transient {
 
 /// Classifies `req` (whose bytes are `buf`). `pinned` tells whether the app
 /// is already on a dedicated connection.
-pub(crate) fn classify(req: &Request, buf: &[u8], pinned: bool) -> Action {
+/// Also returns the command's family (for metrics), from the same table
+/// lookup that tells whether it blocks.
+pub(crate) fn classify(req: &Request, buf: &[u8], pinned: bool) -> (Action, Family) {
     let Some(name) = req.arg(buf, 0) else {
-        return Action::Forward;
+        return (Action::Forward, Family::OTHER);
     };
     let mut lower = [0u8; 32];
     let Some(name) = lowercase(name, &mut lower) else {
-        return Action::Forward;
+        return (Action::Forward, Family::OTHER);
     };
+    let spec = command::lookup(name);
+    let action = classify_name(name, spec, req, buf, pinned);
+    (action, Family::of(spec.map(|s| s.group)))
+}
+
+fn classify_name(
+    name: &[u8],
+    spec: Option<&'static command::CommandSpec>,
+    req: &Request,
+    buf: &[u8],
+    pinned: bool,
+) -> Action {
     let argc = req.args.len();
     match name {
         b"auth" => {
@@ -84,7 +100,7 @@ pub(crate) fn classify(req: &Request, buf: &[u8], pinned: bool) -> Action {
         b"unwatch" => Action::EndsState { multi: false },
         b"client" => client(req, buf),
         _ => {
-            if is_blocking(name, req, buf) {
+            if is_blocking(name, spec, req, buf) {
                 Action::PinTransient(Transient::Blocking)
             } else {
                 Action::Forward
@@ -96,8 +112,13 @@ pub(crate) fn classify(req: &Request, buf: &[u8], pinned: bool) -> Action {
 /// Blocking commands may hold their connection until data arrives. The
 /// command table knows which (XREAD and XREADGROUP only with BLOCK); the
 /// argument list is only built for commands flagged blocking.
-fn is_blocking(name: &[u8], req: &Request, buf: &[u8]) -> bool {
-    let Some(spec) = command::lookup(name) else {
+fn is_blocking(
+    name: &[u8],
+    spec: Option<&'static command::CommandSpec>,
+    req: &Request,
+    buf: &[u8],
+) -> bool {
+    let Some(spec) = spec else {
         return false;
     };
     if !spec.has_flag(command::BLOCKING) && name != b"wait" && name != b"waitaof" {
@@ -196,7 +217,7 @@ mod tests {
         let args: Vec<&[u8]> = args.iter().map(|a| a.as_bytes()).collect();
         let buf = reply::command(&args);
         let req = parse_request(&buf, 1 << 20).unwrap().unwrap();
-        classify(&req, &buf, pinned)
+        classify(&req, &buf, pinned).0
     }
 
     #[test]

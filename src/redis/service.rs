@@ -19,7 +19,7 @@ use crate::config::{Mode, RedisListenerConfig};
 use crate::credentials::RedisCredentials;
 use tokio::sync::watch;
 
-use super::metrics::RedisMetrics;
+use super::metrics::{PoolStatus, RedisMetrics, UpstreamStats, LOCAL_UPSTREAM};
 use crate::dns::Resolver;
 use crate::tls::TlsConnector;
 use crate::upstream::UpstreamServices;
@@ -66,7 +66,7 @@ struct UpstreamTemplate {
 }
 
 impl UpstreamTemplate {
-    fn build(&self, server: ServerSpec, readonly: bool) -> (Upstream, Arc<Health>) {
+    fn build(&self, server: ServerSpec, readonly: bool) -> (Arc<Upstream>, Arc<Health>) {
         let connector = Connector::new(
             &self.listener,
             server,
@@ -107,16 +107,43 @@ impl UpstreamTemplate {
                 self.max_dedicated,
             )
         };
-        let upstream = Upstream {
+        let upstream = Arc::new(Upstream {
             shared: [shared_for(Protocol::Resp2), shared_for(Protocol::Resp3)],
             dedicated: [pool_for(Protocol::Resp2), pool_for(Protocol::Resp3)],
             connector,
-        };
+        });
+        upstream.connector.stats.watch(&upstream);
         (upstream, health)
     }
 }
 
+impl Upstream {
+    /// What its connections hold now, for `/metrics`.
+    pub(crate) fn pool_status(&self) -> PoolStatus {
+        let mut status = PoolStatus::default();
+        for handle in self.shared.iter().flatten() {
+            status.in_flight += handle.in_flight() as u64;
+        }
+        for pool in &self.dedicated {
+            let pool = pool.status();
+            status.dedicated_open += pool.size as u64;
+            status.dedicated_idle += pool.available as u64;
+        }
+        status
+    }
+}
+
 impl RedisService {
+    /// The stats of upstream `server`.
+    pub(crate) fn upstream_stats(&self, server: usize) -> Arc<UpstreamStats> {
+        self.upstream(server).connector.stats.clone()
+    }
+
+    /// The stats of commands attache answers itself.
+    pub(crate) fn local_stats(&self) -> Arc<UpstreamStats> {
+        self.template.metrics.upstream(LOCAL_UPSTREAM)
+    }
+
     /// The listener's counters.
     pub(crate) fn metrics(&self) -> &RedisMetrics {
         &self.template.metrics
@@ -182,7 +209,7 @@ impl RedisService {
         let mut healths = Vec::new();
         for server in &config.servers {
             let (upstream, health) = template.build(server.clone(), false);
-            upstreams.push(Arc::new(upstream));
+            upstreams.push(upstream);
             healths.push(health);
         }
         let router = if config.mode == Mode::Cluster {
@@ -249,7 +276,7 @@ impl RedisService {
             name: None,
         };
         let (upstream, _) = self.template.build(spec, readonly);
-        upstreams.push(Arc::new(upstream));
+        upstreams.push(upstream);
         upstreams.len() - 1
     }
 

@@ -71,6 +71,8 @@ async fn supervise(
                     let peer = stream.peer_addr().ok()?;
                     Some(AddressWatch { peer, addrs })
                 });
+                let open = &connector.stats.shared_open;
+                open.fetch_add(1, Ordering::Relaxed);
                 let end = drive(
                     stream,
                     first,
@@ -80,6 +82,7 @@ async fn supervise(
                     address,
                 )
                 .await;
+                open.fetch_sub(1, Ordering::Relaxed);
                 match end {
                     DriveEnd::Closed => return,
                     DriveEnd::Drained => {
@@ -87,8 +90,10 @@ async fn supervise(
                     }
                     DriveEnd::Failed(e) => {
                         RedisMetrics::add(&connector.metrics.connections_lost);
+                        RedisMetrics::add(&connector.stats.connections_lost);
                         if health.record_failure() {
                             RedisMetrics::add(&connector.metrics.ejections);
+                            RedisMetrics::add(&connector.stats.ejections);
                         }
                         warn!(upstream = %settings.id, error = %e, "upstream connection lost; reconnecting")
                     }
@@ -97,6 +102,7 @@ async fn supervise(
             Err(e) => {
                 if health.record_failure() {
                     RedisMetrics::add(&connector.metrics.ejections);
+                    RedisMetrics::add(&connector.stats.ejections);
                 }
                 warn!(upstream = %settings.id, error = %e, retry_in = ?backoff, "upstream unavailable");
                 if let Some(op) = held.take() {

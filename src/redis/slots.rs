@@ -4,6 +4,7 @@
 //! or a stream relayed as it comes (pub/sub, MONITOR).
 
 use std::collections::VecDeque;
+use std::time::Instant;
 
 use attache_resp::cluster;
 use attache_resp::frame::{self, reply};
@@ -15,6 +16,7 @@ use tokio::sync::oneshot::error::TryRecvError;
 use super::connection::{ConnectionHandle, ReplyRx};
 use super::connector::Protocol;
 use super::error::UpstreamError;
+use super::meter::{Meter, Meters};
 use super::metrics::RedisMetrics;
 use super::router::Router;
 use super::service::RedisService;
@@ -24,12 +26,11 @@ pub(super) enum Slot {
     Wait {
         rx: ReplyRx,
         replies: u32,
+        meter: Meter,
     },
     /// One request per server, one reply each, combined into one reply.
-    Merge {
-        parts: Vec<PartReply>,
-        combine: Combine,
-    },
+    /// Boxed: it is the largest, and the rarest, so every slot stays small.
+    Merge(Box<Merging>),
     /// Everything the pinned connection sends, as it comes.
     Stream(mpsc::Receiver<Bytes>),
     /// Cluster mode: one command, kept so that a MOVED or ASK reply can be
@@ -54,6 +55,8 @@ pub(crate) struct Redirectable {
     /// buffer: `replies` frames come back, and the app gets the last
     /// (EXEC's); a MOVED on any of them re-sends the whole transaction.
     pub(crate) transaction: Option<u32>,
+    /// Counted once, on the server that answered last.
+    pub(crate) meter: Meter,
 }
 
 impl Redirectable {
@@ -143,16 +146,20 @@ impl Redirectable {
         let Router::Cluster(router) = &service.router else {
             return Some(reply);
         };
+        // Counted on the node that redirected (before following).
+        let node = service.upstream_stats(self.server);
         let handle = self.follow(redirect.addr(), service);
         match redirect {
             cluster::Redirect::Moved { .. } => {
                 RedisMetrics::add(&service.metrics().moved);
+                RedisMetrics::add(&node.moved);
                 router.refresh.notify_one();
                 self.asking = false;
                 self.rx = handle.request(self.request.clone(), 1, false);
             }
             cluster::Redirect::Ask { .. } => {
                 RedisMetrics::add(&service.metrics().ask);
+                RedisMetrics::add(&node.ask);
                 let mut both = BytesMut::from(&reply::command(&[b"ASKING"])[..]);
                 both.extend_from_slice(&self.request);
                 self.asking = true;
@@ -163,15 +170,53 @@ impl Redirectable {
     }
 }
 
+/// A command split over servers (see [`Slot::Merge`]).
+pub(super) struct Merging {
+    pub(super) parts: Vec<PartReply>,
+    pub(super) combine: Combine,
+    /// Counted per part, on the part's server (`server` is unused).
+    pub(super) meter: Meter,
+}
+
 /// A part of a [`Slot::Merge`].
 pub(super) struct PartReply {
     pub(super) rx: ReplyRx,
     pub(super) reply: Option<Bytes>,
+    /// The upstream index it was sent to.
+    server: usize,
+    /// Its reply is attache's error (the upstream failed).
+    failed: bool,
 }
 
 impl PartReply {
-    pub(super) fn new(rx: ReplyRx) -> Self {
-        Self { rx, reply: None }
+    pub(super) fn new(rx: ReplyRx, server: usize) -> Self {
+        Self {
+            rx,
+            reply: None,
+            server,
+            failed: false,
+        }
+    }
+
+    fn settle(&mut self, result: Result<Bytes, UpstreamError>, metrics: &RedisMetrics) {
+        self.failed = result.is_err();
+        self.reply = Some(settle(result, 1, metrics));
+    }
+}
+
+/// Counts a merged command once per part, on each part's upstream.
+fn record_parts(
+    parts: &[PartReply],
+    meter: &Meter,
+    service: &RedisService,
+    meters: &mut Meters,
+    resp3: bool,
+    now: Instant,
+) {
+    for part in parts {
+        let reply = part.reply.as_deref().unwrap_or_default();
+        let stats = meters.upstream(service, part.server);
+        meter.record(stats, reply, 1, part.failed, resp3, now);
     }
 }
 
@@ -196,8 +241,12 @@ pub(super) fn collect_ready(
     service: &RedisService,
     resp3: bool,
     out: &mut Vec<Bytes>,
+    meters: &mut Meters,
 ) -> bool {
     let mut stream_ended = false;
+    // One clock reading for every reply collected in this pass.
+    let mut now = None;
+    let mut now = || *now.get_or_insert_with(Instant::now);
     while let Some(front) = slots.front_mut() {
         match front {
             Slot::Ready(_) => {
@@ -205,32 +254,39 @@ pub(super) fn collect_ready(
                     out.push(bytes);
                 }
             }
-            Slot::Wait { rx, replies } => {
+            Slot::Wait { rx, replies, meter } => {
                 let replies = *replies;
-                match rx.try_recv() {
-                    Ok(result) => out.push(settle(result, replies, service.metrics())),
+                let result = match rx.try_recv() {
+                    Ok(result) => result,
                     Err(TryRecvError::Empty) => break,
-                    Err(TryRecvError::Closed) => out.push(settle(
-                        Err(service.closed_error()),
-                        replies,
-                        service.metrics(),
-                    )),
-                }
+                    Err(TryRecvError::Closed) => Err(service.closed_error()),
+                };
+                let failed = result.is_err();
+                let reply = settle(result, replies, service.metrics());
+                let stats = meters.upstream(service, meter.server);
+                meter.record(stats, &reply, replies, failed, resp3, now());
+                out.push(reply);
                 slots.pop_front();
             }
-            Slot::Merge { parts, combine } => {
+            Slot::Merge(merge) => {
+                let Merging {
+                    parts,
+                    combine,
+                    meter,
+                } = &mut **merge;
                 for part in parts.iter_mut().filter(|p| p.reply.is_none()) {
                     match part.rx.try_recv() {
-                        Ok(result) => part.reply = Some(settle(result, 1, service.metrics())),
+                        Ok(result) => part.settle(result, service.metrics()),
                         Err(TryRecvError::Empty) => {}
                         Err(TryRecvError::Closed) => {
-                            part.reply = Some(service.closed_error().to_reply())
+                            part.settle(Err(service.closed_error()), service.metrics())
                         }
                     }
                 }
                 if parts.iter().any(|p| p.reply.is_none()) {
                     break;
                 }
+                record_parts(parts, meter, service, meters, resp3, now());
                 out.push(finish(parts, combine, service, resp3));
                 slots.pop_front();
             }
@@ -240,8 +296,11 @@ pub(super) fn collect_ready(
                     Err(TryRecvError::Empty) => break,
                     Err(TryRecvError::Closed) => Err(service.closed_error()),
                 };
+                let failed = result.is_err();
                 match cmd.settle(result, service) {
                     Some(reply) => {
+                        let stats = meters.upstream(service, cmd.server);
+                        cmd.meter.record(stats, &reply, 1, failed, resp3, now());
                         out.push(reply);
                         slots.pop_front();
                     }
@@ -268,24 +327,39 @@ pub(super) fn collect_ready(
 
 /// Resolves when the front slot has something to write, turning a settled
 /// reply into `Slot::Ready` in place.
-pub(super) async fn wait_front(slots: &mut VecDeque<Slot>, service: &RedisService, resp3: bool) {
+pub(super) async fn wait_front(
+    slots: &mut VecDeque<Slot>,
+    service: &RedisService,
+    resp3: bool,
+    meters: &mut Meters,
+) {
     match slots.front_mut() {
-        Some(Slot::Wait { rx, replies }) => {
+        Some(Slot::Wait { rx, replies, meter }) => {
             let result = match rx.await {
                 Ok(result) => result,
                 Err(_) => Err(service.closed_error()),
             };
-            slots[0] = Slot::Ready(settle(result, *replies, service.metrics()));
+            let failed = result.is_err();
+            let reply = settle(result, *replies, service.metrics());
+            let stats = meters.upstream(service, meter.server);
+            meter.record(stats, &reply, *replies, failed, resp3, Instant::now());
+            slots[0] = Slot::Ready(reply);
         }
-        Some(Slot::Merge { parts, combine }) => {
+        Some(Slot::Merge(merge)) => {
+            let Merging {
+                parts,
+                combine,
+                meter,
+            } = &mut **merge;
             for part in parts.iter_mut() {
                 if part.reply.is_none() {
                     let result = (&mut part.rx)
                         .await
                         .unwrap_or_else(|_| Err(service.closed_error()));
-                    part.reply = Some(settle(result, 1, service.metrics()));
+                    part.settle(result, service.metrics());
                 }
             }
+            record_parts(parts, meter, service, meters, resp3, Instant::now());
             let merged = finish(parts, combine, service, resp3);
             slots[0] = Slot::Ready(merged);
         }
@@ -293,7 +367,11 @@ pub(super) async fn wait_front(slots: &mut VecDeque<Slot>, service: &RedisServic
             let result = (&mut cmd.rx)
                 .await
                 .unwrap_or_else(|_| Err(service.closed_error()));
+            let failed = result.is_err();
             if let Some(reply) = cmd.settle(result, service) {
+                let stats = meters.upstream(service, cmd.server);
+                cmd.meter
+                    .record(stats, &reply, 1, failed, resp3, Instant::now());
                 slots[0] = Slot::Ready(reply);
                 break;
             }

@@ -204,6 +204,7 @@ pub fn cmd(args: &[&str]) -> Vec<u8> {
     let args: Vec<&[u8]> = args.iter().map(|a| a.as_bytes()).collect();
     attache_resp::frame::reply::command(&args).to_vec()
 }
+pub mod admin;
 pub mod binary;
 pub mod cluster;
 pub mod dns;

@@ -17,6 +17,7 @@
 use std::collections::VecDeque;
 use std::net::SocketAddr;
 use std::sync::Arc;
+use std::time::Instant;
 
 use attache_resp::frame::{self, reply, Request};
 use bytes::{Buf, Bytes, BytesMut};
@@ -30,7 +31,8 @@ use super::connection::Op;
 use super::connector::Protocol;
 use super::dedicated::Dedicated;
 use super::error::UpstreamError;
-use super::metrics::RedisMetrics;
+use super::meter::{Families, Meter, Meters};
+use super::metrics::{ErrorSource, Family, RedisMetrics};
 use super::policy::{classify, Action, Transient};
 use super::service::RedisService;
 use super::slots::{collect_ready, wait_front, Redirectable, Slot};
@@ -79,6 +81,7 @@ struct Run {
     count: u32,
     target: Target,
     blocking: bool,
+    families: Families,
 }
 
 pub(crate) struct Session {
@@ -117,6 +120,13 @@ pub(crate) struct Session {
     closing: bool,
     /// attache is shutting down: close as soon as the app is idle.
     shutdown: tokio::sync::watch::Receiver<bool>,
+    /// When the last read from the app returned: the start of the latency
+    /// of every command it brought.
+    read_at: Instant,
+    /// The family of the command being dispatched.
+    family: Family,
+    /// The stats this connection counts its commands in.
+    meters: Meters,
 }
 
 impl Session {
@@ -145,6 +155,9 @@ impl Session {
             cluster_tx: None,
             watch: false,
             closing: false,
+            read_at: Instant::now(),
+            family: Family::OTHER,
+            meters: Meters::default(),
         }
     }
 
@@ -191,10 +204,13 @@ impl Session {
                     match try_read(&self.stream, &mut self.rbuf, READ_CHUNK)? {
                         None => continue,
                         Some(0) => return Ok(()),
-                        Some(_) => self.process_input().await?,
+                        Some(_) => {
+                            self.read_at = Instant::now();
+                            self.process_input().await?
+                        }
                     }
                 }
-                _ = wait_front(&mut self.slots, &self.service, self.protocol.is_resp3()), if !self.slots.is_empty() => {}
+                _ = wait_front(&mut self.slots, &self.service, self.protocol.is_resp3(), &mut self.meters), if !self.slots.is_empty() => {}
                 _ = self.shutdown.changed(), if !draining => {}
             }
         }
@@ -219,6 +235,7 @@ impl Session {
             self.shared_index = next.next_shared_index();
             self.shutdown = next.shutdown.clone();
             self.service = next;
+            self.meters.clear();
         }
     }
 
@@ -232,8 +249,8 @@ impl Session {
                 Err(e) => {
                     debug!(listener = %self.service.name, peer = %self.peer, error = %e, "bad request");
                     self.flush_run();
-                    self.slots
-                        .push_back(Slot::Ready(reply::error(&format!("ERR {e}"))));
+                    self.family = Family::OTHER;
+                    self.push_local(reply::error(&format!("ERR {e}")));
                     self.rbuf.clear();
                     self.closing = true;
                     break;
@@ -253,7 +270,8 @@ impl Session {
         RedisMetrics::add(&self.service.metrics().commands);
         self.service.await_topology().await;
         let streaming = self.pin.as_ref().is_some_and(|p| p.streaming);
-        let action = classify(&req, &self.rbuf, self.pin.is_some());
+        let (action, family) = classify(&req, &self.rbuf, self.pin.is_some());
+        self.family = family;
         if streaming {
             // Replies no longer pair with requests: everything but RESET
             // goes to the pinned connection as it is.
@@ -481,6 +499,17 @@ impl Session {
     fn reply_local(&mut self, req: &Request, bytes: Bytes) {
         self.rbuf.advance(req.len);
         self.flush_run();
+        self.push_local(bytes);
+    }
+
+    /// Queues attache's own answer to the current command, counted as
+    /// answered by upstream `attache`.
+    fn push_local(&mut self, bytes: Bytes) {
+        let stats = self.meters.local(&self.service);
+        stats.answered(self.family, self.read_at.elapsed(), 1);
+        if frame::is_error(&bytes) {
+            stats.error(self.family, ErrorSource::Attache, 1);
+        }
         self.slots.push_back(Slot::Ready(bytes));
     }
 
@@ -505,6 +534,7 @@ impl Session {
         if let Some(run) = &mut self.run {
             if run.target == target && !run.blocking && !blocking && !alone {
                 run.bytes.unsplit(bytes);
+                run.families.push(self.family, run.count);
                 run.count += 1;
                 return;
             }
@@ -515,6 +545,7 @@ impl Session {
             count: 1,
             target,
             blocking,
+            families: Families::One(self.family),
         });
     }
 
@@ -522,14 +553,21 @@ impl Session {
     fn flush_run(&mut self) {
         let Some(run) = self.run.take() else { return };
         let bytes = run.bytes.freeze();
-        let handle = match run.target {
+        let (handle, server) = match run.target {
             Target::Pinned => match &self.pin {
-                Some(pin) => pin.conn.handle.clone(),
+                Some(pin) => (pin.conn.handle.clone(), pin.server),
                 None => return,
             },
-            Target::Shared(server) => self
-                .service
-                .shared(server, self.protocol, self.shared_index),
+            Target::Shared(server) => (
+                self.service
+                    .shared(server, self.protocol, self.shared_index),
+                server,
+            ),
+        };
+        let meter = Meter {
+            started: self.read_at,
+            server,
+            families: run.families,
         };
         if let (Target::Shared(server), true) = (run.target, self.service.router.is_cluster()) {
             let rx = handle.request(bytes.clone(), 1, false);
@@ -542,6 +580,7 @@ impl Session {
                 redirects: 0,
                 asking: false,
                 transaction: None,
+                meter,
             })));
             return;
         }
@@ -549,13 +588,14 @@ impl Session {
         self.slots.push_back(Slot::Wait {
             rx,
             replies: run.count,
+            meter,
         });
     }
 
     fn reply_error(&mut self, error: &UpstreamError) {
         self.flush_run();
         RedisMetrics::add(&self.service.metrics().errors);
-        self.slots.push_back(Slot::Ready(error.to_reply()));
+        self.push_local(error.to_reply());
     }
 
     /// Writes every reply that is ready, in order, in as few writes as possible.
@@ -566,6 +606,7 @@ impl Session {
             &self.service,
             self.protocol.is_resp3(),
             &mut out,
+            &mut self.meters,
         ) {
             // The pinned upstream closed (QUIT, or it died): the app's
             // connection ends with it, unless a cluster subscription can

@@ -27,7 +27,13 @@ impl Session {
             }
             self.write_ready().await?;
             if !self.slots.is_empty() {
-                wait_front(&mut self.slots, &self.service, self.protocol.is_resp3()).await;
+                wait_front(
+                    &mut self.slots,
+                    &self.service,
+                    self.protocol.is_resp3(),
+                    &mut self.meters,
+                )
+                .await;
             }
         }
         Ok(())

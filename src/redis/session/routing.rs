@@ -13,13 +13,14 @@ use super::{Session, Target};
 use crate::redis::connection::{Op, STREAM_BUFFER};
 use crate::redis::error::UpstreamError;
 use crate::redis::fanin;
+use crate::redis::meter::{Families, Meter};
 use std::sync::Arc;
 
 use attache_resp::hash::{key_slot, Distributor};
 
 use crate::config::ReadFrom;
 use crate::redis::router::{ClusterSlots, Router};
-use crate::redis::slots::{split_scan_cursor, Combine, PartReply, Slot};
+use crate::redis::slots::{split_scan_cursor, Combine, Merging, PartReply, Slot};
 
 /// Where one request goes, in the listener's mode.
 pub(super) enum Route {
@@ -340,10 +341,19 @@ impl Session {
                 let handle = self
                     .service
                     .shared(server, self.protocol, self.shared_index);
-                PartReply::new(handle.request(bytes, 1, false))
+                PartReply::new(handle.request(bytes, 1, false), server)
             })
             .collect();
-        self.slots.push_back(Slot::Merge { parts, combine });
+        let meter = Meter {
+            started: self.read_at,
+            server: 0,
+            families: Families::One(self.family),
+        };
+        self.slots.push_back(Slot::Merge(Box::new(Merging {
+            parts,
+            combine,
+            meter,
+        })));
         Ok(())
     }
 

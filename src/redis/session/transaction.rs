@@ -10,6 +10,7 @@ use bytes::{Buf, Bytes, BytesMut};
 
 use super::routing::Route;
 use super::Session;
+use crate::redis::meter::{Families, Meter};
 use crate::redis::policy::{Action, Transient};
 use crate::redis::slots::{Redirectable, Slot};
 
@@ -135,6 +136,11 @@ impl Session {
             redirects: 0,
             asking: false,
             transaction: Some(replies),
+            meter: Meter {
+                started: self.read_at,
+                server,
+                families: Families::One(self.family),
+            },
         })));
     }
 
