@@ -350,8 +350,7 @@ fn environment_overrides_one_listener_of_several() {
 }
 
 /// The configs the Kubernetes manifests mount (`k8s/**/attache.toml`) are
-/// valid attache configs. The HTTP example waits for the HTTP listener
-/// (`[http.NAME]` is not a config key yet).
+/// valid attache configs.
 #[test]
 fn every_k8s_config_is_valid() {
     let root = Path::new(env!("CARGO_MANIFEST_DIR")).join("k8s");
@@ -362,7 +361,6 @@ fn every_k8s_config_is_valid() {
     assert!(files.len() >= 4, "k8s configs: {files:?}");
     let failures: Vec<String> = files
         .iter()
-        .filter(|f| !f.to_string_lossy().contains("http-oauth2"))
         .filter_map(|f| load(f).err().map(|e| format!("{}: {e}", f.display())))
         .collect();
     assert!(

@@ -109,6 +109,13 @@ pub(super) fn render(state: &AdminState) -> String {
         }
     }
 
+    state
+        .generations
+        .borrow()
+        .services
+        .http_metrics()
+        .render(&mut out);
+
     let per_token = |value: &dyn Fn(&crate::credentials::TokenStats) -> Option<String>| {
         state
             .tokens

@@ -32,11 +32,20 @@ pub struct Config {
     /// Local Redis listeners, keyed by name (`[redis.cache]`).
     #[serde(default)]
     pub redis: BTreeMap<String, RedisListenerConfig>,
+    /// Local HTTP listeners, keyed by name (`[http.payments]`); see
+    /// [`HttpListenerConfig`] for their keys.
+    #[serde(default, skip_serializing_if = "BTreeMap::is_empty")]
+    pub http: BTreeMap<String, HttpListenerConfig>,
     /// Credential sources, keyed by name (`[tokens.payments]`), referred to
-    /// by `[redis.NAME.auth] token = "payments"`.
+    /// by `[redis.NAME.auth] token = "payments"` and `[http.NAME] token =
+    /// "payments"`.
     #[serde(default, skip_serializing_if = "BTreeMap::is_empty")]
     pub tokens: BTreeMap<String, TokenConfig>,
 }
+
+/// `[http.NAME]`: one local HTTP listener (the struct and its field docs
+/// live in `attache-http`), with TLS to its upstreams as for Redis.
+pub type HttpListenerConfig = attache_http::HttpListenerConfig<TlsConfig>;
 
 /// `[admin]`
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]

@@ -83,6 +83,10 @@ pub struct HttpListenerConfig<Tls = NoTls> {
     /// Default `90s`.
     #[serde(default = "default_idle_timeout", with = "humantime_serde")]
     pub idle_timeout: Duration,
+    /// Most app connections this listener accepts at once; more wait in the
+    /// kernel's backlog. Default `10000`.
+    #[serde(default = "default_max_connections")]
+    pub max_connections: usize,
     /// Most idle upstream connections kept per upstream host. Default `32`.
     #[serde(default = "default_max_idle_per_host")]
     pub max_idle_per_host: usize,
@@ -268,6 +272,9 @@ impl<Tls> HttpListenerConfig<Tls> {
                 return Err(invalid(field, "must be greater than zero".into()));
             }
         }
+        if self.max_connections == 0 {
+            return Err(invalid("max_connections", "must be at least 1".into()));
+        }
         if self.retries > 10 {
             return Err(invalid("retries", "must be at most 10".into()));
         }
@@ -420,6 +427,9 @@ fn default_connect_timeout() -> Duration {
 }
 fn default_idle_timeout() -> Duration {
     Duration::from_secs(90)
+}
+fn default_max_connections() -> usize {
+    10_000
 }
 fn default_max_idle_per_host() -> usize {
     32
