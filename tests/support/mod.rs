@@ -207,4 +207,5 @@ pub fn cmd(args: &[&str]) -> Vec<u8> {
 pub mod binary;
 pub mod cluster;
 pub mod dns;
+pub mod http;
 pub mod tls;
