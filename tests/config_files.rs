@@ -369,3 +369,48 @@ fn every_k8s_config_is_valid() {
         failures.join("\n")
     );
 }
+
+/// `[http.NAME]` errors name the key: a token source that does not exist,
+/// a bad upstream, a route's field, an address another listener has.
+#[test]
+fn http_listener_errors_name_the_key() {
+    let dir = tempfile::tempdir().expect("temp dir");
+    let http = "[http.api]\nlisten = \"127.0.0.1:8080\"\n";
+    for (text, key) in [
+        (
+            format!("{http}upstream = \"https://a.example\"\ntoken = \"nope\"\n"),
+            "http.api.token",
+        ),
+        (format!("{http}upstream = \"ftp://a.example\"\n"), "http.api.upstream"),
+        (
+            format!("{http}[[http.api.routes]]\nprefix = \"v1\"\nupstream = \"http://a\"\n"),
+            "http.api.routes[0].prefix",
+        ),
+        (
+            format!("{MINIMAL}[http.api]\nlisten = \"127.0.0.1:6379\"\nupstream = \"http://a\"\n"),
+            "http.api.listen",
+        ),
+        (
+            format!("{http}upstream = \"http://a\"\n[http.api.headers]\nx-key = {{ value = \"v\", value_env = \"V\" }}\n"),
+            "http.api.headers.x-key",
+        ),
+    ] {
+        match load(&write(&dir, "http.toml", &text)) {
+            Err(ConfigError::Invalid { key: got, message, .. }) => {
+                assert_eq!(got, key, "{message}")
+            }
+            other => panic!("{text}: expected an error naming {key}, got {other:?}"),
+        }
+    }
+    let err = load(&write(
+        &dir,
+        "http.toml",
+        &format!("{http}upstream = \"http://a\"\ntimout = \"1s\"\n"),
+    ))
+    .unwrap_err()
+    .to_string();
+    assert!(
+        err.contains("key http.api.timout:") && err.contains("unknown field"),
+        "{err}"
+    );
+}
