@@ -87,7 +87,9 @@ pub struct HttpListenerConfig<Tls = NoTls> {
     /// kernel's backlog. Default `10000`.
     #[serde(default = "default_max_connections")]
     pub max_connections: usize,
-    /// Most idle upstream connections kept per upstream host. Default `32`.
+    /// Most idle HTTP/1.1 connections kept per upstream address (each
+    /// address a host name resolves to; per worker). HTTP/2 upstreams need
+    /// one connection per address. Default `32`.
     #[serde(default = "default_max_idle_per_host")]
     pub max_idle_per_host: usize,
     /// Most retries of a failed request (connect failures; for idempotent
