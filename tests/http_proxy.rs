@@ -376,3 +376,33 @@ async fn a_websocket_upgrade_passes_through() {
     }
     assert_eq!(upstream.seen()[0].headers["upgrade"], "websocket");
 }
+
+#[tokio::test]
+async fn a_reload_moves_new_requests_to_the_new_upstream_on_open_connections() {
+    let old = TestUpstream::plain(handler(|_| async { text(200, "old") })).await;
+    let new = TestUpstream::plain(handler(|_| async { text(200, "new") })).await;
+    let config = |upstream: &TestUpstream| {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("attache.toml");
+        std::fs::write(
+            &path,
+            format!(
+                "[http.api]\nlisten = \"127.0.0.1:0\"\nupstream = \"http://{}\"\n",
+                upstream.addr
+            ),
+        )
+        .unwrap();
+        attache::config::load(&path).unwrap()
+    };
+    let running = attache::start(config(&old)).await.unwrap();
+    let addr = running.http_addr("api").unwrap();
+    let mut client = AppClient::connect(addr).await;
+    assert_eq!(client.get("/a").await.2, "old");
+
+    // Same `listen` (port 0 in both): same socket, new service.
+    running.reload(config(&new)).unwrap();
+    assert_eq!(client.get("/b").await.2, "new", "the open connection moved");
+    assert_eq!(AppClient::connect(addr).await.get("/c").await.2, "new");
+    assert_eq!(old.seen().len(), 1);
+    running.shutdown().await;
+}

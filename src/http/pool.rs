@@ -268,7 +268,13 @@ impl UpstreamPool {
                 }
                 drop(open);
             });
-            *endpoint.h2.lock().unwrap_or_else(|e| e.into_inner()) = Some(sender.clone());
+            let mut shared = endpoint.h2.lock().unwrap_or_else(|e| e.into_inner());
+            // Requests that raced to connect share the first connection;
+            // dropping this one's sender closes it.
+            if let Some(first) = shared.as_ref().filter(|s| !s.is_closed()) {
+                return Ok(Sender::H2(first.clone()));
+            }
+            *shared = Some(sender.clone());
             return Ok(Sender::H2(sender));
         }
         let (sender, connection) = http1::Builder::new()

@@ -33,7 +33,10 @@ pub(crate) struct HttpService {
     /// The pool of each route, by route number: `routes[i]` in config
     /// order, then the catch-all. Routes to one upstream share a pool.
     pools: Vec<Option<Arc<UpstreamPool>>>,
-    token: Option<TokenSource>,
+    /// `token`'s name and source (`None` as the source only if
+    /// `[tokens]` lacks it, which validation prevents: then every request
+    /// gets a 503 rather than going out without its credential).
+    token: Option<(String, Option<TokenSource>)>,
     timeout: Duration,
     budget: Mutex<RetryBudget>,
     metrics: Arc<HttpMetrics>,
@@ -92,8 +95,8 @@ impl HttpService {
             name: name.into(),
             token: config
                 .token
-                .as_deref()
-                .and_then(|t| services.tokens().get(t)),
+                .as_ref()
+                .map(|name| (name.clone(), services.tokens().get(name))),
             timeout: config.timeout,
             budget: Mutex::new(policy.retry_budget()),
             policy,
@@ -129,14 +132,14 @@ impl HttpService {
         let Some(pool) = self.pools.get(number).cloned().flatten() else {
             return self.local(&LocalError::no_route(&parts.method, parts.uri.path(), None));
         };
-        self.metrics.in_flight.fetch_add(1, Ordering::Relaxed);
+        // A guard: the app may hang up, and hyper then drops this future.
+        let _in_flight = InFlight::start(&self.metrics);
         let forwarding = self.forward(&pool, outgoing, body, peer, app_upgrade);
         let response = match tokio::time::timeout(self.timeout, forwarding).await {
             Ok(Ok(response)) => response,
             Ok(Err(error)) => self.local(&error),
             Err(_) => self.local(&LocalError::timeout(&upstream, self.timeout)),
         };
-        self.metrics.in_flight.fetch_sub(1, Ordering::Relaxed);
         self.metrics.response(number, response.status().as_u16());
         self.metrics.observe_latency(number, started.elapsed());
         response
@@ -151,8 +154,16 @@ impl HttpService {
 
     /// The credential header's value, if the listener has a token.
     fn credential(&self, upstream: &Upstream) -> Result<Option<HeaderValue>, LocalError> {
-        let Some(source) = &self.token else {
-            return Ok(None);
+        let source = match &self.token {
+            None => return Ok(None),
+            Some((_, Some(source))) => source,
+            Some((name, None)) => {
+                return Err(LocalError::no_token(
+                    upstream,
+                    name,
+                    "no such [tokens] source",
+                ))
+            }
         };
         let token = source
             .current()
@@ -232,7 +243,7 @@ impl HttpService {
                 } => {
                     token_refreshed = true;
                     HttpMetrics::add(&self.metrics.token_refreshes);
-                    if let Some(source) = &self.token {
+                    if let Some((_, Some(source))) = &self.token {
                         if let Err(e) = source.force_refresh().await {
                             debug!(listener = %self.name, error = %e, "token refresh after a 401 failed");
                         }
@@ -367,6 +378,22 @@ impl HttpService {
         self.policy.headers.response(status, &mut parts.headers);
         parts.version = Version::HTTP_11;
         Response::from_parts(parts, body.boxed_unsync())
+    }
+}
+
+/// Counts a request in `attache_http_requests_in_flight` until dropped.
+struct InFlight(Arc<HttpMetrics>);
+
+impl InFlight {
+    fn start(metrics: &Arc<HttpMetrics>) -> Self {
+        metrics.in_flight.fetch_add(1, Ordering::Relaxed);
+        Self(metrics.clone())
+    }
+}
+
+impl Drop for InFlight {
+    fn drop(&mut self) {
+        self.0.in_flight.fetch_sub(1, Ordering::Relaxed);
     }
 }
 
