@@ -406,3 +406,68 @@ async fn a_reload_moves_new_requests_to_the_new_upstream_on_open_connections() {
     assert_eq!(old.seen().len(), 1);
     running.shutdown().await;
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn concurrent_requests_are_spread_over_every_address_of_a_name() {
+    let dns = support::dns::TestDns::start().await;
+    dns.set_a("pair", 30, &[[127, 0, 0, 2], [127, 0, 0, 3]])
+        .await;
+    // The same port on both addresses (retrying if .3's is taken).
+    let (first, second) = loop {
+        let first = tokio::net::TcpListener::bind("127.0.0.2:0").await.unwrap();
+        let port = first.local_addr().unwrap().port();
+        if let Ok(second) = tokio::net::TcpListener::bind(("127.0.0.3", port)).await {
+            break (first, second);
+        }
+    };
+    let port = first.local_addr().unwrap().port();
+    let slow = || {
+        handler(|_| async {
+            tokio::time::sleep(Duration::from_millis(5)).await;
+            text(200, "ok")
+        })
+    };
+    let a = TestUpstream::on(first, None, slow());
+    let b = TestUpstream::on(second, None, slow());
+    let running = support::start_attache(&format!(
+        "[dns]\nnameservers = [\"{}\"]\n\n[http.api]\nlisten = \"127.0.0.1:0\"\nupstream = \"http://pair.attache.test:{port}\"\n",
+        dns.addr
+    ))
+    .await;
+    let addr = running.http_addr("api").unwrap();
+    let mut clients = Vec::new();
+    for _ in 0..8 {
+        clients.push(tokio::spawn(async move {
+            let mut client = AppClient::connect(addr).await;
+            for _ in 0..25 {
+                assert_eq!(client.get("/").await.0, 200);
+            }
+        }));
+    }
+    for client in clients {
+        client.await.unwrap();
+    }
+    let (on_a, on_b) = (a.seen().len(), b.seen().len());
+    assert_eq!(on_a + on_b, 200);
+    assert!(on_a > 20 && on_b > 20, "unbalanced: {on_a} vs {on_b}");
+}
+
+#[tokio::test]
+async fn an_http2_app_is_served_too() {
+    let upstream = TestUpstream::plain(echo_path()).await;
+    let (_attache, addr) = attache_for(&format!("http://{}", upstream.addr), "").await;
+    let stream = tokio::net::TcpStream::connect(addr).await.unwrap();
+    let (mut sender, connection) = hyper::client::conn::http2::handshake(
+        hyper_util::rt::TokioExecutor::new(),
+        hyper_util::rt::TokioIo::new(stream),
+    )
+    .await
+    .unwrap();
+    tokio::spawn(connection);
+    let request = Request::get(format!("http://{addr}/h2c"))
+        .body(empty())
+        .unwrap();
+    let (status, _, body) = support::http::read(sender.send_request(request).await.unwrap()).await;
+    assert_eq!((status, body.as_str()), (200, "upstream saw /h2c"));
+    assert_eq!(upstream.seen()[0].version, Version::HTTP_11);
+}
