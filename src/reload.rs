@@ -216,18 +216,7 @@ fn apply(
     served: &mut BTreeMap<String, Served>,
     accepting: &mut JoinSet<()>,
 ) -> std::io::Result<()> {
-    // Removed, or moved to another socket: stop accepting, drain.
-    served.retain(|name, s| {
-        let keep = generation
-            .listeners
-            .get(name)
-            .is_some_and(|bound| Arc::ptr_eq(bound, &s.bound));
-        if !keep {
-            info!(listener = %name, "listener removed or moved: draining its app connections");
-            let _ = s.stop.send(true);
-        }
-        keep
-    });
+    drain_removed(served, &generation.listeners, |s| (&s.bound, &s.stop));
     for (name, bound) in &generation.listeners {
         let config = &generation.config.redis[name];
         if let Some(s) = served.get_mut(name) {
@@ -268,6 +257,26 @@ fn apply(
     Ok(())
 }
 
+/// Stops serving the listeners that are not in `listeners` any more, or
+/// moved to another socket: they stop accepting and drain.
+fn drain_removed<S>(
+    served: &mut BTreeMap<String, S>,
+    listeners: &BTreeMap<String, Arc<BoundListener>>,
+    parts: impl Fn(&S) -> (&Arc<BoundListener>, &watch::Sender<bool>),
+) {
+    served.retain(|name, s| {
+        let (bound, stop) = parts(s);
+        let keep = listeners
+            .get(name)
+            .is_some_and(|current| Arc::ptr_eq(current, bound));
+        if !keep {
+            info!(listener = %name, "listener removed or moved: draining its app connections");
+            let _ = stop.send(true);
+        }
+        keep
+    });
+}
+
 /// One HTTP listener as one worker serves it.
 struct ServedHttp {
     bound: Arc<BoundListener>,
@@ -281,17 +290,7 @@ fn apply_http(
     served: &mut BTreeMap<String, ServedHttp>,
     accepting: &mut JoinSet<()>,
 ) -> std::io::Result<()> {
-    served.retain(|name, s| {
-        let keep = generation
-            .http_listeners
-            .get(name)
-            .is_some_and(|bound| Arc::ptr_eq(bound, &s.bound));
-        if !keep {
-            info!(listener = %name, "HTTP listener removed or moved: draining its app connections");
-            let _ = s.stop.send(true);
-        }
-        keep
-    });
+    drain_removed(served, &generation.http_listeners, |s| (&s.bound, &s.stop));
     for (name, bound) in &generation.http_listeners {
         let config = &generation.config.http[name];
         // Prepared with the generation, so always there; a listener

@@ -391,6 +391,10 @@ fn http_listener_errors_name_the_key() {
             "http.api.listen",
         ),
         (
+            format!("{MINIMAL}[http.cache]\nlisten = \"127.0.0.1:8080\"\nupstream = \"http://a\"\n"),
+            "http.cache",
+        ),
+        (
             format!("{http}upstream = \"http://a\"\n[http.api.headers]\nx-key = {{ value = \"v\", value_env = \"V\" }}\n"),
             "http.api.headers.x-key",
         ),

@@ -147,6 +147,13 @@ impl Config {
         }
         for (name, listener) in &self.http {
             let key = |field: &str| format!("http.{name}.{field}");
+            // Metrics and logs label listeners by name alone.
+            if self.redis.contains_key(name) {
+                return Err((
+                    format!("http.{name}"),
+                    format!("redis.{name} has the same name; listener names must be unique"),
+                ));
+            }
             let listener = listener
                 .clone()
                 .validate(name)
