@@ -471,3 +471,48 @@ async fn an_http2_app_is_served_too() {
     assert_eq!((status, body.as_str()), (200, "upstream saw /h2c"));
     assert_eq!(upstream.seen()[0].version, Version::HTTP_11);
 }
+
+#[tokio::test]
+async fn upstream_connections_are_reused_and_closed_when_idle() {
+    let upstream = TestUpstream::plain(handler(|_| async {
+        tokio::time::sleep(Duration::from_millis(20)).await;
+        text(200, "ok")
+    }))
+    .await;
+    let (_attache, addr) = attache_for(
+        &format!("http://{}", upstream.addr),
+        "idle_timeout = \"400ms\"\nmax_idle_per_host = 2",
+    )
+    .await;
+    // One app connection, one request at a time: one upstream connection.
+    let mut client = AppClient::connect(addr).await;
+    for _ in 0..10 {
+        assert_eq!(client.get("/").await.0, 200);
+    }
+    assert_eq!(upstream.accepted(), 1, "keep-alive reuse");
+
+    // Five at once need five; only two stay idle afterwards.
+    let mut parallel = Vec::new();
+    for _ in 0..5 {
+        parallel.push(tokio::spawn(async move {
+            AppClient::connect(addr).await.get("/").await.0
+        }));
+    }
+    for request in parallel {
+        assert_eq!(request.await.unwrap(), 200);
+    }
+    let settled = tokio::time::Instant::now() + Duration::from_secs(5);
+    while upstream.open() > 2 && tokio::time::Instant::now() < settled {
+        tokio::time::sleep(Duration::from_millis(10)).await;
+    }
+    assert!(
+        upstream.open() <= 2,
+        "{} idle connections kept",
+        upstream.open()
+    );
+    // Past idle_timeout, none.
+    while upstream.open() > 0 && tokio::time::Instant::now() < settled {
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+    assert_eq!(upstream.open(), 0, "idle connections outlived idle_timeout");
+}

@@ -71,7 +71,9 @@ pub(crate) struct UpstreamPool {
     tls: Option<HttpTls>,
     resolver: Option<Resolver>,
     watched: OnceCell<Watched>,
-    endpoints: Mutex<Vec<Arc<Endpoint>>>,
+    /// Shared with the idle sweeper, which ends when the pool is dropped.
+    endpoints: Arc<Mutex<Vec<Arc<Endpoint>>>>,
+    sweeper: std::sync::Once,
     settings: PoolSettings,
     metrics: Arc<HttpMetrics>,
 }
@@ -89,7 +91,8 @@ impl UpstreamPool {
             tls,
             resolver,
             watched: OnceCell::new(),
-            endpoints: Mutex::default(),
+            endpoints: Arc::default(),
+            sweeper: std::sync::Once::new(),
             settings,
             metrics,
         }
@@ -294,18 +297,36 @@ impl UpstreamPool {
     /// Returns an HTTP/1 connection to `endpoint`'s idle list once its
     /// response has been read to the end (dropped if it closes first).
     pub(crate) fn release(&self, endpoint: Arc<Endpoint>, mut sender: http1::SendRequest<Body>) {
+        self.sweeper.call_once(|| self.spawn_sweeper());
         let settings = self.settings;
         tokio::spawn(async move {
-            let ready = tokio::time::timeout(settings.idle_timeout, sender.ready()).await;
-            if !matches!(ready, Ok(Ok(()))) {
-                return;
+            // Resolves once the response body has been read (or errors
+            // when the connection closes first).
+            if sender.ready().await.is_ok() {
+                sweep(&endpoint, settings, Some(sender));
             }
-            if !sweep(&endpoint, settings, Some(sender)) {
-                return;
+        });
+    }
+
+    /// Closes idle connections past `idle_timeout` even when no request
+    /// comes to notice (one task per pool, checking every half timeout).
+    fn spawn_sweeper(&self) {
+        let endpoints = Arc::downgrade(&self.endpoints);
+        let settings = self.settings;
+        let period = (settings.idle_timeout / 2).max(Duration::from_millis(100));
+        tokio::spawn(async move {
+            let mut tick = tokio::time::interval(period);
+            tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+            loop {
+                tick.tick().await;
+                let Some(endpoints) = endpoints.upgrade() else {
+                    return;
+                };
+                let current = endpoints.lock().unwrap_or_else(|e| e.into_inner()).clone();
+                for endpoint in &current {
+                    sweep(endpoint, settings, None);
+                }
             }
-            // Closes it if it is still idle then.
-            tokio::time::sleep(settings.idle_timeout).await;
-            sweep(&endpoint, settings, None);
         });
     }
 }

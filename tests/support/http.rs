@@ -6,6 +6,7 @@ use std::convert::Infallible;
 use std::future::Future;
 use std::net::SocketAddr;
 use std::pin::Pin;
+use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex};
 
 use bytes::Bytes;
@@ -70,6 +71,8 @@ pub struct Seen {
 pub struct TestUpstream {
     pub addr: SocketAddr,
     pub seen: Arc<Mutex<Vec<Seen>>>,
+    /// Connections accepted, and open now.
+    pub connections: Arc<(AtomicUsize, AtomicUsize)>,
     task: Option<JoinHandle<()>>,
 }
 
@@ -103,15 +106,21 @@ impl TestUpstream {
         let seen = Arc::new(Mutex::new(Vec::new()));
         let acceptor = tls.map(tokio_rustls::TlsAcceptor::from);
         let recorded = seen.clone();
+        let connections = Arc::new((AtomicUsize::new(0), AtomicUsize::new(0)));
+        let counts = connections.clone();
         let task = tokio::spawn(async move {
-            let mut connections = JoinSet::new();
+            let mut tasks = JoinSet::new();
             loop {
                 let Ok((stream, _)) = listener.accept().await else {
                     continue;
                 };
                 let (handler, seen, acceptor) =
                     (handler.clone(), recorded.clone(), acceptor.clone());
-                connections.spawn(async move {
+                counts.0.fetch_add(1, Ordering::SeqCst);
+                counts.1.fetch_add(1, Ordering::SeqCst);
+                let open = OpenGuard(counts.clone());
+                tasks.spawn(async move {
+                    let _open = open;
                     let service = hyper::service::service_fn(move |request: Request<Incoming>| {
                         seen.lock().unwrap().push(Seen {
                             method: request.method().to_string(),
@@ -139,14 +148,25 @@ impl TestUpstream {
                         }
                     }
                 });
-                while connections.try_join_next().is_some() {}
+                while tasks.try_join_next().is_some() {}
             }
         });
         Self {
             addr,
             seen,
+            connections,
             task: Some(task),
         }
+    }
+
+    /// Connections accepted so far.
+    pub fn accepted(&self) -> usize {
+        self.connections.0.load(Ordering::SeqCst)
+    }
+
+    /// Connections open now.
+    pub fn open(&self) -> usize {
+        self.connections.1.load(Ordering::SeqCst)
     }
 
     /// Requests seen so far.
@@ -168,6 +188,15 @@ impl Drop for TestUpstream {
         if let Some(task) = self.task.take() {
             task.abort();
         }
+    }
+}
+
+/// Counts a connection as open until dropped.
+struct OpenGuard(Arc<(AtomicUsize, AtomicUsize)>);
+
+impl Drop for OpenGuard {
+    fn drop(&mut self) {
+        self.0 .1.fetch_sub(1, Ordering::SeqCst);
     }
 }
 
