@@ -516,3 +516,60 @@ async fn upstream_connections_are_reused_and_closed_when_idle() {
     }
     assert_eq!(upstream.open(), 0, "idle connections outlived idle_timeout");
 }
+
+/// An upstream that reads each request's head and, on every other
+/// connection, closes without answering.
+async fn flaky_raw_upstream() -> (std::net::SocketAddr, Arc<AtomicU64>) {
+    use tokio::io::{AsyncReadExt, AsyncWriteExt};
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let addr = listener.local_addr().unwrap();
+    let accepted = Arc::new(AtomicU64::new(0));
+    let count = accepted.clone();
+    tokio::spawn(async move {
+        while let Ok((mut stream, _)) = listener.accept().await {
+            let n = count.fetch_add(1, Ordering::SeqCst);
+            tokio::spawn(async move {
+                let mut head = Vec::new();
+                let mut buf = [0u8; 1024];
+                while !head.windows(4).any(|w| w == b"\r\n\r\n") {
+                    match stream.read(&mut buf).await {
+                        Ok(0) | Err(_) => return,
+                        Ok(k) => head.extend_from_slice(&buf[..k]),
+                    }
+                }
+                if n % 2 == 0 {
+                    return; // dropped: the connection closes unanswered
+                }
+                let _ = stream
+                    .write_all(
+                        b"HTTP/1.1 200 OK\r\ncontent-length: 2\r\nconnection: close\r\n\r\nok",
+                    )
+                    .await;
+            });
+        }
+    });
+    (addr, accepted)
+}
+
+#[tokio::test]
+async fn a_lost_connection_is_retried_for_get_but_a_sent_post_is_not() {
+    let (upstream, accepted) = flaky_raw_upstream().await;
+    let (_attache, addr) = attache_for(&format!("http://{upstream}"), "").await;
+    let (status, _, body) = send(addr, Request::get("/get").body(empty()).unwrap()).await;
+    assert_eq!((status, body.as_str()), (200, "ok"));
+    assert_eq!(
+        accepted.load(Ordering::SeqCst),
+        2,
+        "the GET was retried once"
+    );
+
+    let post = Request::post("/post").body(full("payload")).unwrap();
+    let (status, headers, body) = send(addr, post).await;
+    assert_eq!(status, 502);
+    assert_eq!(headers["x-attache-error"], "upstream-reset");
+    assert!(
+        body.contains("closed the connection before responding"),
+        "{body}"
+    );
+    assert_eq!(accepted.load(Ordering::SeqCst), 3, "the POST was sent once");
+}
