@@ -30,7 +30,7 @@ pub struct Config {
     #[serde(default)]
     pub log: LogConfig,
     /// Local Redis listeners, keyed by name (`[redis.cache]`).
-    #[serde(default)]
+    #[serde(default, skip_serializing_if = "BTreeMap::is_empty")]
     pub redis: BTreeMap<String, RedisListenerConfig>,
     /// Local HTTP listeners, keyed by name (`[http.payments]`); see
     /// [`HttpListenerConfig`] for their keys.
