@@ -104,6 +104,11 @@ impl Endpoint {
         self.latency_micros.store(new, Ordering::Relaxed);
     }
 
+    /// Consecutive failures so far (0 after a success or an ejection).
+    pub(crate) fn failure_streak(&self) -> u32 {
+        self.failures.load(Ordering::Relaxed)
+    }
+
     /// A connect failed or a connection was lost. `others_in_rotation`:
     /// whether another address of the upstream would still take requests.
     pub(crate) fn failed(&self, others_in_rotation: bool) -> Ejected {

@@ -193,6 +193,12 @@ impl UpstreamPool {
 
     fn connect_failed(&self, endpoint: &Endpoint, cause: String) -> ConnectError {
         HttpMetrics::add(&self.metrics.connect_failures);
+        // Once per streak (and per ejection), not once per request.
+        if endpoint.failure_streak() == 0 {
+            warn!(upstream = %self.upstream, addr = %endpoint.addr, error = %cause, "cannot connect to the upstream");
+        } else {
+            debug!(upstream = %self.upstream, addr = %endpoint.addr, error = %cause, "cannot connect to the upstream");
+        }
         self.failed(endpoint);
         ConnectError {
             addr: endpoint.addr.to_string(),
