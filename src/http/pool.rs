@@ -127,10 +127,12 @@ impl UpstreamPool {
         };
         match &self.resolver {
             Some(resolver) => {
-                let watched = self
-                    .watched
-                    .get_or_try_init(|| resolver.watch(host, port))
+                // Only the first resolution waits (later ones happen in
+                // the background); it counts against connect_timeout.
+                let first = self.watched.get_or_try_init(|| resolver.watch(host, port));
+                let watched = tokio::time::timeout(self.settings.connect_timeout, first)
                     .await
+                    .map_err(|_| failed("no DNS answer within connect_timeout".into()))?
                     .map_err(|e| failed(e.to_string()))?;
                 Ok(watched.addrs())
             }
