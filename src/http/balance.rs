@@ -144,6 +144,10 @@ pub(crate) fn pick(
     endpoints: &[Arc<Endpoint>],
     avoid: Option<SocketAddr>,
 ) -> Option<Arc<Endpoint>> {
+    // The common case (one address): nothing to choose.
+    if let [only] = endpoints {
+        return Some(only.clone());
+    }
     let now = Instant::now();
     let healthy: Vec<&Arc<Endpoint>> = endpoints.iter().filter(|e| !e.is_ejected(now)).collect();
     let pool: Vec<&Arc<Endpoint>> = if healthy.is_empty() {
