@@ -573,3 +573,42 @@ async fn a_lost_connection_is_retried_for_get_but_a_sent_post_is_not() {
     );
     assert_eq!(accepted.load(Ordering::SeqCst), 3, "the POST was sent once");
 }
+
+#[tokio::test]
+async fn mutual_tls_and_server_name_reach_a_strict_upstream() {
+    let pki = TestPki::generate();
+    let config = support::http::mutual_tls(&pki);
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let upstream = TestUpstream::on(listener, Some(config), echo_path());
+    let port = upstream.addr.port();
+    // By IP, with server_name naming the certificate's DNS name.
+    let tls = |client: bool| {
+        let mut tls = format!(
+            "[http.api.tls]\nca_file = \"{}\"\nserver_name = \"localhost\"\n",
+            pki.path("ca.pem").display()
+        );
+        if client {
+            tls += &format!(
+                "cert_file = \"{}\"\nkey_file = \"{}\"\n",
+                pki.path("client.crt").display(),
+                pki.path("client.key").display()
+            );
+        }
+        tls
+    };
+    let (_attache, addr) = attache_for(&format!("https://127.0.0.1:{port}"), &tls(true)).await;
+    let (status, _, body) = AppClient::connect(addr).await.get("/mtls").await;
+    assert_eq!(status, 200, "{body}");
+    assert_eq!(upstream.seen()[0].version, Version::HTTP_2);
+
+    // Without a client certificate the upstream refuses: a 502.
+    let (_attache, addr) = attache_for(&format!("https://127.0.0.1:{port}"), &tls(false)).await;
+    let (status, headers, body) = AppClient::connect(addr).await.get("/mtls").await;
+    assert_eq!(status, 502, "{body}");
+    assert!(
+        ["connect-failed", "upstream-reset"]
+            .contains(&headers["x-attache-error"].to_str().unwrap()),
+        "{headers:?}"
+    );
+    assert_eq!(upstream.seen().len(), 1);
+}

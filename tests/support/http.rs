@@ -200,12 +200,43 @@ impl Drop for OpenGuard {
     }
 }
 
-fn server_tls(pki: &TestPki, alpn: &[&[u8]]) -> Arc<rustls::ServerConfig> {
-    let certs: Vec<CertificateDer<'static>> = CertificateDer::pem_file_iter(pki.path("server.crt"))
+/// TLS that requires a client certificate issued by the test CA.
+pub fn mutual_tls(pki: &TestPki) -> Arc<rustls::ServerConfig> {
+    let provider = Arc::new(rustls::crypto::ring::default_provider());
+    let mut roots = rustls::RootCertStore::empty();
+    for cert in CertificateDer::pem_file_iter(pki.path("ca.pem")).unwrap() {
+        roots.add(cert.unwrap()).unwrap();
+    }
+    let verifier = rustls::server::WebPkiClientVerifier::builder_with_provider(
+        Arc::new(roots),
+        provider.clone(),
+    )
+    .build()
+    .unwrap();
+    let (certs, key) = server_identity(pki);
+    let mut config = rustls::ServerConfig::builder_with_provider(provider)
+        .with_safe_default_protocol_versions()
+        .unwrap()
+        .with_client_cert_verifier(verifier)
+        .with_single_cert(certs, key)
+        .unwrap();
+    config.alpn_protocols = vec![b"h2".to_vec(), b"http/1.1".to_vec()];
+    Arc::new(config)
+}
+
+fn server_identity(pki: &TestPki) -> (Vec<CertificateDer<'static>>, PrivateKeyDer<'static>) {
+    let certs = CertificateDer::pem_file_iter(pki.path("server.crt"))
         .unwrap()
         .collect::<Result<_, _>>()
         .unwrap();
-    let key = PrivateKeyDer::from_pem_file(pki.path("server.key")).unwrap();
+    (
+        certs,
+        PrivateKeyDer::from_pem_file(pki.path("server.key")).unwrap(),
+    )
+}
+
+fn server_tls(pki: &TestPki, alpn: &[&[u8]]) -> Arc<rustls::ServerConfig> {
+    let (certs, key) = server_identity(pki);
     let mut config = rustls::ServerConfig::builder_with_provider(Arc::new(
         rustls::crypto::ring::default_provider(),
     ))
