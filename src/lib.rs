@@ -1,6 +1,7 @@
-//! attache: an ambassador sidecar. Apps in the pod talk plain Redis to
-//! localhost; attache carries the upstream side: connection multiplexing,
-//! dedicated connections for stateful commands, authentication, reconnects.
+//! attache: an ambassador sidecar. Apps in the pod talk plain Redis or
+//! plain HTTP to localhost; attache carries the upstream side: connection
+//! multiplexing and pooling, dedicated connections for stateful commands,
+//! TLS, authentication and tokens, retries, reconnects.
 //!
 //! # Layout
 //!
@@ -11,6 +12,8 @@
 //! - `listener`: binding, and the bounded accept loop each worker runs.
 //! - `redis`: the Redis ambassador (sessions, routing policy, upstream
 //!   connections and pools).
+//! - `http`: the HTTP ambassador (`[http.NAME]`: routes, token injection,
+//!   pooled HTTP/1.1 and HTTP/2 upstream connections, retries).
 //! - [`credentials`]: what attache presents upstream, with redacted secrets:
 //!   static passwords, and tokens that expire, kept fresh by one refresh
 //!   engine (`[tokens.NAME]`).
@@ -22,7 +25,8 @@
 //!   that reloads rotated certificate files.
 //!
 //! Wire knowledge (frames, the command table, hashing) lives in the sans-I/O
-//! crate `attache-resp`; this crate owns the sockets.
+//! crate `attache-resp`, HTTP policy (admission, routes, headers, retry
+//! rules) in `attache-http`; this crate owns the sockets.
 //!
 //! # Threads
 //!
@@ -37,6 +41,7 @@ pub mod admin;
 pub mod config;
 pub mod credentials;
 pub mod dns;
+mod http;
 mod listener;
 mod redis;
 pub mod reload;
@@ -62,6 +67,7 @@ use crate::upstream::UpstreamServices;
 /// conflict is reported once and at once).
 pub struct Listeners {
     redis: Vec<Arc<BoundListener>>,
+    http: Vec<Arc<BoundListener>>,
 }
 
 impl Listeners {
@@ -72,7 +78,12 @@ impl Listeners {
             .iter()
             .map(|(name, l)| BoundListener::bind(name, l.listen, l.max_connections).map(Arc::new))
             .collect::<std::io::Result<_>>()?;
-        Ok(Self { redis })
+        let http = config
+            .http
+            .iter()
+            .map(|(name, l)| BoundListener::bind(name, l.listen, l.max_connections).map(Arc::new))
+            .collect::<std::io::Result<_>>()?;
+        Ok(Self { redis, http })
     }
 
     /// The bound address of Redis listener `name` (useful with port 0).
@@ -85,7 +96,11 @@ impl Listeners {
 
     /// Connection counts of every listener.
     pub fn stats(&self) -> Vec<ListenerStats> {
-        self.redis.iter().map(|l| l.stats()).collect()
+        self.redis
+            .iter()
+            .chain(&self.http)
+            .map(|l| l.stats())
+            .collect()
     }
 }
 
@@ -109,6 +124,11 @@ impl Running {
         self.generations.borrow().stats()
     }
 
+    /// The bound address of HTTP listener `name` (useful with port 0).
+    pub fn http_addr(&self, name: &str) -> Option<SocketAddr> {
+        self.generations.borrow().http_addr(name)
+    }
+
     /// Applies `config` as a hot reload would (see [`reload`]); on error
     /// the running config stays.
     pub fn reload(&self, config: Config) -> Result<(), ReloadError> {
@@ -117,7 +137,8 @@ impl Running {
         Ok(())
     }
 
-    /// Stops accepting; app connections close when idle.
+    /// Stops accepting; app connections close when idle (HTTP: once their
+    /// in-flight requests are answered).
     pub async fn shutdown(self) {
         let _ = self.shutdown.send(true);
         let _ = self.worker.await;
@@ -144,6 +165,7 @@ pub fn describe(listeners: &Listeners) -> BTreeMap<String, SocketAddr> {
     listeners
         .redis
         .iter()
+        .chain(&listeners.http)
         .filter_map(|l| Some((l.name().to_string(), l.local_addr().ok()?)))
         .collect()
 }

@@ -14,6 +14,12 @@
 //!   address changed, which is a remove and an add) stops accepting and its
 //!   app connections close when idle.
 //!
+//! HTTP listeners (`[http.NAME]`) follow the same rules; a reconfigured one
+//! serves each new request with the new service, even on an app connection
+//! that stays open (HTTP requests carry no connection state), while
+//! requests in flight finish on the old one. A removed one stops accepting
+//! and closes its app connections gracefully (in-flight requests finish).
+//!
 //! Sections that shape the process rather than a listener (`[runtime]`,
 //! `[admin]`, `[log]`, `[dns]`, `[tokens]`) need a restart: a reload that
 //! changes them is refused and the running config stays.
@@ -25,7 +31,8 @@ use tokio::sync::watch;
 use tokio::task::JoinSet;
 use tracing::info;
 
-use crate::config::{Config, RedisListenerConfig};
+use crate::config::{Config, HttpListenerConfig, RedisListenerConfig};
+use crate::http::{self, HttpService};
 use crate::listener::{self, BoundListener};
 use crate::redis::{self, RedisService};
 use crate::upstream::UpstreamServices;
@@ -34,6 +41,7 @@ use crate::upstream::UpstreamServices;
 pub struct Generation {
     pub(crate) config: Arc<Config>,
     pub(crate) listeners: BTreeMap<String, Arc<BoundListener>>,
+    pub(crate) http_listeners: BTreeMap<String, Arc<BoundListener>>,
     pub(crate) services: Arc<UpstreamServices>,
 }
 
@@ -65,6 +73,11 @@ impl Generation {
                 .iter()
                 .map(|l| (l.name().to_string(), l.clone()))
                 .collect(),
+            http_listeners: listeners
+                .http
+                .iter()
+                .map(|l| (l.name().to_string(), l.clone()))
+                .collect(),
             services,
         }
     }
@@ -76,12 +89,23 @@ impl Generation {
 
     /// Connection counts of its listeners.
     pub fn stats(&self) -> Vec<crate::ListenerStats> {
-        self.listeners.values().map(|l| l.stats()).collect()
+        self.listeners
+            .values()
+            .chain(self.http_listeners.values())
+            .map(|l| l.stats())
+            .collect()
     }
 
     /// The bound address of Redis listener `name`.
     pub fn redis_addr(&self, name: &str) -> Option<std::net::SocketAddr> {
         self.listeners.get(name).and_then(|l| l.local_addr().ok())
+    }
+
+    /// The bound address of HTTP listener `name`.
+    pub fn http_addr(&self, name: &str) -> Option<std::net::SocketAddr> {
+        self.http_listeners
+            .get(name)
+            .and_then(|l| l.local_addr().ok())
     }
 }
 
@@ -116,14 +140,30 @@ pub fn prepare(current: &Generation, config: Config) -> Result<Generation, Reloa
         };
         listeners.insert(name.clone(), bound);
     }
+    let mut http_listeners = BTreeMap::new();
+    for (name, l) in &config.http {
+        let reuse = current
+            .http_listeners
+            .get(name)
+            .filter(|_| old.http.get(name).is_some_and(|o| o.listen == l.listen));
+        let bound = match reuse {
+            Some(bound) => bound.clone(),
+            None => Arc::new(BoundListener::bind(name, l.listen, l.max_connections)?),
+        };
+        http_listeners.insert(name.clone(), bound);
+    }
     let services = Arc::new(current.services.for_config(&config)?);
     // Kept sockets take the new limit once nothing else can refuse it.
     for (name, bound) in &listeners {
         bound.set_max_connections(config.redis[name].max_connections);
     }
+    for (name, bound) in &http_listeners {
+        bound.set_max_connections(config.http[name].max_connections);
+    }
     Ok(Generation {
         config: Arc::new(config),
         listeners,
+        http_listeners,
         services,
     })
 }
@@ -145,11 +185,13 @@ pub async fn run_worker(
     mut shutdown: watch::Receiver<bool>,
 ) -> std::io::Result<()> {
     let mut served: BTreeMap<String, Served> = BTreeMap::new();
+    let mut served_http: BTreeMap<String, ServedHttp> = BTreeMap::new();
     let mut accepting = JoinSet::new();
     {
         // Scoped: holding a generation keeps its sockets open.
         let first = generations.borrow_and_update().clone();
         apply(&first, &mut served, &mut accepting)?;
+        apply_http(&first, &mut served_http, &mut accepting)?;
     }
     loop {
         tokio::select! {
@@ -159,12 +201,16 @@ pub async fn run_worker(
                 }
                 let next = generations.borrow_and_update().clone();
                 apply(&next, &mut served, &mut accepting)?;
+                apply_http(&next, &mut served_http, &mut accepting)?;
             }
             _ = shutdown.wait_for(|stop| *stop) => break,
             Some(_) = accepting.join_next(), if !accepting.is_empty() => {}
         }
     }
     for listener in served.values() {
+        let _ = listener.stop.send(true);
+    }
+    for listener in served_http.values() {
         let _ = listener.stop.send(true);
     }
     while accepting.join_next().await.is_some() {}
@@ -176,18 +222,7 @@ fn apply(
     served: &mut BTreeMap<String, Served>,
     accepting: &mut JoinSet<()>,
 ) -> std::io::Result<()> {
-    // Removed, or moved to another socket: stop accepting, drain.
-    served.retain(|name, s| {
-        let keep = generation
-            .listeners
-            .get(name)
-            .is_some_and(|bound| Arc::ptr_eq(bound, &s.bound));
-        if !keep {
-            info!(listener = %name, "listener removed or moved: draining its app connections");
-            let _ = s.stop.send(true);
-        }
-        keep
-    });
+    drain_removed(served, &generation.listeners, |s| (&s.bound, &s.stop));
     for (name, bound) in &generation.listeners {
         let config = &generation.config.redis[name];
         if let Some(s) = served.get_mut(name) {
@@ -219,6 +254,82 @@ fn apply(
         served.insert(
             name.clone(),
             Served {
+                bound: bound.clone(),
+                config: config.clone(),
+                service,
+                stop,
+            },
+        );
+    }
+    Ok(())
+}
+
+/// Stops serving the listeners that are not in `listeners` any more, or
+/// moved to another socket: they stop accepting and drain.
+fn drain_removed<S>(
+    served: &mut BTreeMap<String, S>,
+    listeners: &BTreeMap<String, Arc<BoundListener>>,
+    parts: impl Fn(&S) -> (&Arc<BoundListener>, &watch::Sender<bool>),
+) {
+    served.retain(|name, s| {
+        let (bound, stop) = parts(s);
+        let keep = listeners
+            .get(name)
+            .is_some_and(|current| Arc::ptr_eq(current, bound));
+        if !keep {
+            info!(listener = %name, "listener removed or moved: draining its app connections");
+            let _ = stop.send(true);
+        }
+        keep
+    });
+}
+
+/// One HTTP listener as one worker serves it.
+struct ServedHttp {
+    bound: Arc<BoundListener>,
+    config: HttpListenerConfig,
+    service: Arc<RwLock<Arc<HttpService>>>,
+    stop: watch::Sender<bool>,
+}
+
+fn apply_http(
+    generation: &Generation,
+    served: &mut BTreeMap<String, ServedHttp>,
+    accepting: &mut JoinSet<()>,
+) -> std::io::Result<()> {
+    drain_removed(served, &generation.http_listeners, |s| (&s.bound, &s.stop));
+    for (name, bound) in &generation.http_listeners {
+        let config = &generation.config.http[name];
+        // Prepared with the generation, so always there; a listener
+        // without one is not served rather than served wrongly.
+        let Some(policy) = generation.services.http_policy(name) else {
+            tracing::error!(listener = %name, "no policy for HTTP listener: not serving it");
+            continue;
+        };
+        if let Some(s) = served.get_mut(name) {
+            if &s.config != config {
+                let next = HttpService::start(name, config, policy, &generation.services);
+                *s.service.write().unwrap_or_else(|e| e.into_inner()) = next;
+                s.config = config.clone();
+                info!(listener = %name, "HTTP listener reconfigured: new requests use it");
+            }
+            continue;
+        }
+        let (stop, stopped) = watch::channel(false);
+        let service = HttpService::start(name, config, policy, &generation.services);
+        let service = Arc::new(RwLock::new(service));
+        let current = service.clone();
+        let shutdown = stopped.clone();
+        accepting.spawn(listener::accept_loop(
+            bound.stats(),
+            bound.for_this_worker()?,
+            stopped,
+            http::MAX_CONNECTIONS_REFUSAL,
+            move |stream, peer| http::serve_client(current.clone(), stream, peer, shutdown.clone()),
+        ));
+        served.insert(
+            name.clone(),
+            ServedHttp {
                 bound: bound.clone(),
                 config: config.clone(),
                 service,

@@ -5,12 +5,18 @@
 //! resolver (one re-resolution per name).
 
 use std::collections::BTreeMap;
+use std::sync::Arc;
+
+use attache_http::config::HeaderValueSource;
+use attache_http::{InvalidConfig, Policy};
 
 use crate::config::Config;
 use crate::credentials::{CredentialError, TokenRegistry};
 use crate::dns::Resolver;
+use crate::http::metrics::HttpMetricsRegistry;
+use crate::http::HttpTls;
 use crate::redis::metrics::MetricsRegistry;
-use crate::tls::{TlsConnector, TlsError};
+use crate::tls::{TlsConfig, TlsConnector, TlsError};
 
 /// Process-wide upstream services; workers hold a reference.
 #[derive(Clone, Default)]
@@ -22,6 +28,12 @@ pub struct UpstreamServices {
     resolver: Option<Resolver>,
     /// Each Redis listener's counters, kept across reloads.
     metrics: MetricsRegistry,
+    /// Each HTTP listener's checked policy (static header values read).
+    http_policies: BTreeMap<String, Arc<Policy>>,
+    /// TLS connectors of each HTTP listener with an `https` upstream.
+    http_tls: BTreeMap<String, HttpTls>,
+    /// Each HTTP listener's counters, kept across reloads.
+    http_metrics: HttpMetricsRegistry,
 }
 
 /// Why the upstream services could not start.
@@ -33,6 +45,10 @@ pub enum StartError {
     /// A credential source cannot start.
     #[error(transparent)]
     Credential(#[from] CredentialError),
+    /// An HTTP listener's config does not hold up (e.g. a header's
+    /// `value_file` cannot be read).
+    #[error(transparent)]
+    Http(#[from] InvalidConfig),
     /// A listener cannot be bound.
     #[error("cannot bind: {0}")]
     Bind(#[from] std::io::Error),
@@ -45,6 +61,7 @@ impl UpstreamServices {
     pub fn start(config: &Config, control: &tokio::runtime::Handle) -> Result<Self, StartError> {
         let tokens = TokenRegistry::start(&config.tokens, control)?;
         let redis_tls = tls_connectors(config)?;
+        let (http_policies, http_tls) = http_listeners(config)?;
         let resolver = match Resolver::new(&config.dns, control.clone()) {
             Ok(resolver) => Some(resolver),
             Err(e) => {
@@ -59,6 +76,9 @@ impl UpstreamServices {
             tokens,
             resolver,
             metrics: MetricsRegistry::default(),
+            http_policies,
+            http_tls,
+            http_metrics: HttpMetricsRegistry::default(),
         })
     }
 
@@ -66,17 +86,22 @@ impl UpstreamServices {
     /// `config`'s listeners (a reload; `[tokens]` and `[dns]` are unchanged).
     pub fn for_config(&self, config: &Config) -> Result<Self, StartError> {
         let redis_tls = tls_connectors(config)?;
+        let (http_policies, http_tls) = http_listeners(config)?;
         Ok(Self {
             redis_tls,
             tokens: self.tokens.clone(),
             resolver: self.resolver.clone(),
             metrics: self.metrics.clone(),
+            http_policies,
+            http_tls,
+            http_metrics: self.http_metrics.clone(),
         })
     }
 
     /// TLS files only, without starting anything (`attache check`).
     pub fn check(config: &Config) -> Result<(), StartError> {
-        tls_connectors(config).map(drop)
+        tls_connectors(config)?;
+        http_listeners(config).map(drop)
     }
 
     /// The shared DNS resolver.
@@ -87,6 +112,21 @@ impl UpstreamServices {
     /// Each Redis listener's counters.
     pub(crate) fn metrics(&self) -> &MetricsRegistry {
         &self.metrics
+    }
+
+    /// Each HTTP listener's counters.
+    pub(crate) fn http_metrics(&self) -> &HttpMetricsRegistry {
+        &self.http_metrics
+    }
+
+    /// The checked policy of HTTP listener `name`.
+    pub(crate) fn http_policy(&self, name: &str) -> Option<Arc<Policy>> {
+        self.http_policies.get(name).cloned()
+    }
+
+    /// The TLS connectors of HTTP listener `name`, if an upstream is https.
+    pub(crate) fn http_tls(&self, name: &str) -> Option<HttpTls> {
+        self.http_tls.get(name).cloned()
     }
 
     /// Every configured credential source.
@@ -110,4 +150,45 @@ fn tls_connectors(config: &Config) -> Result<BTreeMap<String, TlsConnector>, Sta
         }
     }
     Ok(connectors)
+}
+
+/// Each HTTP listener's policy (its `value_file` / `value_env` headers
+/// read now, so a missing one is an error naming the key) and, when an
+/// upstream is `https`, its TLS connectors: `[http.NAME.tls]`, or the
+/// defaults (webpki roots) without one.
+#[allow(clippy::type_complexity)]
+fn http_listeners(
+    config: &Config,
+) -> Result<(BTreeMap<String, Arc<Policy>>, BTreeMap<String, HttpTls>), StartError> {
+    let mut policies = BTreeMap::new();
+    let mut connectors = BTreeMap::new();
+    for (name, listener) in &config.http {
+        let policy = listener.policy(name, |source| match source {
+            HeaderValueSource::File(path) => std::fs::read_to_string(path)
+                .map_err(|e| format!("cannot read {}: {e}", path.display())),
+            HeaderValueSource::Env(var) => {
+                std::env::var(var).map_err(|e| format!("environment variable {var}: {e}"))
+            }
+        })?;
+        let table = policy.gate.routes();
+        let https = table
+            .routes()
+            .iter()
+            .chain(table.fallback())
+            .any(|route| route.upstream().is_https());
+        if https || listener.tls.is_some() {
+            let default = TlsConfig::default();
+            let tls = listener.tls.as_ref().unwrap_or(&default);
+            let base = TlsConnector::new(tls, &format!("http.{name}"))?;
+            connectors.insert(
+                name.clone(),
+                HttpTls {
+                    alpn: base.with_alpn(vec![b"h2".to_vec(), b"http/1.1".to_vec()]),
+                    h1_only: base.with_alpn(vec![b"http/1.1".to_vec()]),
+                },
+            );
+        }
+        policies.insert(name.clone(), Arc::new(policy));
+    }
+    Ok((policies, connectors))
 }

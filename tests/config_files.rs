@@ -350,8 +350,7 @@ fn environment_overrides_one_listener_of_several() {
 }
 
 /// The configs the Kubernetes manifests mount (`k8s/**/attache.toml`) are
-/// valid attache configs. The HTTP example waits for the HTTP listener
-/// (`[http.NAME]` is not a config key yet).
+/// valid attache configs.
 #[test]
 fn every_k8s_config_is_valid() {
     let root = Path::new(env!("CARGO_MANIFEST_DIR")).join("k8s");
@@ -362,12 +361,60 @@ fn every_k8s_config_is_valid() {
     assert!(files.len() >= 4, "k8s configs: {files:?}");
     let failures: Vec<String> = files
         .iter()
-        .filter(|f| !f.to_string_lossy().contains("http-oauth2"))
         .filter_map(|f| load(f).err().map(|e| format!("{}: {e}", f.display())))
         .collect();
     assert!(
         failures.is_empty(),
         "invalid k8s configs:\n{}",
         failures.join("\n")
+    );
+}
+
+/// `[http.NAME]` errors name the key: a token source that does not exist,
+/// a bad upstream, a route's field, an address another listener has.
+#[test]
+fn http_listener_errors_name_the_key() {
+    let dir = tempfile::tempdir().expect("temp dir");
+    let http = "[http.api]\nlisten = \"127.0.0.1:8080\"\n";
+    for (text, key) in [
+        (
+            format!("{http}upstream = \"https://a.example\"\ntoken = \"nope\"\n"),
+            "http.api.token",
+        ),
+        (format!("{http}upstream = \"ftp://a.example\"\n"), "http.api.upstream"),
+        (
+            format!("{http}[[http.api.routes]]\nprefix = \"v1\"\nupstream = \"http://a\"\n"),
+            "http.api.routes[0].prefix",
+        ),
+        (
+            format!("{MINIMAL}[http.api]\nlisten = \"127.0.0.1:6379\"\nupstream = \"http://a\"\n"),
+            "http.api.listen",
+        ),
+        (
+            format!("{MINIMAL}[http.cache]\nlisten = \"127.0.0.1:8080\"\nupstream = \"http://a\"\n"),
+            "http.cache",
+        ),
+        (
+            format!("{http}upstream = \"http://a\"\n[http.api.headers]\nx-key = {{ value = \"v\", value_env = \"V\" }}\n"),
+            "http.api.headers.x-key",
+        ),
+    ] {
+        match load(&write(&dir, "http.toml", &text)) {
+            Err(ConfigError::Invalid { key: got, message, .. }) => {
+                assert_eq!(got, key, "{message}")
+            }
+            other => panic!("{text}: expected an error naming {key}, got {other:?}"),
+        }
+    }
+    let err = load(&write(
+        &dir,
+        "http.toml",
+        &format!("{http}upstream = \"http://a\"\ntimout = \"1s\"\n"),
+    ))
+    .unwrap_err()
+    .to_string();
+    assert!(
+        err.contains("key http.api.timout:") && err.contains("unknown field"),
+        "{err}"
     );
 }

@@ -53,9 +53,8 @@ pub(crate) struct Histogram {
     sum_nanos: AtomicU64,
 }
 
-// `observe` and `observe_micros` are for callers that time one request at
-// a time (the HTTP proxy); the Redis side counts batches (`observe_n`).
-#[allow(dead_code)]
+// `observe` is for callers that time one request at a time (the HTTP
+// proxy); the Redis side counts batches (`observe_n`).
 impl Histogram {
     /// Records one observation.
     pub(crate) fn observe(&self, elapsed: Duration) {
@@ -63,6 +62,7 @@ impl Histogram {
     }
 
     /// Records one observation of `micros` microseconds.
+    #[cfg(test)]
     pub(crate) fn observe_micros(&self, micros: u64) {
         self.record(micros, micros.saturating_mul(1_000), 1);
     }

@@ -120,6 +120,12 @@ pub(super) fn render(state: &AdminState) -> String {
     }
 
     render_upstreams(&mut out, &redis);
+    state
+        .generations
+        .borrow()
+        .services
+        .http_metrics()
+        .render(&mut out);
 
     let per_token = |value: &dyn Fn(&crate::credentials::TokenStats) -> Option<String>| {
         state

@@ -9,8 +9,9 @@
 //!   listener is at `max_connections`. Never tied to upstream reachability:
 //!   an upstream blip must not take the pod out of its Service.
 //! - `GET /metrics`: Prometheus text (see [`metrics`]).
-//! - `GET /config`: the effective config as JSON. Secrets are never in the
-//!   config (it names files and variables), so nothing needs redacting.
+//! - `GET /config`: the effective config as JSON. Secrets are mostly not
+//!   in the config (it names files and variables); the exceptions, inline
+//!   `[http.NAME.headers]` values, serialise as `<redacted>`.
 //! - `POST /quitquitquit`: graceful shutdown, as `SIGTERM`.
 //!
 //! `histogram` is the latency histogram the Redis and HTTP sides observe

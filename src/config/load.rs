@@ -103,10 +103,10 @@ impl Config {
         if self.runtime.workers == 0 || self.runtime.workers > 256 {
             return Err(("runtime.workers".into(), "must be between 1 and 256".into()));
         }
-        if self.redis.is_empty() {
+        if self.redis.is_empty() && self.http.is_empty() {
             return Err((
                 "redis".into(),
-                "no listeners: add a [redis.NAME] section".into(),
+                "no listeners: add a [redis.NAME] or [http.NAME] section".into(),
             ));
         }
         match self.dns.clone().validate() {
@@ -138,10 +138,45 @@ impl Config {
             if listener.listen.port() == 0 {
                 continue;
             }
-            if let Some(other) = seen.insert(listener.listen, name) {
+            if let Some(other) = seen.insert(listener.listen, format!("redis.{name}")) {
                 return Err((
                     key("listen"),
-                    format!("{} is also the address of redis.{other}", listener.listen),
+                    format!("{} is also the address of {other}", listener.listen),
+                ));
+            }
+        }
+        for (name, listener) in &self.http {
+            let key = |field: &str| format!("http.{name}.{field}");
+            // Metrics and logs label listeners by name alone.
+            if self.redis.contains_key(name) {
+                return Err((
+                    format!("http.{name}"),
+                    format!("redis.{name} has the same name; listener names must be unique"),
+                ));
+            }
+            let listener = listener
+                .clone()
+                .validate(name)
+                .map_err(|e| (e.key, e.message))?;
+            if let Some(token) = &listener.token {
+                if !self.tokens.contains_key(token) {
+                    return Err((
+                        key("token"),
+                        format!("no [tokens.{token}] section defines this credential source"),
+                    ));
+                }
+            }
+            if let Some(tls) = &listener.tls {
+                tls.validate()
+                    .map_err(|(k, m)| (key(&format!("tls.{k}")), m))?;
+            }
+            if listener.listen.port() == 0 {
+                continue;
+            }
+            if let Some(other) = seen.insert(listener.listen, format!("http.{name}")) {
+                return Err((
+                    key("listen"),
+                    format!("{} is also the address of {other}", listener.listen),
                 ));
             }
         }

@@ -10,6 +10,6 @@ mod model;
 
 pub use load::{load, ConfigError};
 pub use model::{
-    AdminConfig, Config, LogConfig, LogFormat, Mode, ReadFrom, RedisAuthConfig,
+    AdminConfig, Config, HttpListenerConfig, LogConfig, LogFormat, Mode, ReadFrom, RedisAuthConfig,
     RedisListenerConfig, RuntimeConfig,
 };

@@ -30,13 +30,22 @@ pub struct Config {
     #[serde(default)]
     pub log: LogConfig,
     /// Local Redis listeners, keyed by name (`[redis.cache]`).
-    #[serde(default)]
+    #[serde(default, skip_serializing_if = "BTreeMap::is_empty")]
     pub redis: BTreeMap<String, RedisListenerConfig>,
+    /// Local HTTP listeners, keyed by name (`[http.payments]`); see
+    /// [`HttpListenerConfig`] for their keys.
+    #[serde(default, skip_serializing_if = "BTreeMap::is_empty")]
+    pub http: BTreeMap<String, HttpListenerConfig>,
     /// Credential sources, keyed by name (`[tokens.payments]`), referred to
-    /// by `[redis.NAME.auth] token = "payments"`.
+    /// by `[redis.NAME.auth] token = "payments"` and `[http.NAME] token =
+    /// "payments"`.
     #[serde(default, skip_serializing_if = "BTreeMap::is_empty")]
     pub tokens: BTreeMap<String, TokenConfig>,
 }
+
+/// `[http.NAME]`: one local HTTP listener (the struct and its field docs
+/// live in `attache-http`), with TLS to its upstreams as for Redis.
+pub type HttpListenerConfig = attache_http::HttpListenerConfig<TlsConfig>;
 
 /// `[admin]`
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
@@ -185,8 +194,9 @@ pub struct RedisListenerConfig {
     /// Default `256`.
     #[serde(default = "default_max_dedicated")]
     pub max_dedicated_connections: usize,
-    /// Most app connections this listener accepts at once; more wait in the
-    /// kernel's backlog. Default `10000`.
+    /// Most app connections this listener serves at once; one more is
+    /// answered `-ERR max number of clients reached` and closed, as Redis
+    /// itself does. Default `10000`.
     #[serde(default = "default_max_connections")]
     pub max_connections: usize,
     /// Largest request accepted, checked against declared lengths before

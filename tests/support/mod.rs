@@ -208,4 +208,5 @@ pub mod admin;
 pub mod binary;
 pub mod cluster;
 pub mod dns;
+pub mod http;
 pub mod tls;

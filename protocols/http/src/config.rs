@@ -83,7 +83,14 @@ pub struct HttpListenerConfig<Tls = NoTls> {
     /// Default `90s`.
     #[serde(default = "default_idle_timeout", with = "humantime_serde")]
     pub idle_timeout: Duration,
-    /// Most idle upstream connections kept per upstream host. Default `32`.
+    /// Most app connections this listener serves at once; one more gets a
+    /// `503` (`x-attache-error: max-connections`) and is closed. Default
+    /// `10000`.
+    #[serde(default = "default_max_connections")]
+    pub max_connections: usize,
+    /// Most idle HTTP/1.1 connections kept per upstream address (each
+    /// address a host name resolves to; per worker). HTTP/2 upstreams need
+    /// one connection per address. Default `32`.
     #[serde(default = "default_max_idle_per_host")]
     pub max_idle_per_host: usize,
     /// Most retries of a failed request (connect failures; for idempotent
@@ -268,6 +275,9 @@ impl<Tls> HttpListenerConfig<Tls> {
                 return Err(invalid(field, "must be greater than zero".into()));
             }
         }
+        if self.max_connections == 0 {
+            return Err(invalid("max_connections", "must be at least 1".into()));
+        }
         if self.retries > 10 {
             return Err(invalid("retries", "must be at most 10".into()));
         }
@@ -420,6 +430,9 @@ fn default_connect_timeout() -> Duration {
 }
 fn default_idle_timeout() -> Duration {
     Duration::from_secs(90)
+}
+fn default_max_connections() -> usize {
+    10_000
 }
 fn default_max_idle_per_host() -> usize {
     32

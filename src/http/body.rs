@@ -1,0 +1,82 @@
+//! Bodies: one boxed type for everything attache sends (upstream requests,
+//! app responses), and the app's request body as retries see it.
+//!
+//! A body is streamed, never collected, except a small one of known length
+//! (at most [`REPLAY_MAX`] bytes): that one is kept so that a retry (a 503
+//! on a PUT, a 401 that refreshed the token) can send it again. A streamed
+//! body can be sent once; after that the request cannot be retried.
+
+use bytes::Bytes;
+use http::header::CONTENT_LENGTH;
+use http::HeaderMap;
+use http_body_util::combinators::UnsyncBoxBody;
+use http_body_util::{BodyExt, Empty, Full};
+use hyper::body::{Body as _, Incoming};
+
+/// Every body attache sends.
+pub(crate) type Body = UnsyncBoxBody<Bytes, hyper::Error>;
+
+/// The largest request body kept for a retry.
+pub(crate) const REPLAY_MAX: u64 = 64 * 1024;
+
+pub(crate) fn full(bytes: Bytes) -> Body {
+    Full::new(bytes)
+        .map_err(|never| match never {})
+        .boxed_unsync()
+}
+
+pub(crate) fn empty() -> Body {
+    Empty::new().map_err(|never| match never {}).boxed_unsync()
+}
+
+/// The app's request body, replayable or streamed once.
+pub(crate) enum AppBody {
+    /// Empty, or small and read whole.
+    Replayable(Bytes),
+    /// Streamed; `None` once it has been handed to an upstream connection.
+    Stream(Option<Body>),
+}
+
+impl AppBody {
+    /// Reads a small body of known length whole; streams anything else.
+    pub(crate) async fn new(body: Incoming, headers: &HeaderMap) -> Result<Self, hyper::Error> {
+        if body.is_end_stream() {
+            return Ok(Self::Replayable(Bytes::new()));
+        }
+        let small = headers
+            .get(CONTENT_LENGTH)
+            .and_then(|v| v.to_str().ok()?.parse::<u64>().ok())
+            .is_some_and(|len| len <= REPLAY_MAX);
+        if small {
+            return Ok(Self::Replayable(body.collect().await?.to_bytes()));
+        }
+        Ok(Self::Stream(Some(body.boxed_unsync())))
+    }
+
+    /// Whether another attempt can send it again.
+    pub(crate) fn replayable(&self) -> bool {
+        matches!(self, Self::Replayable(_))
+    }
+
+    /// Whether it is still here to send (not streamed away already).
+    pub(crate) fn available(&self) -> bool {
+        !matches!(self, Self::Stream(None))
+    }
+
+    /// The body for an attempt; `None` if a streamed body is gone.
+    pub(crate) fn take(&mut self) -> Option<Body> {
+        match self {
+            Self::Replayable(bytes) if bytes.is_empty() => Some(empty()),
+            Self::Replayable(bytes) => Some(full(bytes.clone())),
+            Self::Stream(body) => body.take(),
+        }
+    }
+
+    /// An attempt gave the body back unsent (its connection was closed
+    /// before the request was written).
+    pub(crate) fn put_back(&mut self, body: Body) {
+        if let Self::Stream(slot) = self {
+            *slot = Some(body);
+        }
+    }
+}

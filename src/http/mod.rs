@@ -1,0 +1,91 @@
+//! The HTTP ambassador: `[http.NAME]` listeners. The app sends plain HTTP
+//! (HTTP/1.1, or HTTP/2 with prior knowledge) to localhost, without
+//! credentials; attache forwards each request to the route's upstream
+//! (HTTP/1.1 or HTTP/2 by ALPN, TLS, a token injected) and streams the
+//! response back.
+//!
+//! What is allowed, how headers change, when to retry and what the app
+//! sees when attache answers itself is decided by the sans-I/O crate
+//! `attache-http`; this module owns the sockets.
+//!
+//! # Layout
+//!
+//! - `service`: one listener's request path: admit, headers, token,
+//!   forward with retries and `timeout`, response or local error.
+//! - `pool`: connections per upstream and address (HTTP/1.1 keep-alive,
+//!   shared HTTP/2), DNS through the shared resolver.
+//! - `balance`: which address takes a request (power of two choices) and
+//!   ejection of failing ones.
+//! - `body`: the boxed body type, and the app's body as retries see it.
+//! - `metrics`: per-listener counters and gauges for `/metrics`.
+//!
+//! # Threads
+//!
+//! As for Redis: every worker has its own service and upstream
+//! connections per listener; the token sources, the resolver, TLS
+//! connectors and metrics are shared by the process.
+
+mod balance;
+mod body;
+pub(crate) mod metrics;
+mod pool;
+mod service;
+
+use std::convert::Infallible;
+use std::net::SocketAddr;
+use std::sync::{Arc, RwLock};
+
+use hyper_util::rt::{TokioExecutor, TokioIo};
+use hyper_util::server::conn::auto;
+use tokio::net::TcpStream;
+use tokio::sync::watch;
+use tracing::debug;
+
+pub(crate) use self::pool::HttpTls;
+pub(crate) use self::service::HttpService;
+
+/// What an app connecting beyond `max_connections` reads before the close.
+pub(crate) const MAX_CONNECTIONS_REFUSAL: &[u8] = b"HTTP/1.1 503 Service Unavailable\r\n\
+content-type: text/plain; charset=utf-8\r\n\
+x-attache-error: max-connections\r\n\
+connection: close\r\n\
+content-length: 53\r\n\r\n\
+attache: the listener is at max_connections; retry.\r\n";
+
+/// Serves one app connection: each request goes to the listener's current
+/// service (a reload swaps it; requests in flight finish on the old one).
+/// When `shutdown` flips, in-flight requests finish and the connection
+/// closes (HTTP/1: after the current response; HTTP/2: GOAWAY).
+pub(crate) async fn serve_client(
+    current: Arc<RwLock<Arc<HttpService>>>,
+    stream: TcpStream,
+    peer: SocketAddr,
+    mut shutdown: watch::Receiver<bool>,
+) {
+    let _ = stream.set_nodelay(true);
+    let service = hyper::service::service_fn(move |request| {
+        let service = current.read().unwrap_or_else(|e| e.into_inner()).clone();
+        async move { Ok::<_, Infallible>(service.handle(request, peer).await) }
+    });
+    let builder = auto::Builder::new(TokioExecutor::new());
+    let connection = builder.serve_connection_with_upgrades(TokioIo::new(stream), service);
+    tokio::pin!(connection);
+    let stopping = async {
+        // Only the flip matters: the guard must not live across an await.
+        let _ = shutdown.wait_for(|stop| *stop).await.map(drop);
+    };
+    let finished = tokio::select! {
+        result = connection.as_mut() => Some(result),
+        () = stopping => None,
+    };
+    let result = match finished {
+        Some(result) => result,
+        None => {
+            connection.as_mut().graceful_shutdown();
+            connection.await
+        }
+    };
+    if let Err(e) = result {
+        debug!(%peer, error = %e, "app connection ended");
+    }
+}

@@ -1,0 +1,370 @@
+//! Connections to one upstream (scheme + host + port), per worker: its
+//! host name resolved by the shared [`Resolver`] (re-resolved as TTLs run
+//! out), one [`Endpoint`] per address, and on each endpoint the keep-alive
+//! connections.
+//!
+//! hyper-util's pooling client keys its pool by authority, so every
+//! address of a name would share one pool and no balancing or ejection per
+//! address would be possible: hence this small pool, keyed by address.
+//!
+//! - HTTP/2 (when the upstream picks `h2` by ALPN): one multiplexed
+//!   connection per address, shared by every request; replaced when it
+//!   closes.
+//! - HTTP/1.1: a connection serves one request at a time. Once its
+//!   response has been read to the end it goes back to the idle list of
+//!   its address (at most `max_idle_per_host` each, most recent reused
+//!   first); one idle longer than `idle_timeout` is closed.
+//! - Upgrades (WebSocket) always get a new HTTP/1.1 connection (ALPN
+//!   `http/1.1` only), which then belongs to the upgraded stream.
+
+use std::net::SocketAddr;
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, Instant};
+
+use attache_http::Upstream;
+use hyper::client::conn::{http1, http2};
+use hyper_util::rt::{TokioExecutor, TokioIo};
+use tokio::io::{AsyncRead, AsyncWrite};
+use tokio::net::TcpStream;
+use tokio::sync::OnceCell;
+use tracing::{debug, warn};
+
+use super::balance::{self, Ejected, Endpoint};
+use super::body::Body;
+use super::metrics::HttpMetrics;
+use crate::dns::{Resolver, Watched};
+use crate::tls::TlsConnector;
+
+/// TLS connectors of one listener: one offering `h2, http/1.1` by ALPN,
+/// one offering only `http/1.1` (for upgrades).
+#[derive(Clone)]
+pub(crate) struct HttpTls {
+    pub(crate) alpn: TlsConnector,
+    pub(crate) h1_only: TlsConnector,
+}
+
+/// The listener's pool settings.
+#[derive(Debug, Clone, Copy)]
+pub(crate) struct PoolSettings {
+    pub(crate) connect_timeout: Duration,
+    pub(crate) idle_timeout: Duration,
+    pub(crate) max_idle: usize,
+}
+
+/// A connection to send one request on.
+pub(crate) enum Sender {
+    H1(http1::SendRequest<Body>),
+    H2(http2::SendRequest<Body>),
+}
+
+/// Why no connection could be had.
+#[derive(Debug, thiserror::Error)]
+#[error("{addr}: {cause}")]
+pub(crate) struct ConnectError {
+    pub(crate) addr: String,
+    pub(crate) cause: String,
+}
+
+/// One upstream's endpoints and connections.
+pub(crate) struct UpstreamPool {
+    pub(crate) upstream: Upstream,
+    tls: Option<HttpTls>,
+    resolver: Option<Resolver>,
+    watched: OnceCell<Watched>,
+    /// Shared with the idle sweeper, which ends when the pool is dropped.
+    endpoints: Arc<Mutex<Vec<Arc<Endpoint>>>>,
+    sweeper: std::sync::Once,
+    settings: PoolSettings,
+    metrics: Arc<HttpMetrics>,
+}
+
+impl UpstreamPool {
+    pub(crate) fn new(
+        upstream: Upstream,
+        tls: Option<HttpTls>,
+        resolver: Option<Resolver>,
+        settings: PoolSettings,
+        metrics: Arc<HttpMetrics>,
+    ) -> Self {
+        Self {
+            upstream,
+            tls,
+            resolver,
+            watched: OnceCell::new(),
+            endpoints: Arc::default(),
+            sweeper: std::sync::Once::new(),
+            settings,
+            metrics,
+        }
+    }
+
+    /// The endpoints for the upstream's current addresses (kept, with
+    /// their connections and health, while their address stays).
+    pub(crate) async fn endpoints(&self) -> Result<Vec<Arc<Endpoint>>, ConnectError> {
+        let addrs = self.addresses().await?;
+        let mut endpoints = self.endpoints.lock().unwrap_or_else(|e| e.into_inner());
+        let unchanged = endpoints.len() == addrs.len()
+            && endpoints
+                .iter()
+                .zip(addrs.iter())
+                .all(|(e, a)| e.addr == *a);
+        if !unchanged {
+            let mut next = Vec::with_capacity(addrs.len());
+            for addr in addrs.iter() {
+                let kept = endpoints.iter().find(|e| e.addr == *addr).cloned();
+                next.push(kept.unwrap_or_else(|| Arc::new(Endpoint::new(*addr))));
+            }
+            *endpoints = next;
+        }
+        Ok(endpoints.clone())
+    }
+
+    async fn addresses(&self) -> Result<Arc<[SocketAddr]>, ConnectError> {
+        let (host, port) = (self.upstream.host(), self.upstream.port());
+        let failed = |cause: String| ConnectError {
+            addr: format!("{host}:{port}"),
+            cause,
+        };
+        match &self.resolver {
+            Some(resolver) => {
+                // Only the first resolution waits (later ones happen in
+                // the background); it counts against connect_timeout.
+                let first = self.watched.get_or_try_init(|| resolver.watch(host, port));
+                let watched = tokio::time::timeout(self.settings.connect_timeout, first)
+                    .await
+                    .map_err(|_| failed("no DNS answer within connect_timeout".into()))?
+                    .map_err(|e| failed(e.to_string()))?;
+                Ok(watched.addrs())
+            }
+            // No usable resolv.conf: the system resolver at each request.
+            None => {
+                let literal = host.trim_start_matches('[').trim_end_matches(']');
+                let found: Vec<SocketAddr> = tokio::net::lookup_host((literal, port))
+                    .await
+                    .map_err(|e| failed(format!("resolving: {e}")))?
+                    .collect();
+                if found.is_empty() {
+                    return Err(failed("resolving: no addresses".into()));
+                }
+                Ok(found.into())
+            }
+        }
+    }
+
+    /// Records a connect failure or lost connection on `endpoint`.
+    pub(crate) fn failed(&self, endpoint: &Endpoint) {
+        let others = {
+            let all = self.endpoints.lock().unwrap_or_else(|e| e.into_inner());
+            balance::others_in_rotation(&all, endpoint.addr)
+        };
+        if let Ejected::For(period) = endpoint.failed(others) {
+            HttpMetrics::add(&self.metrics.ejections);
+            warn!(upstream = %self.upstream, addr = %endpoint.addr, ?period, "address ejected after repeated failures");
+        }
+    }
+
+    /// A connection on `endpoint`: the shared HTTP/2 one, an idle HTTP/1
+    /// one, or a new one (within `connect_timeout`). `upgrade`: a new
+    /// HTTP/1.1 connection, always.
+    pub(crate) async fn checkout(
+        &self,
+        endpoint: &Arc<Endpoint>,
+        upgrade: bool,
+    ) -> Result<Sender, ConnectError> {
+        if !upgrade {
+            if let Some(sender) = self.reuse(endpoint) {
+                return Ok(sender);
+            }
+        }
+        let connecting = self.connect(endpoint, upgrade);
+        match tokio::time::timeout(self.settings.connect_timeout, connecting).await {
+            Ok(Ok(sender)) => {
+                HttpMetrics::add(&self.metrics.connects);
+                Ok(sender)
+            }
+            Ok(Err(cause)) => Err(self.connect_failed(endpoint, cause)),
+            Err(_) => Err(self.connect_failed(
+                endpoint,
+                format!(
+                    "no connection within connect_timeout ({:?})",
+                    self.settings.connect_timeout
+                ),
+            )),
+        }
+    }
+
+    fn connect_failed(&self, endpoint: &Endpoint, cause: String) -> ConnectError {
+        HttpMetrics::add(&self.metrics.connect_failures);
+        // Once per streak (and per ejection), not once per request.
+        if endpoint.failure_streak() == 0 {
+            warn!(upstream = %self.upstream, addr = %endpoint.addr, error = %cause, "cannot connect to the upstream");
+        } else {
+            debug!(upstream = %self.upstream, addr = %endpoint.addr, error = %cause, "cannot connect to the upstream");
+        }
+        self.failed(endpoint);
+        ConnectError {
+            addr: endpoint.addr.to_string(),
+            cause,
+        }
+    }
+
+    fn reuse(&self, endpoint: &Endpoint) -> Option<Sender> {
+        {
+            let mut h2 = endpoint.h2.lock().unwrap_or_else(|e| e.into_inner());
+            match &*h2 {
+                Some(sender) if !sender.is_closed() => return Some(Sender::H2(sender.clone())),
+                Some(_) => *h2 = None,
+                None => {}
+            }
+        }
+        sweep(endpoint, self.settings, None);
+        let mut idle = endpoint.idle.lock().unwrap_or_else(|e| e.into_inner());
+        while let Some((sender, _)) = idle.pop() {
+            if sender.is_ready() {
+                return Some(Sender::H1(sender));
+            }
+        }
+        None
+    }
+
+    async fn connect(&self, endpoint: &Arc<Endpoint>, upgrade: bool) -> Result<Sender, String> {
+        let tcp = TcpStream::connect(endpoint.addr)
+            .await
+            .map_err(|e| e.to_string())?;
+        let _ = tcp.set_nodelay(true);
+        if !self.upstream.is_https() {
+            return self.handshake(endpoint, tcp, false).await;
+        }
+        let tls = self
+            .tls
+            .as_ref()
+            .ok_or_else(|| "https upstream without a TLS connector".to_owned())?;
+        let connector = if upgrade { &tls.h1_only } else { &tls.alpn };
+        let stream = connector
+            .connect(self.upstream.host(), tcp)
+            .await
+            .map_err(|e| e.to_string())?;
+        let h2 = !upgrade && stream.get_ref().1.alpn_protocol() == Some(b"h2");
+        self.handshake(endpoint, stream, h2).await
+    }
+
+    async fn handshake<S>(
+        &self,
+        endpoint: &Arc<Endpoint>,
+        stream: S,
+        h2: bool,
+    ) -> Result<Sender, String>
+    where
+        S: AsyncRead + AsyncWrite + Unpin + Send + 'static,
+    {
+        let io = TokioIo::new(stream);
+        let metrics = self.metrics.clone();
+        let addr = endpoint.addr;
+        let upstream = self.upstream.to_string();
+        let open = move || {
+            metrics
+                .connections
+                .fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+            OpenConnection(metrics)
+        };
+        if h2 {
+            let (sender, connection) = http2::Builder::new(TokioExecutor::new())
+                .handshake(io)
+                .await
+                .map_err(|e| format!("HTTP/2 handshake: {e}"))?;
+            let open = open();
+            tokio::spawn(async move {
+                if let Err(e) = connection.await {
+                    debug!(%upstream, %addr, error = %e, "HTTP/2 connection ended");
+                }
+                drop(open);
+            });
+            let mut shared = endpoint.h2.lock().unwrap_or_else(|e| e.into_inner());
+            // Requests that raced to connect share the first connection;
+            // dropping this one's sender closes it.
+            if let Some(first) = shared.as_ref().filter(|s| !s.is_closed()) {
+                return Ok(Sender::H2(first.clone()));
+            }
+            *shared = Some(sender.clone());
+            return Ok(Sender::H2(sender));
+        }
+        let (sender, connection) = http1::Builder::new()
+            .handshake(io)
+            .await
+            .map_err(|e| format!("HTTP/1.1 handshake: {e}"))?;
+        let open = open();
+        tokio::spawn(async move {
+            if let Err(e) = connection.with_upgrades().await {
+                debug!(%upstream, %addr, error = %e, "HTTP/1.1 connection ended");
+            }
+            drop(open);
+        });
+        Ok(Sender::H1(sender))
+    }
+
+    /// Returns an HTTP/1 connection to `endpoint`'s idle list once its
+    /// response has been read to the end (dropped if it closes first).
+    pub(crate) fn release(&self, endpoint: Arc<Endpoint>, mut sender: http1::SendRequest<Body>) {
+        self.sweeper.call_once(|| self.spawn_sweeper());
+        let settings = self.settings;
+        tokio::spawn(async move {
+            // Resolves once the response body has been read (or errors
+            // when the connection closes first).
+            if sender.ready().await.is_ok() {
+                sweep(&endpoint, settings, Some(sender));
+            }
+        });
+    }
+
+    /// Closes idle connections past `idle_timeout` even when no request
+    /// comes to notice (one task per pool, checking every half timeout).
+    fn spawn_sweeper(&self) {
+        let endpoints = Arc::downgrade(&self.endpoints);
+        let settings = self.settings;
+        let period = (settings.idle_timeout / 2).max(Duration::from_millis(100));
+        tokio::spawn(async move {
+            let mut tick = tokio::time::interval(period);
+            tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+            loop {
+                tick.tick().await;
+                let Some(endpoints) = endpoints.upgrade() else {
+                    return;
+                };
+                let current = endpoints.lock().unwrap_or_else(|e| e.into_inner()).clone();
+                for endpoint in &current {
+                    sweep(endpoint, settings, None);
+                }
+            }
+        });
+    }
+}
+
+/// Drops `endpoint`'s idle connections that are closed or idle too long,
+/// then adds `sender` if there is room; whether it was added.
+fn sweep(
+    endpoint: &Endpoint,
+    settings: PoolSettings,
+    sender: Option<http1::SendRequest<Body>>,
+) -> bool {
+    let now = Instant::now();
+    let mut idle = endpoint.idle.lock().unwrap_or_else(|e| e.into_inner());
+    idle.retain(|(s, since)| !s.is_closed() && now.duration_since(*since) < settings.idle_timeout);
+    match sender {
+        Some(sender) if idle.len() < settings.max_idle => {
+            idle.push((sender, now));
+            true
+        }
+        _ => false,
+    }
+}
+
+/// Counts an open upstream connection in the gauge until dropped.
+struct OpenConnection(Arc<HttpMetrics>);
+
+impl Drop for OpenConnection {
+    fn drop(&mut self) {
+        self.0
+            .connections
+            .fetch_sub(1, std::sync::atomic::Ordering::Relaxed);
+    }
+}

@@ -1,0 +1,443 @@
+//! One HTTP listener's request path, per worker: admit (route, or a local
+//! 403/404/400), headers (hop-by-hop out, Host, static headers, the
+//! token), forward with retries under the listener's `timeout`, and the
+//! response back (streamed), or the local error that replaces it.
+
+use std::net::SocketAddr;
+use std::sync::atomic::Ordering;
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, Instant};
+
+use attache_http::headers::is_upgrade;
+use attache_http::retry::{Attempt, Decision, Outcome};
+use attache_http::{Admission, LocalError, Policy, RequestContext, RetryBudget, Route, Upstream};
+use http::header::{HeaderValue, HOST};
+use http::{HeaderMap, Method, Request, Response, StatusCode, Uri, Version};
+use http_body_util::BodyExt;
+use hyper::body::Incoming;
+use hyper::upgrade::OnUpgrade;
+use hyper_util::rt::TokioIo;
+use tracing::debug;
+
+use super::balance;
+use super::body::{self, AppBody, Body};
+use super::metrics::HttpMetrics;
+use super::pool::{ConnectError, PoolSettings, Sender, UpstreamPool};
+use crate::credentials::TokenSource;
+use crate::upstream::UpstreamServices;
+
+/// Everything one listener's app connections share on one worker.
+pub(crate) struct HttpService {
+    name: Arc<str>,
+    policy: Arc<Policy>,
+    /// The pool of each route, by route number: `routes[i]` in config
+    /// order, then the catch-all. Routes to one upstream share a pool.
+    pools: Vec<Option<Arc<UpstreamPool>>>,
+    /// `token`'s name and source (`None` as the source only if
+    /// `[tokens]` lacks it, which validation prevents: then every request
+    /// gets a 503 rather than going out without its credential).
+    token: Option<(String, Option<TokenSource>)>,
+    timeout: Duration,
+    budget: Mutex<RetryBudget>,
+    metrics: Arc<HttpMetrics>,
+}
+
+/// One request as every attempt sends it.
+struct Outgoing {
+    method: Method,
+    uri: Uri,
+    headers: HeaderMap,
+    body: AppBody,
+    upgrade: bool,
+}
+
+impl HttpService {
+    /// The service of listener `name` with its checked `policy`.
+    pub(crate) fn start(
+        name: &str,
+        config: &crate::config::HttpListenerConfig,
+        policy: Arc<Policy>,
+        services: &UpstreamServices,
+    ) -> Arc<Self> {
+        let metrics = services.http_metrics().listener(name);
+        let settings = PoolSettings {
+            connect_timeout: config.connect_timeout,
+            idle_timeout: config.idle_timeout,
+            max_idle: config.max_idle_per_host,
+        };
+        let table = policy.gate.routes();
+        let catch_all = config.routes.len();
+        let mut pools: Vec<Option<Arc<UpstreamPool>>> = vec![None; catch_all + 1];
+        let mut labels = vec![String::new(); catch_all + 1];
+        let mut shared: Vec<Arc<UpstreamPool>> = Vec::new();
+        for route in table.routes().iter().chain(table.fallback()) {
+            let number = route_number(route, catch_all);
+            let upstream = route.upstream();
+            let pool = match shared.iter().find(|p| same_origin(&p.upstream, upstream)) {
+                Some(pool) => pool.clone(),
+                None => {
+                    let pool = Arc::new(UpstreamPool::new(
+                        upstream.clone(),
+                        services.http_tls(name),
+                        services.resolver(),
+                        settings,
+                        metrics.clone(),
+                    ));
+                    shared.push(pool.clone());
+                    pool
+                }
+            };
+            pools[number] = Some(pool);
+            labels[number] = route_label(route);
+        }
+        metrics.set_routes(labels);
+        Arc::new(Self {
+            name: name.into(),
+            token: config
+                .token
+                .as_ref()
+                .map(|name| (name.clone(), services.tokens().get(name))),
+            timeout: config.timeout,
+            budget: Mutex::new(policy.retry_budget()),
+            policy,
+            pools,
+            metrics,
+        })
+    }
+
+    /// Answers one app request: the upstream's response, or attache's own.
+    pub(crate) async fn handle(
+        self: Arc<Self>,
+        mut request: Request<Incoming>,
+        peer: SocketAddr,
+    ) -> Response<Body> {
+        let started = Instant::now();
+        let app_upgrade = is_upgrade(request.version(), request.headers())
+            .then(|| hyper::upgrade::on(&mut request));
+        let (parts, body) = request.into_parts();
+        let (number, outgoing, upstream) = match self.policy.gate.admit(&parts) {
+            Admission::Refuse(error) => return self.local(&error),
+            Admission::Forward(forward) => {
+                let number = route_number(forward.route, self.pools.len() - 1);
+                let outgoing = Outgoing {
+                    method: parts.method.clone(),
+                    uri: forward.uri,
+                    headers: parts.headers,
+                    body: AppBody::Stream(None),
+                    upgrade: forward.upgrade,
+                };
+                (number, outgoing, forward.route.upstream().clone())
+            }
+        };
+        let Some(pool) = self.pools.get(number).cloned().flatten() else {
+            return self.local(&LocalError::no_route(&parts.method, parts.uri.path(), None));
+        };
+        // A guard: the app may hang up, and hyper then drops this future.
+        let _in_flight = InFlight::start(&self.metrics);
+        let forwarding = self.forward(&pool, outgoing, body, peer, app_upgrade);
+        let response = match tokio::time::timeout(self.timeout, forwarding).await {
+            Ok(Ok(response)) => response,
+            Ok(Err(error)) => self.local(&error),
+            Err(_) => self.local(&LocalError::timeout(&upstream, self.timeout)),
+        };
+        self.metrics.response(number, response.status().as_u16());
+        self.metrics.observe_latency(number, started.elapsed());
+        response
+    }
+
+    /// attache's own answer.
+    fn local(&self, error: &LocalError) -> Response<Body> {
+        self.metrics.local_error(error.kind());
+        debug!(listener = %self.name, kind = error.kind(), %error, "local error response");
+        error.to_response().map(body::full)
+    }
+
+    /// The credential header's value, if the listener has a token.
+    fn credential(&self, upstream: &Upstream) -> Result<Option<HeaderValue>, LocalError> {
+        let source = match &self.token {
+            None => return Ok(None),
+            Some((_, Some(source))) => source,
+            Some((name, None)) => {
+                return Err(LocalError::no_token(
+                    upstream,
+                    name,
+                    "no such [tokens] source",
+                ))
+            }
+        };
+        let token = source
+            .current()
+            .map_err(|e| LocalError::no_token(upstream, source.name(), e))?;
+        self.policy
+            .headers
+            .credential
+            .value(token.secret.expose())
+            .map(Some)
+            .map_err(|e| LocalError::no_token(upstream, source.name(), e))
+    }
+
+    /// Forwards with retries (the caller bounds it with `timeout`).
+    async fn forward(
+        &self,
+        pool: &UpstreamPool,
+        mut outgoing: Outgoing,
+        body: Incoming,
+        peer: SocketAddr,
+        app_upgrade: Option<OnUpgrade>,
+    ) -> Result<Response<Body>, LocalError> {
+        let upstream = &pool.upstream;
+        outgoing.body =
+            AppBody::new(body, &outgoing.headers)
+                .await
+                .map_err(|_| LocalError::BadRequest {
+                    reason: "the request body could not be read",
+                })?;
+        let mut credential = self.credential(upstream)?;
+        self.policy.headers.request(
+            &mut outgoing.headers,
+            &RequestContext {
+                upstream,
+                credential: credential.as_ref(),
+                client: Some(peer.ip()),
+                upgrade: outgoing.upgrade,
+            },
+        );
+        self.lock_budget().deposit();
+        let mut avoid = None;
+        let mut token_refreshed = false;
+        let mut number = 0;
+        loop {
+            number += 1;
+            let (outcome, error, response) =
+                match self.attempt(pool, &mut avoid, &mut outgoing).await {
+                    Ok(response) => {
+                        let status = response.status();
+                        let retryable = matches!(status.as_u16(), 401 | 502 | 503 | 504);
+                        if !retryable {
+                            return Ok(self.finish(response, app_upgrade));
+                        }
+                        (Outcome::Status(status), None, Some(response))
+                    }
+                    Err((outcome, error)) => (outcome, Some(error), None),
+                };
+            let attempt = Attempt {
+                method: &outgoing.method,
+                number,
+                outcome,
+                body_replayable: outgoing.body.replayable(),
+                body_sent: !outgoing.body.available(),
+                token_refreshed,
+            };
+            let stop = |error: Option<LocalError>, response: Option<Response<Incoming>>| match (
+                response, error,
+            ) {
+                (Some(response), _) => Ok(self.finish(response, None)),
+                (None, Some(error)) => Err(error),
+                (None, None) => Err(LocalError::upstream_reset(upstream, "no response")),
+            };
+            match self.policy.retry.decide(&attempt, fastrand::f64()) {
+                Decision::Stop(_) => return stop(error, response),
+                Decision::Retry {
+                    refresh_token: true,
+                    ..
+                } => {
+                    token_refreshed = true;
+                    HttpMetrics::add(&self.metrics.token_refreshes);
+                    if let Some((_, Some(source))) = &self.token {
+                        if let Err(e) = source.force_refresh().await {
+                            debug!(listener = %self.name, error = %e, "token refresh after a 401 failed");
+                        }
+                    }
+                    credential = self.credential(upstream)?;
+                    self.policy
+                        .headers
+                        .credential
+                        .apply(&mut outgoing.headers, credential.as_ref());
+                }
+                Decision::Retry { after, .. } => {
+                    if !self.lock_budget().try_withdraw(Instant::now()) {
+                        HttpMetrics::add(&self.metrics.retries_refused);
+                        return stop(error, response);
+                    }
+                    drop(response);
+                    tokio::time::sleep(after).await;
+                }
+            }
+            HttpMetrics::add(&self.metrics.retries);
+            debug!(listener = %self.name, %upstream, ?outcome, attempt = number, "retrying");
+        }
+    }
+
+    fn lock_budget(&self) -> std::sync::MutexGuard<'_, RetryBudget> {
+        self.budget.lock().unwrap_or_else(|e| e.into_inner())
+    }
+
+    /// One attempt on one endpoint. On failure, what happened and what
+    /// the app sees if it is the last attempt.
+    async fn attempt(
+        &self,
+        pool: &UpstreamPool,
+        avoid: &mut Option<SocketAddr>,
+        outgoing: &mut Outgoing,
+    ) -> Result<Response<Incoming>, (Outcome, LocalError)> {
+        let upstream = &pool.upstream;
+        let connect_failed = |e: ConnectError| {
+            (
+                Outcome::ConnectFailed,
+                LocalError::connect_failed(upstream, e),
+            )
+        };
+        let endpoints = pool.endpoints().await.map_err(connect_failed)?;
+        let endpoint = balance::pick(&endpoints, *avoid).ok_or_else(|| {
+            connect_failed(ConnectError {
+                addr: upstream.authority().to_string(),
+                cause: "no addresses".into(),
+            })
+        })?;
+        *avoid = Some(endpoint.addr);
+        let _in_flight = endpoint.start();
+        let sender = pool
+            .checkout(&endpoint, outgoing.upgrade)
+            .await
+            .map_err(connect_failed)?;
+        let Some(body) = outgoing.body.take() else {
+            let cause = "the request body was already sent";
+            return Err((
+                Outcome::ResetBeforeResponse,
+                LocalError::upstream_reset(upstream, cause),
+            ));
+        };
+        let mut request = Request::new(body);
+        *request.method_mut() = outgoing.method.clone();
+        *request.headers_mut() = outgoing.headers.clone();
+        let sent_at = Instant::now();
+        let (result, h1) = match sender {
+            Sender::H1(mut sender) => {
+                *request.version_mut() = Version::HTTP_11;
+                *request.uri_mut() = origin_form(&outgoing.uri);
+                (sender.try_send_request(request).await, Some(sender))
+            }
+            Sender::H2(mut sender) => {
+                *request.version_mut() = Version::HTTP_2;
+                *request.uri_mut() = outgoing.uri.clone();
+                // HTTP/2 carries it as :authority.
+                request.headers_mut().remove(HOST);
+                (sender.try_send_request(request).await, None)
+            }
+        };
+        match result {
+            Ok(response) => {
+                endpoint.succeeded(sent_at.elapsed());
+                if let Some(sender) = h1 {
+                    if response.status() != StatusCode::SWITCHING_PROTOCOLS {
+                        pool.release(endpoint.clone(), sender);
+                    }
+                }
+                Ok(response)
+            }
+            Err(mut failed) => {
+                let unsent = failed.take_message();
+                let error = failed.into_error();
+                let cause = format!("{}: {error}", endpoint.addr);
+                if let Some(request) = unsent {
+                    // The connection closed before the request was written
+                    // (a keep-alive race): nothing reached the upstream.
+                    outgoing.body.put_back(request.into_body());
+                    return Err((
+                        Outcome::Refused,
+                        LocalError::upstream_reset(upstream, cause),
+                    ));
+                }
+                if !error.is_user() {
+                    pool.failed(&endpoint);
+                }
+                Err((
+                    Outcome::ResetBeforeResponse,
+                    LocalError::upstream_reset(upstream, cause),
+                ))
+            }
+        }
+    }
+
+    /// The upstream's response as the app gets it; a `101` also joins the
+    /// two upgraded connections.
+    fn finish(
+        &self,
+        mut response: Response<Incoming>,
+        app_upgrade: Option<OnUpgrade>,
+    ) -> Response<Body> {
+        let status = response.status();
+        if status == StatusCode::SWITCHING_PROTOCOLS {
+            if let Some(app) = app_upgrade {
+                let upstream = hyper::upgrade::on(&mut response);
+                let name = self.name.clone();
+                tokio::spawn(tunnel(name, app, upstream));
+            }
+        }
+        let (mut parts, body) = response.into_parts();
+        self.policy.headers.response(status, &mut parts.headers);
+        parts.version = Version::HTTP_11;
+        Response::from_parts(parts, body.boxed_unsync())
+    }
+}
+
+/// Counts a request in `attache_http_requests_in_flight` until dropped.
+struct InFlight(Arc<HttpMetrics>);
+
+impl InFlight {
+    fn start(metrics: &Arc<HttpMetrics>) -> Self {
+        metrics.in_flight.fetch_add(1, Ordering::Relaxed);
+        Self(metrics.clone())
+    }
+}
+
+impl Drop for InFlight {
+    fn drop(&mut self) {
+        self.0.in_flight.fetch_sub(1, Ordering::Relaxed);
+    }
+}
+
+/// Copies bytes both ways between the app's and the upstream's upgraded
+/// connections (a WebSocket) until either side closes.
+async fn tunnel(listener: Arc<str>, app: OnUpgrade, upstream: OnUpgrade) {
+    match tokio::try_join!(app, upstream) {
+        Ok((app, upstream)) => {
+            let (mut app, mut upstream) = (TokioIo::new(app), TokioIo::new(upstream));
+            if let Err(e) = tokio::io::copy_bidirectional(&mut app, &mut upstream).await {
+                debug!(%listener, error = %e, "upgraded connection ended");
+            }
+        }
+        Err(e) => debug!(%listener, error = %e, "upgrade failed"),
+    }
+}
+
+/// `/path?query` of an absolute URI (HTTP/1.1 requests to an origin).
+fn origin_form(uri: &Uri) -> Uri {
+    uri.path_and_query()
+        .map(|pq| Uri::from(pq.clone()))
+        .unwrap_or_else(|| Uri::from_static("/"))
+}
+
+/// A route's number: its index in `routes`, or `catch_all`.
+fn route_number(route: &Route, catch_all: usize) -> usize {
+    route.index().unwrap_or(catch_all)
+}
+
+/// A route as `/metrics` labels it: `host/prefix`, or `/prefix`, or
+/// `upstream` for the catch-all.
+fn route_label(route: &Route) -> String {
+    if route.index().is_none() {
+        return "upstream".into();
+    }
+    let prefix = if route.prefix().is_empty() {
+        "/"
+    } else {
+        route.prefix()
+    };
+    format!("{}{prefix}", route.host().unwrap_or(""))
+}
+
+/// Whether two upstreams are one origin (one pool of connections).
+fn same_origin(a: &Upstream, b: &Upstream) -> bool {
+    a.scheme() == b.scheme() && a.authority() == b.authority()
+}
