@@ -65,7 +65,9 @@ pub(crate) async fn serve_client(
     let _ = stream.set_nodelay(true);
     let service = hyper::service::service_fn(move |request| {
         let service = current.read().unwrap_or_else(|e| e.into_inner()).clone();
-        async move { Ok::<_, Infallible>(service.handle(request, peer).await) }
+        // Boxed: the request's future is large, and hyper would otherwise
+        // move it into its dispatcher by value for every request.
+        Box::pin(async move { Ok::<_, Infallible>(service.handle(request, peer).await) })
     });
     let builder = auto::Builder::new(TokioExecutor::new());
     let connection = builder.serve_connection_with_upgrades(TokioIo::new(stream), service);
