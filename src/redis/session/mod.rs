@@ -23,7 +23,7 @@ use attache_resp::frame::{self, reply, Request};
 use bytes::{Buf, Bytes, BytesMut};
 use tokio::io::AsyncWriteExt;
 use tokio::net::TcpStream;
-use tracing::debug;
+use tracing::{debug, warn};
 
 use attache_resp::shard;
 
@@ -175,7 +175,7 @@ impl Session {
             self.write_ready().await?;
             if std::mem::take(&mut self.stream_lost) {
                 if let Err(e) = self.resubscribe().await {
-                    debug!(listener = %self.service.name, peer = %self.peer, error = %e, "resubscribe failed");
+                    warn!(listener = %self.service.name, peer = %self.peer, error = %e, "could not subscribe again after the upstream went away: closing the app connection");
                     self.closing = true;
                 }
             }
@@ -247,7 +247,7 @@ impl Session {
                 Ok(Some(req)) => req,
                 Ok(None) => break,
                 Err(e) => {
-                    debug!(listener = %self.service.name, peer = %self.peer, error = %e, "bad request");
+                    warn!(listener = %self.service.name, peer = %self.peer, error = %e, "bad request from the app: answered with the error, closing its connection");
                     self.flush_run();
                     self.family = Family::OTHER;
                     self.push_local(reply::error(&format!("ERR {e}")));
