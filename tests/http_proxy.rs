@@ -647,3 +647,44 @@ async fn a_connection_beyond_max_connections_gets_a_503_and_is_closed() {
     let (status, _, _) = support::http::read(first.send(request).await.unwrap()).await;
     assert_eq!(status, 200);
 }
+
+#[tokio::test]
+async fn an_address_that_keeps_failing_is_ejected() {
+    let dns = support::dns::TestDns::start().await;
+    dns.set_a("api", 30, &[[127, 0, 0, 2], [127, 0, 0, 3]])
+        .await;
+    // 127.0.0.2 serves; 127.0.0.3 accepts and hangs up at once (a lost
+    // connection every time), counting how often it is tried.
+    let listener = tokio::net::TcpListener::bind("127.0.0.2:0").await.unwrap();
+    let port = listener.local_addr().unwrap().port();
+    let upstream = TestUpstream::on(listener, None, echo_path());
+    let bad = tokio::net::TcpListener::bind(("127.0.0.3", port))
+        .await
+        .unwrap();
+    let tried = Arc::new(AtomicU64::new(0));
+    let counter = tried.clone();
+    tokio::spawn(async move {
+        while let Ok((stream, _)) = bad.accept().await {
+            counter.fetch_add(1, Ordering::Relaxed);
+            drop(stream);
+        }
+    });
+    let running = support::start_attache(&format!(
+        "[dns]\nnameservers = [\"{}\"]\n\n[http.api]\nlisten = \"127.0.0.1:0\"\nupstream = \"http://api.attache.test:{port}\"\n",
+        dns.addr
+    ))
+    .await;
+    let mut client = AppClient::connect(running.http_addr("api").unwrap()).await;
+    for i in 0..60 {
+        let (status, _, body) = client.get(&format!("/e/{i}")).await;
+        assert_eq!((status, body), (200, format!("upstream saw /e/{i}")));
+    }
+    assert_eq!(upstream.seen().len(), 60);
+    // Three failures in a row take it out of rotation for 5 s (then 10 s):
+    // far fewer tries than requests, whatever the pace of this machine.
+    let tried = tried.load(Ordering::Relaxed);
+    assert!(
+        (1..=9).contains(&tried),
+        "the bad address was tried {tried} times"
+    );
+}
