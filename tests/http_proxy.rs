@@ -1,6 +1,8 @@
 //! The HTTP ambassador against in-process hyper upstreams: routing and
 //! refusals, retries, local errors, TLS with HTTP/2 by ALPN, streaming,
-//! DNS with several addresses, 401 refresh, WebSocket pass-through.
+//! WebSocket pass-through, reload, max_connections. Addresses, balancing,
+//! ejection and the connection pool: `http_addresses.rs`; tokens:
+//! `http_tokens.rs`.
 
 mod support;
 
@@ -12,22 +14,10 @@ use bytes::Bytes;
 use http_body_util::{BodyExt, StreamBody};
 use hyper::body::Frame;
 use hyper::{Request, Response, Version};
-use support::http::{empty, full, handler, send, text, AppClient, TestBody, TestUpstream};
+use support::http::{
+    attache_for, echo_path, empty, full, handler, send, text, AppClient, TestBody, TestUpstream,
+};
 use support::tls::TestPki;
-
-/// attache with one `[http.api]` listener; `extra` goes in its table.
-async fn attache_for(upstream: &str, extra: &str) -> (attache::Running, std::net::SocketAddr) {
-    let running = support::start_attache(&format!(
-        "[http.api]\nlisten = \"127.0.0.1:0\"\nupstream = \"{upstream}\"\n{extra}\n"
-    ))
-    .await;
-    let addr = running.http_addr("api").expect("listener api");
-    (running, addr)
-}
-
-fn echo_path() -> support::http::Handler {
-    handler(|request| async move { text(200, &format!("upstream saw {}", request.uri())) })
-}
 
 #[tokio::test]
 async fn requests_are_forwarded_with_host_rewritten_and_hop_by_hop_headers_stripped() {
@@ -81,30 +71,40 @@ async fn unknown_routes_get_404_and_proxy_requests_are_refused() {
         "attache: no route matches GET /v2/x (host localhost)\n"
     );
 
-    let absolute = Request::get("http://evil.example/")
-        .header("host", "evil.example")
-        .body(empty())
-        .unwrap();
-    let (status, headers, _) = send(addr, absolute).await;
-    assert_eq!(status, 403);
-    assert_eq!(headers["x-attache-error"], "proxy-refused");
-
-    let connect = Request::connect("evil.example:443")
-        .header("host", "evil.example:443")
-        .body(empty())
-        .unwrap();
-    let (status, headers, _) = send(addr, connect).await;
-    assert_eq!(status, 403);
-    assert_eq!(headers["x-attache-error"], "proxy-refused");
-
-    let foreign = Request::get("/v1/ok")
-        .header("host", "evil.example")
-        .body(empty())
-        .unwrap();
-    let (status, headers, body) = send(addr, foreign).await;
-    assert_eq!(status, 403);
-    assert_eq!(headers["x-attache-error"], "host-refused");
-    assert!(body.contains("evil.example"), "{body}");
+    // Absolute-form and CONNECT: never an open proxy; a Host that is not
+    // this listener's: refused with the name.
+    let refused = [
+        (
+            "GET",
+            "http://evil.example/",
+            "evil.example",
+            "proxy-refused",
+        ),
+        (
+            "CONNECT",
+            "evil.example:443",
+            "evil.example:443",
+            "proxy-refused",
+        ),
+        ("GET", "/v1/ok", "evil.example", "host-refused"),
+    ];
+    for (method, target, host, kind) in refused {
+        let request = Request::builder()
+            .method(method)
+            .uri(target)
+            .header("host", host)
+            .body(empty())
+            .unwrap();
+        let (status, headers, body) = send(addr, request).await;
+        assert_eq!(
+            (status, headers["x-attache-error"].to_str().unwrap()),
+            (403, kind),
+            "{method} {target}"
+        );
+        if kind == "host-refused" {
+            assert!(body.contains("evil.example"), "{body}");
+        }
+    }
     assert_eq!(
         upstream.seen().len(),
         1,
@@ -300,37 +300,6 @@ async fn a_100_mib_upload_and_download_stream_through() {
 }
 
 #[tokio::test]
-async fn two_addresses_behind_one_name_with_one_down_serve_every_request() {
-    let dns = support::dns::TestDns::start().await;
-    dns.set_a("api", 30, &[[127, 0, 0, 2], [127, 0, 0, 3]])
-        .await;
-    // The upstream listens on 127.0.0.2 only; 127.0.0.3 refuses.
-    let listener = tokio::net::TcpListener::bind("127.0.0.2:0").await.unwrap();
-    let port = listener.local_addr().unwrap().port();
-    let upstream = TestUpstream::on(listener, None, echo_path());
-    let running = support::start_attache(&format!(
-        "[dns]\nnameservers = [\"{}\"]\n\n[http.api]\nlisten = \"127.0.0.1:0\"\nupstream = \"http://api.attache.test:{port}\"\n",
-        dns.addr
-    ))
-    .await;
-    let addr = running.http_addr("api").unwrap();
-    let mut clients = Vec::new();
-    for _ in 0..4 {
-        clients.push(tokio::spawn(async move {
-            let mut client = AppClient::connect(addr).await;
-            for i in 0..25 {
-                let (status, _, body) = client.get(&format!("/n/{i}")).await;
-                assert_eq!((status, body), (200, format!("upstream saw /n/{i}")));
-            }
-        }));
-    }
-    for client in clients {
-        client.await.unwrap();
-    }
-    assert_eq!(upstream.seen().len(), 100);
-}
-
-#[tokio::test]
 async fn a_websocket_upgrade_passes_through() {
     use tokio::io::{AsyncReadExt, AsyncWriteExt};
     let upstream = TestUpstream::plain(handler(|mut request| async move {
@@ -407,51 +376,6 @@ async fn a_reload_moves_new_requests_to_the_new_upstream_on_open_connections() {
     running.shutdown().await;
 }
 
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn concurrent_requests_are_spread_over_every_address_of_a_name() {
-    let dns = support::dns::TestDns::start().await;
-    dns.set_a("pair", 30, &[[127, 0, 0, 2], [127, 0, 0, 3]])
-        .await;
-    // The same port on both addresses (retrying if .3's is taken).
-    let (first, second) = loop {
-        let first = tokio::net::TcpListener::bind("127.0.0.2:0").await.unwrap();
-        let port = first.local_addr().unwrap().port();
-        if let Ok(second) = tokio::net::TcpListener::bind(("127.0.0.3", port)).await {
-            break (first, second);
-        }
-    };
-    let port = first.local_addr().unwrap().port();
-    let slow = || {
-        handler(|_| async {
-            tokio::time::sleep(Duration::from_millis(5)).await;
-            text(200, "ok")
-        })
-    };
-    let a = TestUpstream::on(first, None, slow());
-    let b = TestUpstream::on(second, None, slow());
-    let running = support::start_attache(&format!(
-        "[dns]\nnameservers = [\"{}\"]\n\n[http.api]\nlisten = \"127.0.0.1:0\"\nupstream = \"http://pair.attache.test:{port}\"\n",
-        dns.addr
-    ))
-    .await;
-    let addr = running.http_addr("api").unwrap();
-    let mut clients = Vec::new();
-    for _ in 0..8 {
-        clients.push(tokio::spawn(async move {
-            let mut client = AppClient::connect(addr).await;
-            for _ in 0..25 {
-                assert_eq!(client.get("/").await.0, 200);
-            }
-        }));
-    }
-    for client in clients {
-        client.await.unwrap();
-    }
-    let (on_a, on_b) = (a.seen().len(), b.seen().len());
-    assert_eq!(on_a + on_b, 200);
-    assert!(on_a > 20 && on_b > 20, "unbalanced: {on_a} vs {on_b}");
-}
-
 #[tokio::test]
 async fn an_http2_app_is_served_too() {
     let upstream = TestUpstream::plain(echo_path()).await;
@@ -470,51 +394,6 @@ async fn an_http2_app_is_served_too() {
     let (status, _, body) = support::http::read(sender.send_request(request).await.unwrap()).await;
     assert_eq!((status, body.as_str()), (200, "upstream saw /h2c"));
     assert_eq!(upstream.seen()[0].version, Version::HTTP_11);
-}
-
-#[tokio::test]
-async fn upstream_connections_are_reused_and_closed_when_idle() {
-    let upstream = TestUpstream::plain(handler(|_| async {
-        tokio::time::sleep(Duration::from_millis(20)).await;
-        text(200, "ok")
-    }))
-    .await;
-    let (_attache, addr) = attache_for(
-        &format!("http://{}", upstream.addr),
-        "idle_timeout = \"400ms\"\nmax_idle_per_host = 2",
-    )
-    .await;
-    // One app connection, one request at a time: one upstream connection.
-    let mut client = AppClient::connect(addr).await;
-    for _ in 0..10 {
-        assert_eq!(client.get("/").await.0, 200);
-    }
-    assert_eq!(upstream.accepted(), 1, "keep-alive reuse");
-
-    // Five at once need five; only two stay idle afterwards.
-    let mut parallel = Vec::new();
-    for _ in 0..5 {
-        parallel.push(tokio::spawn(async move {
-            AppClient::connect(addr).await.get("/").await.0
-        }));
-    }
-    for request in parallel {
-        assert_eq!(request.await.unwrap(), 200);
-    }
-    let settled = tokio::time::Instant::now() + Duration::from_secs(5);
-    while upstream.open() > 2 && tokio::time::Instant::now() < settled {
-        tokio::time::sleep(Duration::from_millis(10)).await;
-    }
-    assert!(
-        upstream.open() <= 2,
-        "{} idle connections kept",
-        upstream.open()
-    );
-    // Past idle_timeout, none.
-    while upstream.open() > 0 && tokio::time::Instant::now() < settled {
-        tokio::time::sleep(Duration::from_millis(20)).await;
-    }
-    assert_eq!(upstream.open(), 0, "idle connections outlived idle_timeout");
 }
 
 /// An upstream that reads each request's head and, on every other
@@ -646,45 +525,4 @@ async fn a_connection_beyond_max_connections_gets_a_503_and_is_closed() {
     let request = Request::get("/c").body(empty()).unwrap();
     let (status, _, _) = support::http::read(first.send(request).await.unwrap()).await;
     assert_eq!(status, 200);
-}
-
-#[tokio::test]
-async fn an_address_that_keeps_failing_is_ejected() {
-    let dns = support::dns::TestDns::start().await;
-    dns.set_a("api", 30, &[[127, 0, 0, 2], [127, 0, 0, 3]])
-        .await;
-    // 127.0.0.2 serves; 127.0.0.3 accepts and hangs up at once (a lost
-    // connection every time), counting how often it is tried.
-    let listener = tokio::net::TcpListener::bind("127.0.0.2:0").await.unwrap();
-    let port = listener.local_addr().unwrap().port();
-    let upstream = TestUpstream::on(listener, None, echo_path());
-    let bad = tokio::net::TcpListener::bind(("127.0.0.3", port))
-        .await
-        .unwrap();
-    let tried = Arc::new(AtomicU64::new(0));
-    let counter = tried.clone();
-    tokio::spawn(async move {
-        while let Ok((stream, _)) = bad.accept().await {
-            counter.fetch_add(1, Ordering::Relaxed);
-            drop(stream);
-        }
-    });
-    let running = support::start_attache(&format!(
-        "[dns]\nnameservers = [\"{}\"]\n\n[http.api]\nlisten = \"127.0.0.1:0\"\nupstream = \"http://api.attache.test:{port}\"\n",
-        dns.addr
-    ))
-    .await;
-    let mut client = AppClient::connect(running.http_addr("api").unwrap()).await;
-    for i in 0..60 {
-        let (status, _, body) = client.get(&format!("/e/{i}")).await;
-        assert_eq!((status, body), (200, format!("upstream saw /e/{i}")));
-    }
-    assert_eq!(upstream.seen().len(), 60);
-    // Three failures in a row take it out of rotation for 5 s (then 10 s):
-    // far fewer tries than requests, whatever the pace of this machine.
-    let tried = tried.load(Ordering::Relaxed);
-    assert!(
-        (1..=9).contains(&tried),
-        "the bad address was tried {tried} times"
-    );
 }

@@ -76,18 +76,13 @@ impl HttpMetrics {
         }
     }
 
-    /// A response went to the app on `route`.
-    pub(crate) fn response(&self, route: usize, status: u16) {
+    /// A response with `status` went to the app on `route`, `elapsed`
+    /// after the request came in (one lock for both).
+    pub(crate) fn response(&self, route: usize, status: u16, elapsed: Duration) {
         let class = usize::from(status / 100).clamp(1, 5) - 1;
         let mut routes = self.routes();
         routes.grow(route);
         routes.requests[route][class] += 1;
-    }
-
-    /// How long `route`'s request took to its response headers.
-    pub(crate) fn observe_latency(&self, route: usize, elapsed: Duration) {
-        let mut routes = self.routes();
-        routes.grow(route);
         routes.latency[route].observe(elapsed);
     }
 

@@ -115,7 +115,7 @@ impl HttpService {
         let app_upgrade = is_upgrade(request.version(), request.headers())
             .then(|| hyper::upgrade::on(&mut request));
         let (parts, body) = request.into_parts();
-        let (number, outgoing, upstream) = match self.policy.gate.admit(&parts) {
+        let (number, outgoing) = match self.policy.gate.admit(&parts) {
             Admission::Refuse(error) => return self.local(&error),
             Admission::Forward(forward) => {
                 let number = route_number(forward.route, self.pools.len() - 1);
@@ -126,7 +126,7 @@ impl HttpService {
                     body: AppBody::Stream(None),
                     upgrade: forward.upgrade,
                 };
-                (number, outgoing, forward.route.upstream().clone())
+                (number, outgoing)
             }
         };
         let Some(pool) = self.pools.get(number).cloned().flatten() else {
@@ -138,10 +138,10 @@ impl HttpService {
         let response = match tokio::time::timeout(self.timeout, forwarding).await {
             Ok(Ok(response)) => response,
             Ok(Err(error)) => self.local(&error),
-            Err(_) => self.local(&LocalError::timeout(&upstream, self.timeout)),
+            Err(_) => self.local(&LocalError::timeout(&pool.upstream, self.timeout)),
         };
-        self.metrics.response(number, response.status().as_u16());
-        self.metrics.observe_latency(number, started.elapsed());
+        self.metrics
+            .response(number, response.status().as_u16(), started.elapsed());
         response
     }
 

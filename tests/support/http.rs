@@ -298,3 +298,18 @@ pub async fn read(response: Response<Incoming>) -> (u16, hyper::HeaderMap, Strin
     let body = response.into_body().collect().await.unwrap().to_bytes();
     (status, headers, String::from_utf8_lossy(&body).into_owned())
 }
+
+/// attache with one `[http.api]` listener; `extra` goes in its table.
+pub async fn attache_for(upstream: &str, extra: &str) -> (attache::Running, std::net::SocketAddr) {
+    let running = super::start_attache(&format!(
+        "[http.api]\nlisten = \"127.0.0.1:0\"\nupstream = \"{upstream}\"\n{extra}\n"
+    ))
+    .await;
+    let addr = running.http_addr("api").expect("listener api");
+    (running, addr)
+}
+
+/// Answers `upstream saw <uri>`.
+pub fn echo_path() -> Handler {
+    handler(|request| async move { text(200, &format!("upstream saw {}", request.uri())) })
+}

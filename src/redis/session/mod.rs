@@ -8,8 +8,9 @@
 //! RESP3) first waits for every outstanding reply, so a command never
 //! overtakes an earlier one of the same app connection.
 //!
-//! Here: the read loop, dispatch and batching. Beside it: `routing`
-//! (sharded and cluster routing, split and fan-out), `pinning` (dedicated
+//! Here: the read loop and dispatch. Beside it: `batch` (runs of requests
+//! for one connection, and attache's own answers, queued in order),
+//! `routing` (sharded and cluster routing, split and fan-out), `pinning` (dedicated
 //! connections, HELLO, RESET), `transaction` (cluster MULTI…EXEC),
 //! `subscriptions` (cluster pub/sub that survives its node) and
 //! `spare_buffers` (read buffers of idle connections).
@@ -30,20 +31,21 @@ use attache_resp::shard;
 use super::connection::Op;
 use super::connector::Protocol;
 use super::dedicated::Dedicated;
-use super::error::UpstreamError;
-use super::meter::{Families, Meter, Meters};
-use super::metrics::{ErrorSource, Family, RedisMetrics};
+use super::meter::Meters;
+use super::metrics::{Family, RedisMetrics};
 use super::policy::{classify, Action, Transient};
 use super::service::RedisService;
-use super::slots::{collect_ready, wait_front, Redirectable, Slot};
+use super::slots::{collect_ready, wait_front, Slot};
 use crate::socket::{try_read, write_all};
 
+mod batch;
 mod pinning;
 mod routing;
 mod spare_buffers;
 mod subscriptions;
 mod transaction;
 
+use batch::{Run, Target};
 use pinning::discard;
 
 use subscriptions::Subscriptions;
@@ -64,24 +66,6 @@ struct Pin {
     server: usize,
     sticky: bool,
     streaming: bool,
-}
-
-/// Which connection a run of requests goes to.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-enum Target {
-    /// The app's shared connection to this server.
-    Shared(usize),
-    /// The app's dedicated connection.
-    Pinned,
-}
-
-/// Consecutive requests bound for the same connection, not yet sent.
-struct Run {
-    bytes: BytesMut,
-    count: u32,
-    target: Target,
-    blocking: bool,
-    families: Families,
 }
 
 pub(crate) struct Session {
@@ -493,109 +477,6 @@ impl Session {
             }
         }
         Ok(())
-    }
-
-    /// Consumes `req` and answers it with `bytes`, in order.
-    fn reply_local(&mut self, req: &Request, bytes: Bytes) {
-        self.rbuf.advance(req.len);
-        self.flush_run();
-        self.push_local(bytes);
-    }
-
-    /// Queues attache's own answer to the current command, counted as
-    /// answered by upstream `attache`.
-    fn push_local(&mut self, bytes: Bytes) {
-        let stats = self.meters.local(&self.service);
-        stats.answered(self.family, self.read_at.elapsed(), 1);
-        if frame::is_error(&bytes) {
-            stats.error(self.family, ErrorSource::Attache, 1);
-        }
-        self.slots.push_back(Slot::Ready(bytes));
-    }
-
-    /// The request's bytes, taken off the read buffer. Inline commands are
-    /// re-encoded as RESP so that everything sent upstream is RESP.
-    fn take_request(&mut self, req: &Request) -> BytesMut {
-        if req.inline {
-            let args: Vec<&[u8]> = (0..req.args.len())
-                .filter_map(|i| req.arg(&self.rbuf, i))
-                .collect();
-            let encoded = BytesMut::from(&reply::command(&args)[..]);
-            self.rbuf.advance(req.len);
-            encoded
-        } else {
-            self.rbuf.split_to(req.len)
-        }
-    }
-
-    fn push_run(&mut self, bytes: BytesMut, target: Target, blocking: bool) {
-        // Cluster mode keeps each shared command apart, to follow a redirect.
-        let alone = self.service.router.is_cluster() && target != Target::Pinned;
-        if let Some(run) = &mut self.run {
-            if run.target == target && !run.blocking && !blocking && !alone {
-                run.bytes.unsplit(bytes);
-                run.families.push(self.family, run.count);
-                run.count += 1;
-                return;
-            }
-        }
-        self.flush_run();
-        self.run = Some(Run {
-            bytes,
-            count: 1,
-            target,
-            blocking,
-            families: Families::One(self.family),
-        });
-    }
-
-    /// Sends the pending run to its connection.
-    fn flush_run(&mut self) {
-        let Some(run) = self.run.take() else { return };
-        let bytes = run.bytes.freeze();
-        let (handle, server) = match run.target {
-            Target::Pinned => match &self.pin {
-                Some(pin) => (pin.conn.handle.clone(), pin.server),
-                None => return,
-            },
-            Target::Shared(server) => (
-                self.service
-                    .shared(server, self.protocol, self.shared_index),
-                server,
-            ),
-        };
-        let meter = Meter {
-            started: self.read_at,
-            server,
-            families: run.families,
-        };
-        if let (Target::Shared(server), true) = (run.target, self.service.router.is_cluster()) {
-            let rx = handle.request(bytes.clone(), 1, false);
-            self.slots.push_back(Slot::Cluster(Box::new(Redirectable {
-                rx,
-                request: bytes,
-                server,
-                protocol: self.protocol,
-                shared_index: self.shared_index,
-                redirects: 0,
-                asking: false,
-                transaction: None,
-                meter,
-            })));
-            return;
-        }
-        let rx = handle.request(bytes, run.count, run.blocking);
-        self.slots.push_back(Slot::Wait {
-            rx,
-            replies: run.count,
-            meter,
-        });
-    }
-
-    fn reply_error(&mut self, error: &UpstreamError) {
-        self.flush_run();
-        RedisMetrics::add(&self.service.metrics().errors);
-        self.push_local(error.to_reply());
     }
 
     /// Writes every reply that is ready, in order, in as few writes as possible.

@@ -1,0 +1,177 @@
+//! The HTTP ambassador and an upstream's addresses: a name that resolves
+//! to several (the in-process DNS server), balancing over them, ejection of
+//! one that keeps failing, and the keep-alive pool per address.
+
+mod support;
+
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::Arc;
+use std::time::Duration;
+
+use support::dns::TestDns;
+use support::http::{attache_for, echo_path, handler, text, AppClient, TestUpstream};
+
+/// attache whose `[http.api]` upstream is `http://NAME.attache.test:port`,
+/// resolved by `dns`; the app-side address.
+async fn attache_for_name(
+    dns: &TestDns,
+    name: &str,
+    port: u16,
+) -> (attache::Running, std::net::SocketAddr) {
+    let running = support::start_attache(&format!(
+        "[dns]\nnameservers = [\"{}\"]\n\n[http.api]\nlisten = \"127.0.0.1:0\"\nupstream = \"http://{name}.attache.test:{port}\"\n",
+        dns.addr
+    ))
+    .await;
+    let addr = running.http_addr("api").unwrap();
+    (running, addr)
+}
+
+/// `api.attache.test` resolving to 127.0.0.2 and 127.0.0.3, and an echo
+/// upstream on the first only; its port.
+async fn api_on_first_of_two() -> (TestDns, TestUpstream, u16) {
+    let dns = TestDns::start().await;
+    dns.set_a("api", 30, &[[127, 0, 0, 2], [127, 0, 0, 3]])
+        .await;
+    let listener = tokio::net::TcpListener::bind("127.0.0.2:0").await.unwrap();
+    let port = listener.local_addr().unwrap().port();
+    (dns, TestUpstream::on(listener, None, echo_path()), port)
+}
+
+#[tokio::test]
+async fn two_addresses_behind_one_name_with_one_down_serve_every_request() {
+    // The upstream listens on 127.0.0.2 only; 127.0.0.3 refuses.
+    let (dns, upstream, port) = api_on_first_of_two().await;
+    let (_attache, addr) = attache_for_name(&dns, "api", port).await;
+    let mut clients = Vec::new();
+    for _ in 0..4 {
+        clients.push(tokio::spawn(async move {
+            let mut client = AppClient::connect(addr).await;
+            for i in 0..25 {
+                let (status, _, body) = client.get(&format!("/n/{i}")).await;
+                assert_eq!((status, body), (200, format!("upstream saw /n/{i}")));
+            }
+        }));
+    }
+    for client in clients {
+        client.await.unwrap();
+    }
+    assert_eq!(upstream.seen().len(), 100);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn concurrent_requests_are_spread_over_every_address_of_a_name() {
+    let dns = TestDns::start().await;
+    dns.set_a("pair", 30, &[[127, 0, 0, 2], [127, 0, 0, 3]])
+        .await;
+    // The same port on both addresses (retrying if .3's is taken).
+    let (first, second) = loop {
+        let first = tokio::net::TcpListener::bind("127.0.0.2:0").await.unwrap();
+        let port = first.local_addr().unwrap().port();
+        if let Ok(second) = tokio::net::TcpListener::bind(("127.0.0.3", port)).await {
+            break (first, second);
+        }
+    };
+    let port = first.local_addr().unwrap().port();
+    let slow = || {
+        handler(|_| async {
+            tokio::time::sleep(Duration::from_millis(5)).await;
+            text(200, "ok")
+        })
+    };
+    let a = TestUpstream::on(first, None, slow());
+    let b = TestUpstream::on(second, None, slow());
+    let (_attache, addr) = attache_for_name(&dns, "pair", port).await;
+    let mut clients = Vec::new();
+    for _ in 0..8 {
+        clients.push(tokio::spawn(async move {
+            let mut client = AppClient::connect(addr).await;
+            for _ in 0..25 {
+                assert_eq!(client.get("/").await.0, 200);
+            }
+        }));
+    }
+    for client in clients {
+        client.await.unwrap();
+    }
+    let (on_a, on_b) = (a.seen().len(), b.seen().len());
+    assert_eq!(on_a + on_b, 200);
+    assert!(on_a > 20 && on_b > 20, "unbalanced: {on_a} vs {on_b}");
+}
+
+#[tokio::test]
+async fn upstream_connections_are_reused_and_closed_when_idle() {
+    let upstream = TestUpstream::plain(handler(|_| async {
+        tokio::time::sleep(Duration::from_millis(20)).await;
+        text(200, "ok")
+    }))
+    .await;
+    let (_attache, addr) = attache_for(
+        &format!("http://{}", upstream.addr),
+        "idle_timeout = \"400ms\"\nmax_idle_per_host = 2",
+    )
+    .await;
+    // One app connection, one request at a time: one upstream connection.
+    let mut client = AppClient::connect(addr).await;
+    for _ in 0..10 {
+        assert_eq!(client.get("/").await.0, 200);
+    }
+    assert_eq!(upstream.accepted(), 1, "keep-alive reuse");
+
+    // Five at once need five; only two stay idle afterwards.
+    let mut parallel = Vec::new();
+    for _ in 0..5 {
+        parallel.push(tokio::spawn(async move {
+            AppClient::connect(addr).await.get("/").await.0
+        }));
+    }
+    for request in parallel {
+        assert_eq!(request.await.unwrap(), 200);
+    }
+    let settled = tokio::time::Instant::now() + Duration::from_secs(5);
+    while upstream.open() > 2 && tokio::time::Instant::now() < settled {
+        tokio::time::sleep(Duration::from_millis(10)).await;
+    }
+    assert!(
+        upstream.open() <= 2,
+        "{} idle connections kept",
+        upstream.open()
+    );
+    // Past idle_timeout, none.
+    while upstream.open() > 0 && tokio::time::Instant::now() < settled {
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+    assert_eq!(upstream.open(), 0, "idle connections outlived idle_timeout");
+}
+
+#[tokio::test]
+async fn an_address_that_keeps_failing_is_ejected() {
+    // 127.0.0.2 serves; 127.0.0.3 accepts and hangs up at once (a lost
+    // connection every time), counting how often it is tried.
+    let (dns, upstream, port) = api_on_first_of_two().await;
+    let bad = tokio::net::TcpListener::bind(("127.0.0.3", port))
+        .await
+        .unwrap();
+    let tried = Arc::new(AtomicU64::new(0));
+    let counter = tried.clone();
+    tokio::spawn(async move {
+        while let Ok((stream, _)) = bad.accept().await {
+            counter.fetch_add(1, Ordering::Relaxed);
+            drop(stream);
+        }
+    });
+    let (_attache, addr) = attache_for_name(&dns, "api", port).await;
+    let mut client = AppClient::connect(addr).await;
+    for i in 0..60 {
+        let (status, _, body) = client.get(&format!("/e/{i}")).await;
+        assert_eq!((status, body), (200, format!("upstream saw /e/{i}")));
+    }
+    assert_eq!(upstream.seen().len(), 60);
+    // Three failures in a row take it out of rotation for 5 s (then 10 s):
+    // far fewer tries than requests, whatever the pace of this machine.
+    let tried = tried.load(Ordering::Relaxed);
+    assert!(
+        (1..=9).contains(&tried),
+        "the bad address was tried {tried} times"
+    );
+}
