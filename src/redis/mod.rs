@@ -11,6 +11,7 @@
 //! - `shared` / `dedicated`: reconnecting shared connections; the deadpool
 //!   of dedicated ones.
 //! - `connector`: TCP + handshake (AUTH, HELLO 3) with current credentials.
+//! - `shutdown`: telling every session of a listener to close when idle.
 //! - `metrics`: per-listener counters, per upstream and command family
 //!   stats; `meter`: where a session counts its commands' replies.
 
@@ -26,6 +27,7 @@ mod router;
 pub(crate) mod service;
 mod session;
 mod shared;
+mod shutdown;
 mod slots;
 mod topology;
 
@@ -36,11 +38,11 @@ use tokio::net::TcpStream;
 
 pub(crate) use service::RedisService;
 
-/// Serves one app connection until it closes.
 /// What an app connecting beyond `max_connections` reads before the close,
 /// as from Redis itself.
 pub(crate) const MAX_CLIENTS_REFUSAL: &[u8] = b"-ERR max number of clients reached\r\n";
 
+/// Serves one app connection until it closes.
 pub(crate) async fn serve_client(service: Arc<RedisService>, stream: TcpStream, peer: SocketAddr) {
     if let Err(e) = stream.set_nodelay(true) {
         tracing::debug!(peer = %peer, error = %e, "set_nodelay failed");

@@ -14,6 +14,7 @@ use super::dedicated::{DedicatedManager, DedicatedPool};
 use super::error::{UpstreamError, UpstreamId};
 use super::router::{ClusterRouter, EjectPolicy, HashedRouter, Health, Router};
 use super::shared::spawn_shared;
+use super::shutdown::SessionShutdown;
 use super::topology;
 use crate::config::{Mode, RedisListenerConfig};
 use crate::credentials::RedisCredentials;
@@ -41,9 +42,9 @@ pub(crate) struct RedisService {
     upstreams: RwLock<Vec<Arc<Upstream>>>,
     template: UpstreamTemplate,
     next_shared: AtomicUsize,
-    /// Flips to true when attache shuts down (or the listener is removed):
+    /// Fires when attache shuts down (or the listener is removed):
     /// sessions close when idle.
-    pub(crate) shutdown: watch::Receiver<bool>,
+    pub(crate) shutdown: Arc<SessionShutdown>,
     /// Set when a reload replaced this service; sessions move to the
     /// successor when idle.
     superseded: AtomicBool,
@@ -243,7 +244,7 @@ impl RedisService {
             upstreams: RwLock::new(upstreams),
             template,
             next_shared: AtomicUsize::new(0),
-            shutdown,
+            shutdown: SessionShutdown::following(shutdown),
             superseded: AtomicBool::new(false),
             successor: std::sync::Mutex::new(None),
         });

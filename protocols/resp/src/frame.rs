@@ -1,9 +1,10 @@
 //! Finding frames in a byte buffer, and the replies attache writes itself.
 //!
 //! Requests and replies pass through attache unchanged: the proxy only needs
-//! to know where a frame ends and, for requests, where each argument is. Both
-//! come from `redis-protocol`'s zero-copy `decode_range`; nothing here copies
-//! or re-encodes a frame.
+//! to know where a frame ends and, for requests, where each argument is.
+//! Requests (arrays of bulk strings) are walked header by header here;
+//! replies by the scan in `scan`, which hands anything unusual to
+//! `redis-protocol`'s decoder. Nothing here copies or re-encodes a frame.
 //!
 //! Size limits are checked on the *declared* lengths of an incomplete request
 //! (`*<count>` and `$<len>` headers), so a client that announces a 4 GiB bulk
@@ -12,6 +13,9 @@
 use std::ops::Range;
 
 use redis_protocol::{resp2, resp3};
+use smallvec::SmallVec;
+
+use crate::scan;
 
 /// Longest inline command line (Redis's `PROTO_INLINE_MAX_SIZE`).
 pub const MAX_INLINE_BYTES: usize = 64 * 1024;
@@ -35,6 +39,12 @@ pub enum ProtocolError {
     },
 }
 
+/// Arguments a [`Request`] holds without allocating.
+pub const INLINE_ARGS: usize = 4;
+
+/// Where a request's arguments lie.
+pub type Args = SmallVec<[Range<usize>; INLINE_ARGS]>;
+
 /// One complete request found at the start of a buffer.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Request {
@@ -42,8 +52,9 @@ pub struct Request {
     pub len: usize,
     /// Where each argument lies in the buffer (argument 0 is the command name).
     /// Empty for an empty request (`*0`, or a blank inline line), which Redis
-    /// ignores without a reply.
-    pub args: Vec<Range<usize>>,
+    /// ignores without a reply. Up to [`INLINE_ARGS`] are held without an
+    /// allocation (a GET, a SET).
+    pub args: Args,
     /// The request was an inline command (`PING\r\n`) rather than a RESP array.
     pub inline: bool,
 }
@@ -68,7 +79,7 @@ pub fn parse_request(buf: &[u8], max_bytes: usize) -> Result<Option<Request>, Pr
 }
 
 fn parse_array(buf: &[u8], max_bytes: usize) -> Result<Option<Request>, ProtocolError> {
-    // Check the declared element count before redis-protocol sizes anything by it.
+    // Check the declared element count before sizing anything by it.
     let Some((count, header_len)) = read_length_line(buf, 1)? else {
         return Ok(None);
     };
@@ -82,54 +93,27 @@ fn parse_array(buf: &[u8], max_bytes: usize) -> Result<Option<Request>, Protocol
     if count <= 0 {
         return Ok(Some(Request {
             len: header_len,
-            args: Vec::new(),
+            args: Args::new(),
             inline: false,
         }));
     }
-    match resp2::decode::decode_range(buf) {
-        Ok(Some((frame, len))) => {
-            let resp2::types::RangeFrame::Array(items) = frame else {
-                return Err(invalid("expected an array of bulk strings"));
-            };
-            let mut args = Vec::with_capacity(items.len());
-            for item in items {
-                match item {
-                    resp2::types::RangeFrame::BulkString((start, end)) => args.push(start..end),
-                    _ => return Err(invalid("expected '$' for each argument")),
-                }
-            }
-            Ok(Some(Request {
-                len,
-                args,
-                inline: false,
-            }))
+    // One pass over the bulk headers: a declared length over the limit is
+    // refused as soon as its header is in, before its payload is buffered.
+    let incomplete = || {
+        if buf.len() > max_bytes {
+            return Err(ProtocolError::TooLarge {
+                what: "request",
+                declared: buf.len() as u64,
+                limit: max_bytes as u64,
+            });
         }
-        Ok(None) => {
-            check_partial_array(buf, header_len, count as usize, max_bytes)?;
-            Ok(None)
-        }
-        Err(e) => Err(invalid(e.details())),
-    }
-}
-
-/// Walks the bulk headers of an incomplete array so that an oversized
-/// declared length is refused now, not after buffering it.
-fn check_partial_array(
-    buf: &[u8],
-    mut pos: usize,
-    count: usize,
-    max_bytes: usize,
-) -> Result<(), ProtocolError> {
-    if buf.len() > max_bytes {
-        return Err(ProtocolError::TooLarge {
-            what: "request",
-            declared: buf.len() as u64,
-            limit: max_bytes as u64,
-        });
-    }
+        Ok(None)
+    };
+    let mut args = Args::with_capacity((count as usize).min(16));
+    let mut pos = header_len;
     for _ in 0..count {
         match buf.get(pos) {
-            None => return Ok(()),
+            None => return incomplete(),
             Some(b'$') => {}
             Some(&other) => {
                 return Err(invalid(format!(
@@ -139,7 +123,7 @@ fn check_partial_array(
             }
         }
         let Some((len, line)) = read_length_line(&buf[pos..], 1)? else {
-            return Ok(());
+            return incomplete();
         };
         if len < 0 {
             return Err(invalid("invalid bulk length"));
@@ -151,14 +135,39 @@ fn check_partial_array(
                 limit: max_bytes as u64,
             });
         }
-        pos += line + len as usize + 2;
+        let start = pos + line;
+        let end = start + len as usize;
+        // Like Redis, the two bytes after the payload are skipped unread.
+        if buf.len() < end + 2 {
+            return incomplete();
+        }
+        args.push(start..end);
+        pos = end + 2;
     }
-    Ok(())
+    Ok(Some(Request {
+        len: pos,
+        args,
+        inline: false,
+    }))
 }
 
 /// Reads `<sign-or-type byte><integer>\r\n`, returning the integer and the
 /// line's length. `skip` is the number of type bytes before the digits.
 fn read_length_line(buf: &[u8], skip: usize) -> Result<Option<(i64, usize)>, ProtocolError> {
+    // The usual case, digits then CRLF, in one pass; anything else (a
+    // sign, an incomplete line, garbage) is left to the careful reading.
+    let mut n: i64 = 0;
+    for (i, &b) in buf.iter().enumerate().skip(skip).take(18) {
+        match b {
+            b'0'..=b'9' => n = n * 10 + i64::from(b - b'0'),
+            b'\r' if i > skip && buf.get(i + 1) == Some(&b'\n') => return Ok(Some((n, i + 2))),
+            _ => break,
+        }
+    }
+    read_length_line_slowly(buf, skip)
+}
+
+fn read_length_line_slowly(buf: &[u8], skip: usize) -> Result<Option<(i64, usize)>, ProtocolError> {
     let Some(nl) = buf.iter().take(32).position(|&b| b == b'\n') else {
         if buf.len() >= 32 {
             return Err(invalid("invalid length line"));
@@ -169,10 +178,12 @@ fn read_length_line(buf: &[u8], skip: usize) -> Result<Option<(i64, usize)>, Pro
         return Err(invalid("invalid length line"));
     }
     let digits = &buf[skip..nl - 1];
-    let text = std::str::from_utf8(digits).map_err(|_| invalid("invalid length"))?;
-    let n: i64 = text
-        .parse()
-        .map_err(|_| invalid(format!("invalid length '{}'", text.escape_default())))?;
+    let n = scan::integer(digits).ok_or_else(|| {
+        invalid(format!(
+            "invalid length '{}'",
+            String::from_utf8_lossy(digits).escape_default()
+        ))
+    })?;
     Ok(Some((n, nl + 1)))
 }
 
@@ -188,7 +199,7 @@ fn parse_inline(buf: &[u8]) -> Result<Option<Request>, ProtocolError> {
     } else {
         nl
     };
-    let mut args = Vec::new();
+    let mut args = Args::new();
     let mut i = 0;
     while i < line_end {
         while i < line_end && buf[i].is_ascii_whitespace() {
@@ -217,8 +228,10 @@ fn invalid(msg: impl Into<String>) -> ProtocolError {
 /// incomplete. `resp3` selects the decoder: a connection that said `HELLO 3`
 /// receives RESP3 types (maps, sets, pushes, doubles, …).
 pub fn reply_len(buf: &[u8], resp3: bool) -> Result<Option<usize>, ProtocolError> {
-    if buf.is_empty() {
-        return Ok(None);
+    match scan::reply(buf, resp3) {
+        scan::Scan::Complete(len) => return Ok(Some(len)),
+        scan::Scan::Incomplete => return Ok(None),
+        scan::Scan::Unsure => {}
     }
     let decoded = if resp3 {
         resp3::decode::complete::decode_range(buf).map(|f| f.map(|(_, len)| len))
@@ -354,6 +367,73 @@ mod tests {
         assert!(parse_request(b"*2\r\n+GET\r\n$1\r\nx\r\n", MAX).is_err());
         assert!(parse_request(b"*abc\r\n", MAX).is_err());
         assert!(parse_request(b"*2\r\n:1\r\n", MAX).is_err());
+    }
+
+    /// Where the decoder finds a complete array of bulk strings, the
+    /// header walk finds the same length and arguments; where it finds
+    /// garbage, so does the walk (or it is still waiting for the rest).
+    #[test]
+    fn the_header_walk_agrees_with_the_decoder() {
+        let frames: [&[u8]; 4] = [
+            b"*2\r\n$3\r\nGET\r\n$3\r\nkey\r\n",
+            b"*3\r\n$3\r\nSET\r\n$1\r\nk\r\n$6\r\nv\r\n\r\nx\r\n",
+            b"*1\r\n$0\r\n\r\n",
+            b"*2\r\n$4\r\nECHO\r\n$2\r\n\x00\xff\r\n",
+        ];
+        for frame in frames {
+            let mut inputs: Vec<Vec<u8>> = (1..=frame.len()).map(|n| frame[..n].to_vec()).collect();
+            for i in 0..frame.len() {
+                for b in [b'\r', b'\n', b'x', b'-', b'0', b'9', b'*', b'$'] {
+                    let mut corrupt = frame.to_vec();
+                    corrupt[i] = b;
+                    inputs.push(corrupt);
+                }
+            }
+            for input in inputs.iter().filter(|i| i[0] == b'*') {
+                let decoded = resp2::decode::decode_range(input);
+                match parse_request(input, MAX) {
+                    Ok(Some(req)) => {
+                        let Ok(Some((resp2::types::RangeFrame::Array(items), len))) = decoded
+                        else {
+                            panic!("{input:?}: the decoder found {decoded:?}");
+                        };
+                        assert_eq!(req.len, len, "{input:?}");
+                        let ranges: Vec<_> = items
+                            .iter()
+                            .map(|item| match item {
+                                resp2::types::RangeFrame::BulkString((s, e)) => *s..*e,
+                                other => panic!("{input:?}: {other:?}"),
+                            })
+                            .collect();
+                        assert_eq!(&req.args[..], &ranges[..], "{input:?}");
+                    }
+                    Ok(None) => assert!(
+                        !matches!(decoded, Ok(Some(_))) || req_is_odd(&decoded),
+                        "{input:?}: the decoder found {decoded:?}"
+                    ),
+                    Err(_) => assert!(
+                        !matches!(decoded, Ok(Some(_))) || req_is_odd(&decoded),
+                        "{input:?}: the decoder found {decoded:?}"
+                    ),
+                }
+            }
+        }
+    }
+
+    /// A frame the decoder accepts that is not a request (not an array of
+    /// bulk strings): refusing it, or waiting, is right.
+    fn req_is_odd(
+        decoded: &Result<
+            Option<(resp2::types::RangeFrame, usize)>,
+            redis_protocol::error::RedisProtocolError,
+        >,
+    ) -> bool {
+        match decoded {
+            Ok(Some((resp2::types::RangeFrame::Array(items), _))) => items
+                .iter()
+                .any(|i| !matches!(i, resp2::types::RangeFrame::BulkString(_))),
+            _ => true,
+        }
     }
 
     #[test]

@@ -2,9 +2,10 @@
 //!
 //! # Layout
 //!
-//! - [`frame`]: finding request and reply frames in a byte buffer (on
-//!   `redis-protocol`), size limits, inline commands, and the replies attache
-//!   writes itself.
+//! - [`frame`]: finding request and reply frames in a byte buffer, size
+//!   limits, inline commands, and the replies attache writes itself.
+//!   `scan` (private) is its allocation-free check pass over replies, with
+//!   `redis-protocol`'s decoder behind it for anything unusual.
 //! - [`cluster`]: Redis Cluster slot maps, `MOVED`/`ASK` and retryable errors.
 //! - [`command`]: the command table generated from a real Redis 7
 //!   (`COMMAND INFO` / `COMMAND DOCS`), key extraction from key specs, and the
@@ -18,4 +19,5 @@ pub mod cluster;
 pub mod command;
 pub mod frame;
 pub mod hash;
+mod scan;
 pub mod shard;

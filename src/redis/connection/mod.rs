@@ -211,7 +211,7 @@ where
         address: address.map(next_address_change),
     };
     if let Some(op) = first {
-        state.register(op, &settings);
+        state.register(op, &settings, Instant::now());
     }
     // Armed at or before the front batch's deadline; re-armed only when it
     // fires early, so a request costs no timer update.
@@ -294,11 +294,13 @@ where
                 state.reauth_failures = 0;
             }
             Event::Op(Some(op)) => {
-                state.register(op, &settings);
+                // One clock reading for every request gathered here.
+                let now = Instant::now();
+                state.register(op, &settings, now);
                 // Gather whatever else is already queued into the same write.
                 while state.out.len() < MAX_WRITE_GATHER {
                     let Ok(op) = ops.try_recv() else { break };
-                    state.register(op, &settings);
+                    state.register(op, &settings, now);
                 }
             }
             Event::Op(None) => state.ops_done = true,
@@ -365,7 +367,7 @@ struct DriverState {
 impl DriverState {
     /// Notes what the server will owe for `op` and queues its bytes. Bytes
     /// are written only after this, so no reply can arrive unexpected.
-    fn register(&mut self, op: Op, settings: &DriverSettings) {
+    fn register(&mut self, op: Op, settings: &DriverSettings, now: Instant) {
         let bytes = match op {
             Op::Request {
                 bytes,
@@ -373,7 +375,7 @@ impl DriverState {
                 blocking,
                 tx,
             } => {
-                let deadline = (!blocking).then(|| Instant::now() + settings.timeout);
+                let deadline = (!blocking).then(|| now + settings.timeout);
                 self.queue.push_back(Pending::Replies {
                     count: replies,
                     deadline,

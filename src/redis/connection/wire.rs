@@ -52,13 +52,14 @@ pub(super) fn transaction_open_after(mut open: bool, bytes: &[u8]) -> bool {
 }
 
 /// Bytes waiting to be written. One batch is written from its own buffer;
-/// several are gathered into one, so they leave in one syscall.
+/// several are gathered into one, so they leave in one syscall. The
+/// gathering buffer is kept from one write to the next (a busy connection
+/// gathers on every write), so gathering allocates nothing once warm.
 #[derive(Default)]
-pub(super) enum Outgoing {
-    #[default]
-    Empty,
-    One(Bytes),
-    Many(BytesMut),
+pub(super) struct Outgoing {
+    /// A lone batch, not copied (only while `gather` is empty).
+    one: Option<Bytes>,
+    gather: BytesMut,
 }
 
 impl Outgoing {
@@ -67,18 +68,16 @@ impl Outgoing {
     }
 
     pub(super) fn len(&self) -> usize {
-        match self {
-            Outgoing::Empty => 0,
-            Outgoing::One(b) => b.len(),
-            Outgoing::Many(b) => b.len(),
+        match &self.one {
+            Some(one) => one.len(),
+            None => self.gather.len(),
         }
     }
 
     pub(super) fn chunk(&self) -> &[u8] {
-        match self {
-            Outgoing::Empty => &[],
-            Outgoing::One(b) => b,
-            Outgoing::Many(b) => b,
+        match &self.one {
+            Some(one) => one,
+            None => &self.gather,
         }
     }
 
@@ -86,36 +85,28 @@ impl Outgoing {
         if bytes.is_empty() {
             return;
         }
-        *self = match std::mem::take(self) {
-            Outgoing::Empty => Outgoing::One(bytes),
-            Outgoing::One(first) => {
-                let mut many = BytesMut::with_capacity(first.len() + bytes.len());
-                many.extend_from_slice(&first);
-                many.extend_from_slice(&bytes);
-                Outgoing::Many(many)
-            }
-            Outgoing::Many(mut many) => {
-                many.extend_from_slice(&bytes);
-                Outgoing::Many(many)
-            }
-        };
+        if self.gather.is_empty() && self.one.is_none() {
+            self.one = Some(bytes);
+            return;
+        }
+        if let Some(first) = self.one.take() {
+            self.gather.reserve(first.len() + bytes.len());
+            self.gather.extend_from_slice(&first);
+        }
+        self.gather.extend_from_slice(&bytes);
     }
 
     pub(super) fn advance(&mut self, n: usize) {
-        match self {
-            Outgoing::Empty => {}
-            Outgoing::One(b) => {
-                b.advance(n);
-                if b.is_empty() {
-                    *self = Outgoing::Empty;
+        match &mut self.one {
+            Some(one) => {
+                one.advance(n);
+                if one.is_empty() {
+                    self.one = None;
                 }
             }
-            Outgoing::Many(b) => {
-                b.advance(n);
-                if b.is_empty() {
-                    *self = Outgoing::Empty;
-                }
-            }
+            // Once empty, the next `reserve` reuses the allocation from
+            // its start.
+            None => self.gather.advance(n),
         }
     }
 }

@@ -35,6 +35,7 @@ use super::meter::Meters;
 use super::metrics::{Family, RedisMetrics};
 use super::policy::{classify, Action, Transient};
 use super::service::RedisService;
+use super::shutdown::ShutdownWait;
 use super::slots::{collect_ready, wait_front, Slot};
 use crate::socket::{try_read, write_all};
 
@@ -102,8 +103,12 @@ pub(crate) struct Session {
     /// Close once every owed reply is written (QUIT, protocol error, the
     /// pinned upstream went away).
     closing: bool,
+    /// Resolves when attache shuts down (or the listener goes away).
+    shutdown: ShutdownWait,
     /// attache is shutting down: close as soon as the app is idle.
-    shutdown: tokio::sync::watch::Receiver<bool>,
+    draining: bool,
+    /// Replies ready to write, reused from one write to the next.
+    ready: Vec<Bytes>,
     /// When the last read from the app returned: the start of the latency
     /// of every command it brought.
     read_at: Instant,
@@ -116,9 +121,11 @@ pub(crate) struct Session {
 impl Session {
     pub(crate) fn new(service: Arc<RedisService>, stream: TcpStream, peer: SocketAddr) -> Self {
         let shared_index = service.next_shared_index();
-        let shutdown = service.shutdown.clone();
+        let shutdown = service.shutdown.wait();
         Self {
             shutdown,
+            draining: false,
+            ready: Vec::new(),
             service,
             stream,
             peer,
@@ -163,7 +170,7 @@ impl Session {
                     self.closing = true;
                 }
             }
-            let draining = *self.shutdown.borrow();
+            let draining = self.draining;
             if draining && self.slots.is_empty() && self.rbuf.is_empty() && !self.multi {
                 // Shutting down and nothing owed: close while idle, so the
                 // app reconnects (to the next attache) between requests.
@@ -179,7 +186,14 @@ impl Session {
             }
             let can_read = !self.closing && self.slots.len() < MAX_SLOTS;
             tokio::select! {
-                ready = self.stream.readable(), if can_read => {
+                // Replies first: they free slots; no fairness is needed
+                // between the branches, so no random start either.
+                biased;
+                _ = wait_front(&mut self.slots, &self.service, self.protocol.is_resp3(), &mut self.meters), if !self.slots.is_empty() => {}
+                // Polled for readiness (one waker slot per socket) rather
+                // than awaiting `readable()`, whose future joins and leaves
+                // a list of waiters under a lock on every pass.
+                ready = std::future::poll_fn(|cx| self.stream.poll_read_ready(cx)), if can_read => {
                     ready?;
                     self.follow_reload();
                     if self.rbuf.capacity() == 0 {
@@ -194,8 +208,7 @@ impl Session {
                         }
                     }
                 }
-                _ = wait_front(&mut self.slots, &self.service, self.protocol.is_resp3(), &mut self.meters), if !self.slots.is_empty() => {}
-                _ = self.shutdown.changed(), if !draining => {}
+                () = &mut self.shutdown, if !draining => self.draining = true,
             }
         }
     }
@@ -217,7 +230,7 @@ impl Session {
         }
         if let Some(next) = self.service.successor() {
             self.shared_index = next.next_shared_index();
-            self.shutdown = next.shutdown.clone();
+            self.shutdown = next.shutdown.wait();
             self.service = next;
             self.meters.clear();
         }
@@ -481,7 +494,7 @@ impl Session {
 
     /// Writes every reply that is ready, in order, in as few writes as possible.
     async fn write_ready(&mut self) -> std::io::Result<()> {
-        let mut out: Vec<Bytes> = Vec::new();
+        let mut out = std::mem::take(&mut self.ready);
         if collect_ready(
             &mut self.slots,
             &self.service,
@@ -502,7 +515,7 @@ impl Session {
                 self.closing = true;
             }
         }
-        match out.len() {
+        let written = match out.len() {
             0 => Ok(()),
             1 => write_all(&self.stream, &out[0]).await,
             _ => {
@@ -512,6 +525,9 @@ impl Session {
                 }
                 write_all(&self.stream, &joined).await
             }
-        }
+        };
+        out.clear();
+        self.ready = out;
+        written
     }
 }

@@ -3,7 +3,7 @@
 //! with CROSSSLOT; and pub/sub subscribed on every server.
 
 use attache_resp::command;
-use attache_resp::frame::{reply, Request};
+use attache_resp::frame::{self, reply, Request};
 use attache_resp::shard::{self, Merge, Part};
 use bytes::{Buf, Bytes};
 use deadpool::managed::PoolError;
@@ -118,7 +118,7 @@ impl Session {
                 }
             },
         };
-        let args: Vec<&[u8]> = (0..req.args.len())
+        let args: smallvec::SmallVec<[&[u8]; frame::INLINE_ARGS]> = (0..req.args.len())
             .filter_map(|i| req.arg(&self.rbuf, i))
             .collect();
         let Some(spec) = command::resolve(&args) else {

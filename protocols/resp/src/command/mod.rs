@@ -96,15 +96,53 @@ pub fn commands() -> &'static [CommandSpec] {
 /// The command called `name`, ASCII case-insensitive (`GET`, `get`, `GeT`).
 ///
 /// Does not allocate: the name is lowercased into a stack buffer and binary
-/// searched. Names longer than [`MAX_NAME_LEN`] are unknown. Subcommands are
-/// not found here (`client|setname`): use [`resolve`] or
-/// [`CommandSpec::subcommand`].
+/// searched, comparing one integer per step (the names' first 8 bytes,
+/// precomputed) and bytes only on a tie. Every command passes here. Names
+/// longer than [`MAX_NAME_LEN`] are unknown. Subcommands are not found here
+/// (`client|setname`): use [`resolve`] or [`CommandSpec::subcommand`].
 pub fn lookup(name: &[u8]) -> Option<&'static CommandSpec> {
     let mut buf = [0; MAX_NAME_LEN];
     let name = lowercase(name, &mut buf)?;
-    let found = table::COMMANDS.binary_search_by(|spec| spec.name.as_bytes().cmp(name));
+    let key = prefix(name);
+    // On a tie, what follows the first 8 bytes decides, then the length
+    // (`get` before `get\0`): the order of the names themselves.
+    let found = PREFIXES.binary_search_by(|&(probe, index, len)| {
+        probe.cmp(&key).then_with(|| {
+            let rest = &table::COMMANDS[index].name.as_bytes()[8.min(len)..];
+            rest.cmp(&name[8.min(name.len())..])
+                .then(len.cmp(&name.len()))
+        })
+    });
     found.ok().map(|i| &table::COMMANDS[i])
 }
+
+/// The first 8 bytes of a name as a big-endian integer, zero-padded: for
+/// names of lowercase letters, integers order as the names do.
+const fn prefix(name: &[u8]) -> u64 {
+    let mut key = 0u64;
+    let mut i = 0;
+    while i < 8 {
+        key <<= 8;
+        if i < name.len() {
+            key |= name[i] as u64;
+        }
+        i += 1;
+    }
+    key
+}
+
+/// Per command, in table order: its name's [`prefix`], its index and its
+/// name's length.
+static PREFIXES: [(u64, usize, usize); table::COMMANDS.len()] = {
+    let mut out = [(0, 0, 0); table::COMMANDS.len()];
+    let mut i = 0;
+    while i < out.len() {
+        let name = table::COMMANDS[i].name.as_bytes();
+        out[i] = (prefix(name), i, name.len());
+        i += 1;
+    }
+    out
+};
 
 /// The spec that governs a request `args` (`args[0]` is the command name):
 /// the subcommand when the command has subcommands and `args[1]` names one

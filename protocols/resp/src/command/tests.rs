@@ -347,3 +347,16 @@ fn pubsub_subscribe_commands() {
         assert!(!is_pubsub_subscribe(spec(name)), "{name}");
     }
 }
+
+#[test]
+fn every_command_is_found_by_its_name_and_only_by_it() {
+    for spec in table::COMMANDS.iter() {
+        let upper = spec.name.to_ascii_uppercase();
+        assert_eq!(lookup(upper.as_bytes()).map(|s| s.name), Some(spec.name));
+        let mut longer = spec.name.as_bytes().to_vec();
+        longer.push(b'x');
+        assert_ne!(lookup(&longer).map(|s| s.name), Some(spec.name));
+        let shorter = &spec.name.as_bytes()[..spec.name.len() - 1];
+        assert_ne!(lookup(shorter).map(|s| s.name), Some(spec.name));
+    }
+}
