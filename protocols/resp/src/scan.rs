@@ -23,9 +23,9 @@ pub(crate) enum Scan {
     Unsure,
 }
 
-/// Deepest aggregate nesting the scan follows (Redis nests replies a few
-/// levels deep: COMMAND DOCS is the deepest at about 6).
-const MAX_DEPTH: usize = 32;
+/// Deepest aggregate nesting the scan follows; deeper replies (COMMAND DOCS
+/// nests about 6 levels) go to the decoder.
+const MAX_DEPTH: usize = 8;
 
 /// The length of the first reply frame in `buf`.
 pub(crate) fn reply(buf: &[u8], resp3: bool) -> Scan {
@@ -133,7 +133,7 @@ fn length_line(buf: &[u8]) -> Option<usize> {
 }
 
 /// A header line: its length with the CRLF, when complete.
-pub(crate) enum Line {
+enum Line {
     Found(usize),
     Missing,
     Invalid,
@@ -141,7 +141,7 @@ pub(crate) enum Line {
 
 /// The line at the start of `buf`, up to and including its first `\n`,
 /// which must follow a `\r` (and no other `\r` may come before it).
-pub(crate) fn line(buf: &[u8]) -> Line {
+fn line(buf: &[u8]) -> Line {
     match memchr(b'\n', buf) {
         None => match memchr(b'\r', buf) {
             // A `\r` that is not the last byte is not followed by `\n`.

@@ -186,10 +186,11 @@ impl Session {
             }
             let can_read = !self.closing && self.slots.len() < MAX_SLOTS;
             tokio::select! {
-                // Replies first: they free slots; no fairness is needed
-                // between the branches, so no random start either.
+                // In this order, with no random start: the app's requests
+                // first (bounded by MAX_SLOTS), so that a flood of pub/sub
+                // messages cannot starve them; replies ready by then are
+                // collected at the top of the loop anyway.
                 biased;
-                _ = wait_front(&mut self.slots, &self.service, self.protocol.is_resp3(), &mut self.meters), if !self.slots.is_empty() => {}
                 // Polled for readiness (one waker slot per socket) rather
                 // than awaiting `readable()`, whose future joins and leaves
                 // a list of waiters under a lock on every pass.
@@ -208,6 +209,7 @@ impl Session {
                         }
                     }
                 }
+                _ = wait_front(&mut self.slots, &self.service, self.protocol.is_resp3(), &mut self.meters), if !self.slots.is_empty() => {}
                 () = &mut self.shutdown, if !draining => self.draining = true,
             }
         }
