@@ -234,13 +234,18 @@ pub(super) enum Combine {
     Scan { server: usize, servers: usize },
 }
 
+/// Replies ready to write in one go: the usual one or two without an
+/// allocation (the session keeps nothing between writes, so an idle
+/// connection holds no buffer for them).
+pub(super) type ReadyReplies = smallvec::SmallVec<[Bytes; 2]>;
+
 /// Moves every ready reply at the front into `out`. Returns true when a
 /// stream ended (the pinned upstream went away).
 pub(super) fn collect_ready(
     slots: &mut VecDeque<Slot>,
     service: &RedisService,
     resp3: bool,
-    out: &mut Vec<Bytes>,
+    out: &mut ReadyReplies,
     meters: &mut Meters,
 ) -> bool {
     let mut stream_ended = false;

@@ -36,7 +36,7 @@ use super::metrics::{Family, RedisMetrics};
 use super::policy::{classify, Action, Transient};
 use super::service::RedisService;
 use super::shutdown::ShutdownWait;
-use super::slots::{collect_ready, wait_front, Slot};
+use super::slots::{collect_ready, wait_front, ReadyReplies, Slot};
 use crate::socket::{try_read, write_all};
 
 mod batch;
@@ -107,8 +107,6 @@ pub(crate) struct Session {
     shutdown: ShutdownWait,
     /// attache is shutting down: close as soon as the app is idle.
     draining: bool,
-    /// Replies ready to write, reused from one write to the next.
-    ready: Vec<Bytes>,
     /// When the last read from the app returned: the start of the latency
     /// of every command it brought.
     read_at: Instant,
@@ -125,7 +123,6 @@ impl Session {
         Self {
             shutdown,
             draining: false,
-            ready: Vec::new(),
             service,
             stream,
             peer,
@@ -496,7 +493,7 @@ impl Session {
 
     /// Writes every reply that is ready, in order, in as few writes as possible.
     async fn write_ready(&mut self) -> std::io::Result<()> {
-        let mut out = std::mem::take(&mut self.ready);
+        let mut out = ReadyReplies::new();
         if collect_ready(
             &mut self.slots,
             &self.service,
@@ -517,7 +514,7 @@ impl Session {
                 self.closing = true;
             }
         }
-        let written = match out.len() {
+        match out.len() {
             0 => Ok(()),
             1 => write_all(&self.stream, &out[0]).await,
             _ => {
@@ -527,9 +524,6 @@ impl Session {
                 }
                 write_all(&self.stream, &joined).await
             }
-        };
-        out.clear();
-        self.ready = out;
-        written
+        }
     }
 }
