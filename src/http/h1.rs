@@ -144,7 +144,7 @@ impl Home {
     /// its own, if it is not ready for the next request yet.
     fn release(self, mut connection: H1Connection) {
         if connection.usable() {
-            pool::sweep(&self.endpoint, self.settings, Some(connection));
+            pool::park(&self.endpoint, self.settings, connection);
             return;
         }
         if connection.connection.is_none() {
@@ -152,7 +152,7 @@ impl Home {
         }
         tokio::spawn(async move {
             if let Some(connection) = connection.ready().await {
-                pool::sweep(&self.endpoint, self.settings, Some(connection));
+                pool::park(&self.endpoint, self.settings, connection);
             }
         });
     }

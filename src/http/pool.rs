@@ -229,9 +229,14 @@ impl UpstreamPool {
                 None => {}
             }
         }
-        sweep(endpoint, self.settings, None);
+        let now = Instant::now();
         let mut idle = endpoint.idle.lock().unwrap_or_else(|e| e.into_inner());
-        while let Some((mut connection, _)) = idle.pop() {
+        while let Some((mut connection, since)) = idle.pop() {
+            if now.duration_since(since) >= self.settings.idle_timeout {
+                // The rest went idle earlier still.
+                idle.clear();
+                break;
+            }
             if connection.usable() {
                 return Some(Sender::H1(connection));
             }
@@ -345,38 +350,41 @@ impl UpstreamPool {
                 };
                 let current = endpoints.lock().unwrap_or_else(|e| e.into_inner()).clone();
                 for endpoint in &current {
-                    sweep_closed(endpoint);
-                    sweep(endpoint, settings, None);
+                    sweep(endpoint, settings);
                 }
             }
         });
     }
 }
 
-/// Drops `endpoint`'s idle connections that are idle too long, then adds
-/// `connection` if there is room; whether it was added.
-pub(crate) fn sweep(
-    endpoint: &Endpoint,
-    settings: PoolSettings,
-    connection: Option<H1Connection>,
-) -> bool {
+/// Puts `connection` on `endpoint`'s idle list if there is room (after
+/// dropping those idle too long); whether it was added.
+pub(crate) fn park(endpoint: &Endpoint, settings: PoolSettings, connection: H1Connection) -> bool {
     let now = Instant::now();
     let mut idle = endpoint.idle.lock().unwrap_or_else(|e| e.into_inner());
-    idle.retain(|(_, since)| now.duration_since(*since) < settings.idle_timeout);
-    match connection {
-        Some(connection) if idle.len() < settings.max_idle => {
-            idle.push((connection, now));
-            true
-        }
-        _ => false,
+    drop_expired(&mut idle, now, settings);
+    if idle.len() >= settings.max_idle {
+        return false;
     }
+    idle.push((connection, now));
+    true
 }
 
-/// Drops `endpoint`'s idle connections that the upstream has closed. Each
-/// is polled once: the sweeper's job, too slow for every request.
-fn sweep_closed(endpoint: &Endpoint) {
+/// Drops `endpoint`'s idle connections that are idle too long or closed by
+/// the upstream. Each is polled once: the sweeper's job, too slow for
+/// every request.
+fn sweep(endpoint: &Endpoint, settings: PoolSettings) {
     let mut idle = endpoint.idle.lock().unwrap_or_else(|e| e.into_inner());
+    drop_expired(&mut idle, Instant::now(), settings);
     idle.retain_mut(|(connection, _)| connection.usable());
+}
+
+/// The idle list is in the order connections went idle: the expired ones
+/// are a prefix.
+fn drop_expired(idle: &mut Vec<(H1Connection, Instant)>, now: Instant, settings: PoolSettings) {
+    let expired =
+        idle.partition_point(|(_, since)| now.duration_since(*since) >= settings.idle_timeout);
+    idle.drain(..expired);
 }
 
 /// Counts an open upstream connection in the gauge until dropped.
