@@ -108,8 +108,13 @@ impl H1Connection {
         let response = poll_fn(|cx| {
             // The connection first: it writes the request and reads the
             // response, which the sender's future then picks up at once.
+            // Only that drive can complete the response (or fail it, by
+            // dropping the connection), so the future needs no waker: one
+            // would only make the task wake itself once more.
             self.drive(cx);
-            response.as_mut().poll(cx)
+            response
+                .as_mut()
+                .poll(&mut Context::from_waker(Waker::noop()))
         })
         .await?;
         let connection = self.connection.is_some().then_some(self);
