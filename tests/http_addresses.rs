@@ -275,3 +275,40 @@ async fn a_response_body_dropped_early_closes_its_upstream_connection() {
     assert_eq!(client.get("/small").await.0, 200);
     assert_eq!(upstream.accepted(), 2);
 }
+
+#[tokio::test]
+async fn responses_without_a_body_return_their_connection_too() {
+    let upstream = TestUpstream::plain(handler(|request| async move {
+        if request.uri().path() == "/none" {
+            return hyper::Response::builder()
+                .status(204)
+                .body(support::http::empty())
+                .unwrap();
+        }
+        text(200, "ok")
+    }))
+    .await;
+    let (_attache, addr) = attache_for(&format!("http://{}", upstream.addr), "").await;
+    let mut client = AppClient::connect(addr).await;
+    for _ in 0..3 {
+        assert_eq!(client.get("/none").await.0, 204);
+        let head = Request::head("/").body(support::http::empty()).unwrap();
+        let response = client.send(head).await.unwrap();
+        assert_eq!(response.status(), 200);
+        assert_eq!(
+            response
+                .into_body()
+                .collect()
+                .await
+                .unwrap()
+                .to_bytes()
+                .len(),
+            0
+        );
+    }
+    assert_eq!(
+        upstream.accepted(),
+        1,
+        "keep-alive reuse after 204 and HEAD"
+    );
+}
