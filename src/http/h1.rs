@@ -152,10 +152,15 @@ impl Home {
             pool::park(&self.endpoint, self.settings, connection);
             return;
         }
+        // A body dropped outside the runtime (at shutdown) has no task to
+        // finish in: its connection closes.
+        let Ok(runtime) = tokio::runtime::Handle::try_current() else {
+            return;
+        };
         if connection.connection.is_none() {
             return;
         }
-        tokio::spawn(async move {
+        runtime.spawn(async move {
             if let Some(connection) = connection.ready().await {
                 pool::park(&self.endpoint, self.settings, connection);
             }
