@@ -5,11 +5,14 @@
 mod support;
 
 use std::sync::atomic::{AtomicU64, Ordering};
-use std::sync::Arc;
+use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
+use http_body_util::BodyExt;
+use hyper::Request;
 use support::dns::TestDns;
-use support::http::{attache_for, echo_path, handler, text, AppClient, TestUpstream};
+use support::http::{attache_for, echo_path, full, handler, text, AppClient, TestUpstream};
+use tokio::io::{AsyncReadExt, AsyncWriteExt};
 
 /// attache whose `[http.api]` upstream is `http://NAME.attache.test:port`,
 /// resolved by `dns`; the app-side address.
@@ -173,5 +176,139 @@ async fn an_address_that_keeps_failing_is_ejected() {
     assert!(
         (1..=9).contains(&tried),
         "the bad address was tried {tried} times"
+    );
+}
+
+/// An upstream that answers the first request of each connection (keep-
+/// alive, `ok`) and closes the connection 50 ms later, as one with a short
+/// keep-alive timeout would; the requests it read, in full.
+fn one_request_per_connection(listener: tokio::net::TcpListener) -> Arc<Mutex<Vec<String>>> {
+    let seen = Arc::new(Mutex::new(Vec::new()));
+    let recorded = seen.clone();
+    tokio::spawn(async move {
+        while let Ok((mut stream, _)) = listener.accept().await {
+            let recorded = recorded.clone();
+            tokio::spawn(async move {
+                let mut request = Vec::new();
+                let mut buf = [0u8; 4096];
+                // The head, and a POST's body (`hi`).
+                let complete = |r: &[u8]| {
+                    let text = String::from_utf8_lossy(r);
+                    text.contains("\r\n\r\n") && (!text.starts_with("POST") || text.ends_with("hi"))
+                };
+                while !complete(&request) {
+                    match stream.read(&mut buf).await {
+                        Ok(0) | Err(_) => return,
+                        Ok(n) => request.extend_from_slice(&buf[..n]),
+                    }
+                }
+                recorded
+                    .lock()
+                    .unwrap()
+                    .push(String::from_utf8_lossy(&request).into_owned());
+                let _ = stream
+                    .write_all(b"HTTP/1.1 200 OK\r\ncontent-length: 2\r\n\r\nok")
+                    .await;
+                tokio::time::sleep(Duration::from_millis(50)).await;
+            });
+        }
+    });
+    seen
+}
+
+#[tokio::test]
+async fn an_idle_connection_closed_by_the_upstream_is_replaced_unseen_by_the_app() {
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let upstream = listener.local_addr().unwrap();
+    let seen = one_request_per_connection(listener);
+    let (_attache, addr) = attache_for(&format!("http://{upstream}"), "").await;
+    let mut client = AppClient::connect(addr).await;
+    // Each request finds the previous one's connection idle in the pool
+    // but closed by the upstream: a POST, which attache never sends twice,
+    // included.
+    for i in 0..3 {
+        let post = Request::post(format!("/p/{i}")).body(full("hi")).unwrap();
+        let response = client.send(post).await.unwrap();
+        assert_eq!(response.status(), 200);
+        let body = response.into_body().collect().await.unwrap().to_bytes();
+        assert_eq!(&body[..], b"ok");
+        assert_eq!(client.get(&format!("/g/{i}")).await.0, 200);
+        tokio::time::sleep(Duration::from_millis(200)).await;
+    }
+    let seen = seen.lock().unwrap();
+    assert_eq!(seen.len(), 6, "one connection and one request each");
+    for i in 0..3 {
+        let posts = seen
+            .iter()
+            .filter(|r| r.starts_with(&format!("POST /p/{i} ")))
+            .count();
+        assert_eq!(posts, 1, "POST /p/{i} sent {posts} times");
+    }
+}
+
+#[tokio::test]
+async fn a_response_body_dropped_early_closes_its_upstream_connection() {
+    let upstream = TestUpstream::plain(handler(|request| async move {
+        if request.uri().path() == "/big" {
+            let big = vec![b'x'; 8 << 20];
+            return hyper::Response::new(full(big));
+        }
+        text(200, "ok")
+    }))
+    .await;
+    let (_attache, addr) = attache_for(&format!("http://{}", upstream.addr), "").await;
+    let mut client = AppClient::connect(addr).await;
+    let big = Request::get("/big").body(support::http::empty()).unwrap();
+    let response = client.send(big).await.unwrap();
+    assert_eq!(response.status(), 200);
+    // The app reads the head and hangs up mid-body.
+    drop(response);
+    drop(client);
+    let settled = tokio::time::Instant::now() + Duration::from_secs(5);
+    while upstream.open() > 0 && tokio::time::Instant::now() < settled {
+        tokio::time::sleep(Duration::from_millis(10)).await;
+    }
+    assert_eq!(upstream.open(), 0, "a half-read connection was kept");
+    // The next request gets a fresh connection, and that one is pooled.
+    let mut client = AppClient::connect(addr).await;
+    assert_eq!(client.get("/small").await.0, 200);
+    assert_eq!(client.get("/small").await.0, 200);
+    assert_eq!(upstream.accepted(), 2);
+}
+
+#[tokio::test]
+async fn responses_without_a_body_return_their_connection_too() {
+    let upstream = TestUpstream::plain(handler(|request| async move {
+        if request.uri().path() == "/none" {
+            return hyper::Response::builder()
+                .status(204)
+                .body(support::http::empty())
+                .unwrap();
+        }
+        text(200, "ok")
+    }))
+    .await;
+    let (_attache, addr) = attache_for(&format!("http://{}", upstream.addr), "").await;
+    let mut client = AppClient::connect(addr).await;
+    for _ in 0..3 {
+        assert_eq!(client.get("/none").await.0, 204);
+        let head = Request::head("/").body(support::http::empty()).unwrap();
+        let response = client.send(head).await.unwrap();
+        assert_eq!(response.status(), 200);
+        assert_eq!(
+            response
+                .into_body()
+                .collect()
+                .await
+                .unwrap()
+                .to_bytes()
+                .len(),
+            0
+        );
+    }
+    assert_eq!(
+        upstream.accepted(),
+        1,
+        "keep-alive reuse after 204 and HEAD"
     );
 }

@@ -19,9 +19,10 @@ use std::sync::atomic::{AtomicU32, AtomicU64, AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
-use hyper::client::conn::{http1, http2};
+use hyper::client::conn::http2;
 
 use super::body::Body;
+use super::h1::H1Connection;
 
 /// Consecutive failures that eject an address.
 pub(crate) const EJECT_AFTER: u32 = 3;
@@ -42,7 +43,7 @@ pub(crate) struct Endpoint {
     ejections_in_a_row: AtomicU32,
     ejected_until: Mutex<Option<Instant>>,
     /// Idle HTTP/1 connections, most recently used last.
-    pub(crate) idle: Mutex<Vec<(http1::SendRequest<Body>, Instant)>>,
+    pub(crate) idle: Mutex<Vec<(H1Connection, Instant)>>,
     /// The multiplexed HTTP/2 connection, when the upstream chose h2.
     pub(crate) h2: Mutex<Option<http2::SendRequest<Body>>>,
 }

@@ -14,6 +14,8 @@
 //!   forward with retries and `timeout`, response or local error.
 //! - `pool`: connections per upstream and address (HTTP/1.1 keep-alive,
 //!   shared HTTP/2), DNS through the shared resolver.
+//! - `h1`: an HTTP/1.1 upstream connection driven by the request using it
+//!   (no task of its own), and the response body that returns it.
 //! - `balance`: which address takes a request (power of two choices) and
 //!   ejection of failing ones.
 //! - `body`: the boxed body type, and the app's body as retries see it.
@@ -27,6 +29,7 @@
 
 mod balance;
 mod body;
+mod h1;
 pub(crate) mod metrics;
 mod pool;
 mod service;

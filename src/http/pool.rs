@@ -10,12 +10,13 @@
 //! - HTTP/2 (when the upstream picks `h2` by ALPN): one multiplexed
 //!   connection per address, shared by every request; replaced when it
 //!   closes.
-//! - HTTP/1.1: a connection serves one request at a time. Once its
-//!   response has been read to the end it goes back to the idle list of
-//!   its address (at most `max_idle_per_host` each, most recent reused
-//!   first); one idle longer than `idle_timeout` is closed.
+//! - HTTP/1.1: a connection serves one request at a time, driven by that
+//!   request's task (see `h1`). Once its response has been read to the
+//!   end it goes back to the idle list of its address (at most
+//!   `max_idle_per_host` each, most recent reused first); one idle longer
+//!   than `idle_timeout`, or closed by the upstream, is closed.
 //! - Upgrades (WebSocket) always get a new HTTP/1.1 connection (ALPN
-//!   `http/1.1` only), which then belongs to the upgraded stream.
+//!   `http/1.1` only), spawned, which then belongs to the upgraded stream.
 
 use std::net::SocketAddr;
 use std::sync::{Arc, Mutex};
@@ -24,13 +25,13 @@ use std::time::{Duration, Instant};
 use attache_http::Upstream;
 use hyper::client::conn::{http1, http2};
 use hyper_util::rt::{TokioExecutor, TokioIo};
-use tokio::io::{AsyncRead, AsyncWrite};
 use tokio::net::TcpStream;
 use tokio::sync::OnceCell;
 use tracing::{debug, warn};
 
 use super::balance::{self, Ejected, Endpoint};
 use super::body::Body;
+use super::h1::{H1Connection, Home, UpstreamStream};
 use super::metrics::HttpMetrics;
 use crate::dns::{Resolver, Watched};
 use crate::tls::TlsConnector;
@@ -53,7 +54,10 @@ pub(crate) struct PoolSettings {
 
 /// A connection to send one request on.
 pub(crate) enum Sender {
-    H1(http1::SendRequest<Body>),
+    /// Driven by the request (and its response body), then pooled.
+    H1(H1Connection),
+    /// A new spawned connection for an upgrade, never pooled.
+    Upgrade(http1::SendRequest<Body>),
     H2(http2::SendRequest<Body>),
 }
 
@@ -101,7 +105,12 @@ impl UpstreamPool {
     /// The endpoints for the upstream's current addresses (kept, with
     /// their connections and health, while their address stays).
     pub(crate) async fn endpoints(&self) -> Result<Vec<Arc<Endpoint>>, ConnectError> {
-        let addrs = self.addresses().await?;
+        let addrs = match self.watched.get() {
+            Some(watched) => watched.addrs(),
+            // Boxed: resolving is rare, and its state would otherwise be
+            // carried (and copied) by every request's future.
+            None => Box::pin(self.addresses()).await?,
+        };
         let mut endpoints = self.endpoints.lock().unwrap_or_else(|e| e.into_inner());
         let unchanged = endpoints.len() == addrs.len()
             && endpoints
@@ -176,7 +185,10 @@ impl UpstreamPool {
                 return Ok(sender);
             }
         }
-        let connecting = self.connect(endpoint, upgrade);
+        // Boxed: connecting (TCP, TLS, handshake) is the largest state of
+        // the request's future, which every request would otherwise carry
+        // (and copy) to reuse a connection.
+        let connecting = Box::pin(self.connect(endpoint, upgrade));
         match tokio::time::timeout(self.settings.connect_timeout, connecting).await {
             Ok(Ok(sender)) => {
                 HttpMetrics::add(&self.metrics.connects);
@@ -217,11 +229,16 @@ impl UpstreamPool {
                 None => {}
             }
         }
-        sweep(endpoint, self.settings, None);
+        let now = Instant::now();
         let mut idle = endpoint.idle.lock().unwrap_or_else(|e| e.into_inner());
-        while let Some((sender, _)) = idle.pop() {
-            if sender.is_ready() {
-                return Some(Sender::H1(sender));
+        while let Some((mut connection, since)) = idle.pop() {
+            if now.duration_since(since) >= self.settings.idle_timeout {
+                // The rest went idle earlier still.
+                idle.clear();
+                break;
+            }
+            if connection.usable() {
+                return Some(Sender::H1(connection));
             }
         }
         None
@@ -233,7 +250,9 @@ impl UpstreamPool {
             .map_err(|e| e.to_string())?;
         let _ = tcp.set_nodelay(true);
         if !self.upstream.is_https() {
-            return self.handshake(endpoint, tcp, false).await;
+            return self
+                .handshake(endpoint, UpstreamStream::Plain(tcp), false, upgrade)
+                .await;
         }
         let tls = self
             .tls
@@ -245,18 +264,17 @@ impl UpstreamPool {
             .await
             .map_err(|e| e.to_string())?;
         let h2 = !upgrade && stream.get_ref().1.alpn_protocol() == Some(b"h2");
-        self.handshake(endpoint, stream, h2).await
+        let stream = UpstreamStream::Tls(Box::new(stream));
+        self.handshake(endpoint, stream, h2, upgrade).await
     }
 
-    async fn handshake<S>(
+    async fn handshake(
         &self,
         endpoint: &Arc<Endpoint>,
-        stream: S,
+        stream: UpstreamStream,
         h2: bool,
-    ) -> Result<Sender, String>
-    where
-        S: AsyncRead + AsyncWrite + Unpin + Send + 'static,
-    {
+        upgrade: bool,
+    ) -> Result<Sender, String> {
         let io = TokioIo::new(stream);
         let metrics = self.metrics.clone();
         let addr = endpoint.addr;
@@ -293,27 +311,27 @@ impl UpstreamPool {
             .await
             .map_err(|e| format!("HTTP/1.1 handshake: {e}"))?;
         let open = open();
+        if !upgrade {
+            self.sweeper.call_once(|| self.spawn_sweeper());
+            return Ok(Sender::H1(H1Connection::new(
+                sender, connection, addr, open,
+            )));
+        }
         tokio::spawn(async move {
             if let Err(e) = connection.with_upgrades().await {
                 debug!(%upstream, %addr, error = %e, "HTTP/1.1 connection ended");
             }
             drop(open);
         });
-        Ok(Sender::H1(sender))
+        Ok(Sender::Upgrade(sender))
     }
 
-    /// Returns an HTTP/1 connection to `endpoint`'s idle list once its
-    /// response has been read to the end (dropped if it closes first).
-    pub(crate) fn release(&self, endpoint: Arc<Endpoint>, mut sender: http1::SendRequest<Body>) {
-        self.sweeper.call_once(|| self.spawn_sweeper());
-        let settings = self.settings;
-        tokio::spawn(async move {
-            // Resolves once the response body has been read (or errors
-            // when the connection closes first).
-            if sender.ready().await.is_ok() {
-                sweep(&endpoint, settings, Some(sender));
-            }
-        });
+    /// Where `endpoint`'s HTTP/1 connections go back to when idle.
+    pub(crate) fn home(&self, endpoint: Arc<Endpoint>) -> Home {
+        Home {
+            endpoint,
+            settings: self.settings,
+        }
     }
 
     /// Closes idle connections past `idle_timeout` even when no request
@@ -332,34 +350,45 @@ impl UpstreamPool {
                 };
                 let current = endpoints.lock().unwrap_or_else(|e| e.into_inner()).clone();
                 for endpoint in &current {
-                    sweep(endpoint, settings, None);
+                    sweep(endpoint, settings);
                 }
             }
         });
     }
 }
 
-/// Drops `endpoint`'s idle connections that are closed or idle too long,
-/// then adds `sender` if there is room; whether it was added.
-fn sweep(
-    endpoint: &Endpoint,
-    settings: PoolSettings,
-    sender: Option<http1::SendRequest<Body>>,
-) -> bool {
+/// Puts `connection` on `endpoint`'s idle list if there is room (after
+/// dropping those idle too long); whether it was added.
+pub(crate) fn park(endpoint: &Endpoint, settings: PoolSettings, connection: H1Connection) -> bool {
     let now = Instant::now();
     let mut idle = endpoint.idle.lock().unwrap_or_else(|e| e.into_inner());
-    idle.retain(|(s, since)| !s.is_closed() && now.duration_since(*since) < settings.idle_timeout);
-    match sender {
-        Some(sender) if idle.len() < settings.max_idle => {
-            idle.push((sender, now));
-            true
-        }
-        _ => false,
+    drop_expired(&mut idle, now, settings);
+    if idle.len() >= settings.max_idle {
+        return false;
     }
+    idle.push((connection, now));
+    true
+}
+
+/// Drops `endpoint`'s idle connections that are idle too long or closed by
+/// the upstream. Each is polled once: the sweeper's job, too slow for
+/// every request.
+fn sweep(endpoint: &Endpoint, settings: PoolSettings) {
+    let mut idle = endpoint.idle.lock().unwrap_or_else(|e| e.into_inner());
+    drop_expired(&mut idle, Instant::now(), settings);
+    idle.retain_mut(|(connection, _)| connection.usable());
+}
+
+/// The idle list is in the order connections went idle: the expired ones
+/// are a prefix.
+fn drop_expired(idle: &mut Vec<(H1Connection, Instant)>, now: Instant, settings: PoolSettings) {
+    let expired =
+        idle.partition_point(|(_, since)| now.duration_since(*since) >= settings.idle_timeout);
+    idle.drain(..expired);
 }
 
 /// Counts an open upstream connection in the gauge until dropped.
-struct OpenConnection(Arc<HttpMetrics>);
+pub(crate) struct OpenConnection(Arc<HttpMetrics>);
 
 impl Drop for OpenConnection {
     fn drop(&mut self) {

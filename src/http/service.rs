@@ -21,6 +21,7 @@ use tracing::debug;
 
 use super::balance;
 use super::body::{self, AppBody, Body};
+use super::h1::PooledBody;
 use super::metrics::HttpMetrics;
 use super::pool::{ConnectError, PoolSettings, Sender, UpstreamPool};
 use crate::credentials::TokenSource;
@@ -49,6 +50,10 @@ struct Outgoing {
     headers: HeaderMap,
     body: AppBody,
     upgrade: bool,
+    /// Attempts made so far, the current one included.
+    attempts: u32,
+    /// The one token refresh after a `401` has been spent.
+    token_refreshed: bool,
 }
 
 impl HttpService {
@@ -125,6 +130,8 @@ impl HttpService {
                     headers: parts.headers,
                     body: AppBody::Stream(None),
                     upgrade: forward.upgrade,
+                    attempts: 0,
+                    token_refreshed: false,
                 };
                 (number, outgoing)
             }
@@ -134,8 +141,13 @@ impl HttpService {
         };
         // A guard: the app may hang up, and hyper then drops this future.
         let _in_flight = InFlight::start(&self.metrics);
-        let forwarding = self.forward(&pool, outgoing, body, peer, app_upgrade);
-        let response = match tokio::time::timeout(self.timeout, forwarding).await {
+        // Built in place: a named future moved into `timeout` would take
+        // its size twice in this one.
+        let forwarding = tokio::time::timeout(
+            self.timeout,
+            self.forward(&pool, outgoing, body, peer, app_upgrade),
+        );
+        let response = match forwarding.await {
             Ok(Ok(response)) => response,
             Ok(Err(error)) => self.local(&error),
             Err(_) => self.local(&LocalError::timeout(&pool.upstream, self.timeout)),
@@ -204,10 +216,8 @@ impl HttpService {
         );
         self.lock_budget().deposit();
         let mut avoid = None;
-        let mut token_refreshed = false;
-        let mut number = 0;
         loop {
-            number += 1;
+            outgoing.attempts += 1;
             let (outcome, error, response) =
                 match self.attempt(pool, &mut avoid, &mut outgoing).await {
                     Ok(response) => {
@@ -222,13 +232,13 @@ impl HttpService {
                 };
             let attempt = Attempt {
                 method: &outgoing.method,
-                number,
+                number: outgoing.attempts,
                 outcome,
                 body_replayable: outgoing.body.replayable(),
                 body_sent: !outgoing.body.available(),
-                token_refreshed,
+                token_refreshed: outgoing.token_refreshed,
             };
-            let stop = |error: Option<LocalError>, response: Option<Response<Incoming>>| match (
+            let stop = |error: Option<LocalError>, response: Option<Response<Body>>| match (
                 response, error,
             ) {
                 (Some(response), _) => Ok(self.finish(response, None)),
@@ -241,10 +251,10 @@ impl HttpService {
                     refresh_token: true,
                     ..
                 } => {
-                    token_refreshed = true;
+                    outgoing.token_refreshed = true;
                     HttpMetrics::add(&self.metrics.token_refreshes);
                     if let Some((_, Some(source))) = &self.token {
-                        if let Err(e) = source.force_refresh().await {
+                        if let Err(e) = Box::pin(source.force_refresh()).await {
                             debug!(listener = %self.name, error = %e, "token refresh after a 401 failed");
                         }
                     }
@@ -264,7 +274,7 @@ impl HttpService {
                 }
             }
             HttpMetrics::add(&self.metrics.retries);
-            debug!(listener = %self.name, %upstream, ?outcome, attempt = number, "retrying");
+            debug!(listener = %self.name, %upstream, ?outcome, attempt = outgoing.attempts, "retrying");
         }
     }
 
@@ -279,7 +289,7 @@ impl HttpService {
         pool: &UpstreamPool,
         avoid: &mut Option<SocketAddr>,
         outgoing: &mut Outgoing,
-    ) -> Result<Response<Incoming>, (Outcome, LocalError)> {
+    ) -> Result<Response<Body>, (Outcome, LocalError)> {
         let upstream = &pool.upstream;
         let connect_failed = |e: ConnectError| {
             (
@@ -309,30 +319,46 @@ impl HttpService {
         };
         let mut request = Request::new(body);
         *request.method_mut() = outgoing.method.clone();
-        *request.headers_mut() = outgoing.headers.clone();
+        // Moved rather than cloned when no later attempt could send them
+        // again (they come back with a request returned unsent).
+        *request.headers_mut() = if self.may_resend(outgoing) {
+            outgoing.headers.clone()
+        } else {
+            std::mem::take(&mut outgoing.headers)
+        };
         let sent_at = Instant::now();
-        let (result, h1) = match sender {
-            Sender::H1(mut sender) => {
+        // HTTP/2 carries it as :authority; kept for a request that comes
+        // back unsent.
+        let mut host = None;
+        let result = match sender {
+            Sender::H1(connection) => {
                 *request.version_mut() = Version::HTTP_11;
                 *request.uri_mut() = origin_form(&outgoing.uri);
-                (sender.try_send_request(request).await, Some(sender))
+                connection
+                    .send(request)
+                    .await
+                    .map(|(response, connection)| {
+                        let home = pool.home(endpoint.clone());
+                        response.map(|body| PooledBody::new(body, connection, home).boxed_unsync())
+                    })
+            }
+            Sender::Upgrade(mut sender) => {
+                *request.version_mut() = Version::HTTP_11;
+                *request.uri_mut() = origin_form(&outgoing.uri);
+                let response = sender.try_send_request(request).await;
+                response.map(|response| response.map(BodyExt::boxed_unsync))
             }
             Sender::H2(mut sender) => {
                 *request.version_mut() = Version::HTTP_2;
                 *request.uri_mut() = outgoing.uri.clone();
-                // HTTP/2 carries it as :authority.
-                request.headers_mut().remove(HOST);
-                (sender.try_send_request(request).await, None)
+                host = request.headers_mut().remove(HOST);
+                let response = sender.try_send_request(request).await;
+                response.map(|response| response.map(BodyExt::boxed_unsync))
             }
         };
         match result {
             Ok(response) => {
                 endpoint.succeeded(sent_at.elapsed());
-                if let Some(sender) = h1 {
-                    if response.status() != StatusCode::SWITCHING_PROTOCOLS {
-                        pool.release(endpoint.clone(), sender);
-                    }
-                }
                 Ok(response)
             }
             Err(mut failed) => {
@@ -342,7 +368,14 @@ impl HttpService {
                 if let Some(request) = unsent {
                     // The connection closed before the request was written
                     // (a keep-alive race): nothing reached the upstream.
-                    outgoing.body.put_back(request.into_body());
+                    let (parts, body) = request.into_parts();
+                    if outgoing.headers.is_empty() {
+                        outgoing.headers = parts.headers;
+                        if let Some(host) = host {
+                            outgoing.headers.insert(HOST, host);
+                        }
+                    }
+                    outgoing.body.put_back(body);
                     return Err((
                         Outcome::Refused,
                         LocalError::upstream_reset(upstream, cause),
@@ -359,11 +392,37 @@ impl HttpService {
         }
     }
 
+    /// Whether the current attempt of `outgoing`, once sent, could be followed
+    /// by another attempt (a retryable status or a lost connection).
+    fn may_resend(&self, outgoing: &Outgoing) -> bool {
+        let replayable = outgoing.body.replayable();
+        [
+            Outcome::ResetBeforeResponse,
+            Outcome::Status(StatusCode::UNAUTHORIZED),
+            Outcome::Status(StatusCode::SERVICE_UNAVAILABLE),
+        ]
+        .into_iter()
+        .any(|outcome| {
+            let attempt = Attempt {
+                method: &outgoing.method,
+                number: outgoing.attempts,
+                outcome,
+                body_replayable: replayable,
+                body_sent: !replayable,
+                token_refreshed: outgoing.token_refreshed,
+            };
+            matches!(
+                self.policy.retry.decide(&attempt, 0.0),
+                Decision::Retry { .. }
+            )
+        })
+    }
+
     /// The upstream's response as the app gets it; a `101` also joins the
     /// two upgraded connections.
     fn finish(
         &self,
-        mut response: Response<Incoming>,
+        mut response: Response<Body>,
         app_upgrade: Option<OnUpgrade>,
     ) -> Response<Body> {
         let status = response.status();
@@ -377,7 +436,7 @@ impl HttpService {
         let (mut parts, body) = response.into_parts();
         self.policy.headers.response(status, &mut parts.headers);
         parts.version = Version::HTTP_11;
-        Response::from_parts(parts, body.boxed_unsync())
+        Response::from_parts(parts, body)
     }
 }
 
