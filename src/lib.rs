@@ -21,8 +21,9 @@
 //! - `socket`: reads and writes that spend no syscall in vain.
 //! - [`upstream`]: what every worker shares to reach upstreams (TLS
 //!   connectors, credential sources).
-//! - [`tls`]: TLS to upstreams (rustls): `[… .tls]` config, and a connector
-//!   that reloads rotated certificate files.
+//! - [`tls`]: TLS to upstreams (rustls): `[… .tls]` config, a connector
+//!   that reloads rotated certificate files, and the upstream stream (plain
+//!   or TLS) that Redis and HTTP connections share.
 //!
 //! Wire knowledge (frames, the command table, hashing) lives in the sans-I/O
 //! crate `attache-resp`, HTTP policy (admission, routes, headers, retry

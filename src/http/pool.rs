@@ -31,10 +31,11 @@ use tracing::{debug, warn};
 
 use super::balance::{self, Ejected, Endpoint};
 use super::body::Body;
-use super::h1::{H1Connection, Home, UpstreamStream};
+use super::h1::{H1Connection, Home};
 use super::metrics::HttpMetrics;
 use crate::dns::{Resolver, Watched};
 use crate::tls::TlsConnector;
+use crate::tls::UpstreamStream;
 
 /// TLS connectors of one listener: one offering `h2, http/1.1` by ALPN,
 /// one offering only `http/1.1` (for upgrades).

@@ -14,6 +14,7 @@
 mod config;
 mod error;
 mod load;
+mod stream;
 
 use std::fmt;
 use std::io;
@@ -27,6 +28,7 @@ use tokio_rustls::client::TlsStream;
 
 pub use config::{RootStore, TlsConfig, TlsVersion};
 pub use error::{TlsError, TlsFailure};
+pub(crate) use stream::UpstreamStream;
 
 use config::parse_server_name;
 use load::{Files, FilesDigest};
