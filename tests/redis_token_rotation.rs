@@ -130,6 +130,18 @@ struct Rotation {
     endpoint: TokenEndpoint,
     stop: Arc<AtomicBool>,
     expiry: tokio::task::JoinHandle<()>,
+    /// Stops the expiry thread when a failed assertion unwinds the test:
+    /// the runtime waits for blocking threads when it is dropped, so an
+    /// expiry loop left running would turn the failure into a hang.
+    _stop_on_drop: StopOnDrop,
+}
+
+struct StopOnDrop(Arc<AtomicBool>);
+
+impl Drop for StopOnDrop {
+    fn drop(&mut self) {
+        self.0.store(true, Ordering::Relaxed);
+    }
 }
 
 impl Rotation {
@@ -154,6 +166,7 @@ impl Rotation {
             server,
             acl,
             endpoint,
+            _stop_on_drop: StopOnDrop(stop.clone()),
             stop,
             expiry,
         }
