@@ -80,7 +80,7 @@ pub fn parse_request(buf: &[u8], max_bytes: usize) -> Result<Option<Request>, Pr
 
 fn parse_array(buf: &[u8], max_bytes: usize) -> Result<Option<Request>, ProtocolError> {
     // Check the declared element count before sizing anything by it.
-    let Some((count, header_len)) = read_length_line(buf, 1)? else {
+    let Some((count, header_len)) = read_length_line(buf)? else {
         return Ok(None);
     };
     if count > 0 && (count as u64).saturating_mul(4) > max_bytes as u64 {
@@ -122,7 +122,7 @@ fn parse_array(buf: &[u8], max_bytes: usize) -> Result<Option<Request>, Protocol
                 )))
             }
         }
-        let Some((len, line)) = read_length_line(&buf[pos..], 1)? else {
+        let Some((len, line)) = read_length_line(&buf[pos..])? else {
             return incomplete();
         };
         if len < 0 {
@@ -151,23 +151,20 @@ fn parse_array(buf: &[u8], max_bytes: usize) -> Result<Option<Request>, Protocol
     }))
 }
 
-/// Reads `<sign-or-type byte><integer>\r\n`, returning the integer and the
-/// line's length. `skip` is the number of type bytes before the digits.
-fn read_length_line(buf: &[u8], skip: usize) -> Result<Option<(i64, usize)>, ProtocolError> {
-    // The usual case, digits then CRLF, in one pass; anything else (a
-    // sign, an incomplete line, garbage) is left to the careful reading.
-    let mut n: i64 = 0;
-    for (i, &b) in buf.iter().enumerate().skip(skip).take(18) {
-        match b {
-            b'0'..=b'9' => n = n * 10 + i64::from(b - b'0'),
-            b'\r' if i > skip && buf.get(i + 1) == Some(&b'\n') => return Ok(Some((n, i + 2))),
-            _ => break,
-        }
+/// Reads `<type byte><integer>\r\n`, returning the integer and the line's
+/// length.
+fn read_length_line(buf: &[u8]) -> Result<Option<(i64, usize)>, ProtocolError> {
+    // The usual case (digits then CRLF) in one pass; anything else is left
+    // to the careful reading, which names what is wrong.
+    if let Some((len, n)) = scan::length_line(buf) {
+        return Ok(Some((n, len)));
     }
-    read_length_line_slowly(buf, skip)
+    read_length_line_slowly(buf)
 }
 
-fn read_length_line_slowly(buf: &[u8], skip: usize) -> Result<Option<(i64, usize)>, ProtocolError> {
+fn read_length_line_slowly(buf: &[u8]) -> Result<Option<(i64, usize)>, ProtocolError> {
+    // One type byte (`*`, `$`) before the digits.
+    let skip = 1;
     let Some(nl) = buf.iter().take(32).position(|&b| b == b'\n') else {
         if buf.len() >= 32 {
             return Err(invalid("invalid length line"));

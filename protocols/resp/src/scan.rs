@@ -38,7 +38,7 @@ pub(crate) fn reply(buf: &[u8], resp3: bool) -> Scan {
             return Scan::Incomplete;
         };
         let header = match length_line(&buf[pos..]) {
-            Some(header) => header,
+            Some((header, _)) => header,
             None => match line(&buf[pos..]) {
                 Line::Found(end) => end,
                 Line::Missing => return Scan::Incomplete,
@@ -119,13 +119,15 @@ fn bulk_end(buf: &[u8], start: usize, len: i64) -> Result<usize, Scan> {
     }
 }
 
-/// The usual header, a type byte, up to 17 digits and CRLF, measured in
-/// one pass; `None` for anything else (then [`line`] measures it).
-fn length_line(buf: &[u8]) -> Option<usize> {
+/// The usual header, a type byte, up to 17 digits and CRLF, read in one
+/// pass: its length and its number. `None` for anything else (a sign, an
+/// incomplete line, garbage), which a slower reading must decide.
+pub(crate) fn length_line(buf: &[u8]) -> Option<(usize, i64)> {
+    let mut n: i64 = 0;
     for (i, &b) in buf.iter().enumerate().skip(1).take(18) {
         match b {
-            b'0'..=b'9' => {}
-            b'\r' if i > 1 && buf.get(i + 1) == Some(&b'\n') => return Some(i + 2),
+            b'0'..=b'9' => n = n * 10 + i64::from(b - b'0'),
+            b'\r' if i > 1 && buf.get(i + 1) == Some(&b'\n') => return Some((i + 2, n)),
             _ => return None,
         }
     }

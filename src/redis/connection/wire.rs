@@ -51,6 +51,10 @@ pub(super) fn transaction_open_after(mut open: bool, bytes: &[u8]) -> bool {
     open
 }
 
+/// Largest gathering buffer kept once written (bursts gather up to
+/// `MAX_WRITE_GATHER`).
+const KEEP_GATHER: usize = 64 * 1024;
+
 /// Bytes waiting to be written. One batch is written from its own buffer;
 /// several are gathered into one, so they leave in one syscall. The
 /// gathering buffer is kept from one write to the next (a busy connection
@@ -104,8 +108,11 @@ impl Outgoing {
                     self.one = None;
                 }
             }
-            // Once empty, the next `reserve` reuses the allocation from
-            // its start.
+            // Written whole, a buffer grown by a burst is let go; otherwise,
+            // once empty, the next `reserve` reuses it from its start.
+            None if n == self.gather.len() && self.gather.capacity() > KEEP_GATHER => {
+                self.gather = BytesMut::new();
+            }
             None => self.gather.advance(n),
         }
     }
