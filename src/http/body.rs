@@ -14,7 +14,11 @@ use http_body_util::{BodyExt, Empty, Full};
 use hyper::body::{Body as _, Incoming};
 
 /// Every body attache sends.
-pub(crate) type Body = UnsyncBoxBody<Bytes, hyper::Error>;
+pub(crate) type Body = UnsyncBoxBody<Bytes, BoxError>;
+
+/// A body's error: hyper's (the app's body, HTTP/2 upstreams) or
+/// attache's own HTTP/1.1 client's.
+pub(crate) type BoxError = Box<dyn std::error::Error + Send + Sync>;
 
 /// The largest request body kept for a retry.
 pub(crate) const REPLAY_MAX: u64 = 64 * 1024;
@@ -50,7 +54,9 @@ impl AppBody {
         if small {
             return Ok(Self::Replayable(body.collect().await?.to_bytes()));
         }
-        Ok(Self::Stream(Some(body.boxed_unsync())))
+        Ok(Self::Stream(Some(
+            body.map_err(BoxError::from).boxed_unsync(),
+        )))
     }
 
     /// Whether another attempt can send it again.

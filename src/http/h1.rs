@@ -1,132 +1,359 @@
-//! HTTP/1.1 upstream connections driven by the request that uses them.
+//! HTTP/1.1 upstream connections, written and read by the request that
+//! uses them: no task, no channel, no dispatcher. The wire format (request
+//! head, response head, body framing) is `attache_http::h1`'s; this module
+//! does the I/O.
 //!
-//! hyper's client connection is a future that does the I/O; the usual way
-//! is to spawn it, and the request then talks to it through a channel.
-//! Each request then costs two wake-ups across tasks on top of the app
-//! connection's task. Here no task is spawned: an [`H1Connection`] keeps
-//! the connection future next to its sender, the request polls it while
-//! it waits for the response head, and the response body
-//! ([`PooledBody`]) keeps polling it while the app reads the body.
-//!
-//! - Once the body has been read to its end and the connection is ready
-//!   for another request, it goes back to its address's idle list.
+//! - [`H1Connection::send`] writes the request head from the request's
+//!   own header map (nothing is copied to build a request), streams the
+//!   body, and reads the response head. The response comes back with a
+//!   [`ResponseBody`] that reads the rest from the same connection.
+//! - Once the body has been read to its end, the connection goes back to
+//!   its address's idle list, unless either side said `close` or the
+//!   request body was cut short by an early response.
 //! - A body dropped before its end, or a connection that fails, is closed
 //!   and never reused.
-//! - Nobody polls an idle connection, so a close by the upstream is only
-//!   noticed when it is taken ([`H1Connection::usable`] polls it once) or
-//!   by the pool's sweeper. A close that races with the request is seen
-//!   by hyper before anything was written, and the request comes back
-//!   unsent (retried like a connect failure).
+//! - Nobody reads an idle connection, so a close by the upstream is only
+//!   noticed when it is taken ([`H1Connection::usable`] reads it once) or
+//!   by the pool's sweeper. A failure to write the head, before any byte
+//!   went out, gives the body back ([`SendError::Unsent`]) to be sent
+//!   elsewhere.
 //!
-//! HTTP/2 connections and upgrades (WebSocket) keep a spawned connection:
-//! those outlive one request.
+//! HTTP/2 connections and upgrades (WebSocket) use hyper's client (see
+//! `pool`): those outlive one request.
 
-use std::future::{poll_fn, Future};
+use std::future::poll_fn;
+use std::io;
+use std::net::SocketAddr;
 use std::pin::Pin;
 use std::sync::Arc;
 use std::task::{Context, Poll, Waker};
 
-use bytes::Bytes;
-use http::{Request, Response};
-use hyper::body::{Body as _, Frame, Incoming, SizeHint};
-use hyper::client::conn::{http1, TrySendError};
-use hyper_util::rt::TokioIo;
+use attache_http::h1::{
+    encode_chunk_header, encode_request_head, parse_response_head, Chunk, ChunkedDecoder,
+    RequestFraming, ResponseFraming, ResponseHead, LAST_CHUNK,
+};
+use bytes::{Bytes, BytesMut};
+use http::header::CONTENT_LENGTH;
+use http::{HeaderMap, Method, Response};
+use hyper::body::{Body as _, Frame, SizeHint};
+use tokio::io::{AsyncRead, AsyncWrite, ReadBuf};
 use tracing::debug;
 
 use super::balance::Endpoint;
-use super::body::Body;
+use super::body::{Body, BoxError};
 use super::pool::{self, OpenConnection, PoolSettings};
 use crate::tls::UpstreamStream;
 
-/// An HTTP/1.1 connection that is not spawned: whoever holds it polls it.
+/// What a read asks room for: a response head, or the next part of a body.
+const READ_CHUNK: usize = 16 * 1024;
+/// A body frame up to this size is copied behind the head (one write);
+/// a larger one is written from its own bytes.
+const COPY_MAX: usize = 16 * 1024;
+/// Buffers a burst grew past this are let go when the connection idles.
+const KEEP_MAX: usize = 64 * 1024;
+
+/// An HTTP/1.1 connection that one request at a time writes and reads.
 pub(crate) struct H1Connection {
-    sender: http1::SendRequest<Body>,
-    /// `None` once it has ended. Boxed: it is large, and moves with the
-    /// connection in and out of the pool at every request.
-    connection: Option<Box<http1::Connection<TokioIo<UpstreamStream>, Body>>>,
-    addr: std::net::SocketAddr,
+    io: UpstreamStream,
+    /// Bytes read and not used yet.
+    read: BytesMut,
+    /// Bytes to write; kept between requests for its allocation.
+    write: Vec<u8>,
+    addr: SocketAddr,
     _open: OpenConnection,
 }
 
+/// Why a request got no response head.
+#[derive(Debug)]
+pub(crate) enum SendError {
+    /// The connection failed before any byte of the request was written:
+    /// nothing reached the upstream, and the body comes back.
+    Unsent { body: Body, cause: io::Error },
+    /// The app's request body failed while it was being sent.
+    AppBody(BoxError),
+    /// The connection failed, or the upstream's answer was not HTTP/1.1,
+    /// after (part of) the request was written.
+    Failed(String),
+}
+
 impl H1Connection {
-    pub(crate) fn new(
-        sender: http1::SendRequest<Body>,
-        connection: http1::Connection<TokioIo<UpstreamStream>, Body>,
-        addr: std::net::SocketAddr,
-        open: OpenConnection,
-    ) -> Self {
+    pub(crate) fn new(io: UpstreamStream, addr: SocketAddr, open: OpenConnection) -> Self {
         Self {
-            sender,
-            connection: Some(Box::new(connection)),
+            io,
+            read: BytesMut::new(),
+            write: Vec::new(),
             addr,
             _open: open,
         }
     }
 
-    /// Does the connection's pending I/O; `false` once it has ended (closed
-    /// by the upstream, or failed).
-    fn drive(&mut self, cx: &mut Context<'_>) -> bool {
-        let Some(connection) = self.connection.as_mut() else {
+    /// Whether an idle connection can take a request: read once (with no
+    /// task to wake), it has neither closed nor sent anything unasked.
+    pub(crate) fn usable(&mut self) -> bool {
+        if !self.read.is_empty() {
             return false;
+        }
+        let mut probe = [0u8; 1];
+        let mut probe = ReadBuf::new(&mut probe);
+        let mut cx = Context::from_waker(Waker::noop());
+        Pin::new(&mut self.io)
+            .poll_read(&mut cx, &mut probe)
+            .is_pending()
+    }
+
+    /// Sends a request (`target` in origin form, `headers` as they go out)
+    /// and reads the response head. The response's body reads the rest,
+    /// and then returns the connection to `home`.
+    pub(crate) async fn send(
+        mut self,
+        method: &Method,
+        target: &str,
+        headers: &HeaderMap,
+        body: Body,
+        home: Home,
+    ) -> Result<Response<Body>, SendError> {
+        let framing = RequestFraming::for_body(
+            method,
+            body.size_hint().exact(),
+            headers.contains_key(CONTENT_LENGTH),
+        );
+        self.write.clear();
+        encode_request_head(method, target, headers, framing, &mut self.write);
+        let mut request = Outgoing {
+            body: (!body.is_end_stream()).then_some(body),
+            chunked: framing == RequestFraming::Chunked,
+            written: 0,
+            large: None,
+            wrote_any: false,
+            flushed: false,
+            unparsed: false,
         };
-        match Pin::new(connection.as_mut()).poll(cx) {
-            Poll::Pending => true,
-            Poll::Ready(result) => {
-                if let Err(e) = result {
-                    debug!(addr = %self.addr, error = %e, "HTTP/1.1 connection ended");
+        if request.body.is_none() && request.chunked {
+            self.write.extend_from_slice(LAST_CHUNK);
+        }
+        let head = poll_fn(|cx| self.poll_exchange(cx, method, &mut request)).await;
+        let head = match head {
+            Ok(head) => head,
+            Err(Exchange::Unsent(cause)) => {
+                let body = request.body.take().unwrap_or_else(super::body::empty);
+                return Err(SendError::Unsent { body, cause });
+            }
+            Err(Exchange::AppBody(e)) => return Err(SendError::AppBody(e)),
+            Err(Exchange::Failed(cause)) => return Err(SendError::Failed(cause)),
+        };
+        // An early answer (before the whole body went out) leaves the
+        // request unfinished on the wire: that connection cannot be reused.
+        let reusable = head.keep_alive && request.body.is_none() && request.flushed;
+        let ResponseHead {
+            status,
+            version: _,
+            headers,
+            framing,
+            keep_alive: _,
+        } = head;
+        let mut body = ResponseBody {
+            framing: match framing {
+                ResponseFraming::Empty => Framing::Done,
+                ResponseFraming::Length(n) => Framing::Length(n),
+                ResponseFraming::Chunked => Framing::Chunked(ChunkedDecoder::default()),
+                ResponseFraming::UntilClose => Framing::UntilClose,
+            },
+            connection: Some(self),
+            home: reusable.then_some(home),
+        };
+        if body.framing == Framing::Done {
+            body.finish();
+        }
+        let mut response = Response::new(http_body_util::BodyExt::boxed_unsync(body));
+        *response.status_mut() = status;
+        *response.headers_mut() = headers;
+        Ok(response)
+    }
+
+    /// Writes what is left of the request and reads until the response
+    /// head is complete, whichever can go on.
+    fn poll_exchange(
+        &mut self,
+        cx: &mut Context<'_>,
+        method: &Method,
+        request: &mut Outgoing,
+    ) -> Poll<Result<ResponseHead, Exchange>> {
+        loop {
+            if !request.flushed {
+                if let Poll::Ready(Err(e)) = self.poll_write_request(cx, request) {
+                    return Poll::Ready(Err(e));
                 }
-                // Dropping it fails a request still waiting on it.
-                self.connection = None;
-                false
+            }
+            // Parsed only when a read brought something new: a pooled
+            // connection starts empty, and a head that was incomplete
+            // stays so until more arrives.
+            if request.unparsed {
+                request.unparsed = false;
+                match parse_response_head(&mut self.read, method) {
+                    Ok(Some(head)) => return Poll::Ready(Ok(head)),
+                    Ok(None) => {}
+                    Err(e) => return Poll::Ready(Err(Exchange::Failed(e.to_string()))),
+                }
+            }
+            match self.poll_read(cx) {
+                Poll::Pending => return Poll::Pending,
+                Poll::Ready(Ok(0)) if !request.wrote_any => {
+                    return Poll::Ready(Err(Exchange::Unsent(io::ErrorKind::UnexpectedEof.into())))
+                }
+                Poll::Ready(Ok(0)) => {
+                    let cause = "the upstream closed the connection before its response";
+                    return Poll::Ready(Err(Exchange::Failed(cause.into())));
+                }
+                Poll::Ready(Ok(_)) => request.unparsed = true,
+                Poll::Ready(Err(e)) => return Poll::Ready(Err(Exchange::Failed(e.to_string()))),
             }
         }
     }
 
-    /// Whether an idle connection can take a request: polled once (with
-    /// no task to wake), it has not ended and wants one.
-    pub(crate) fn usable(&mut self) -> bool {
-        self.drive(&mut Context::from_waker(Waker::noop())) && self.sender.is_ready()
-    }
-
-    /// Sends `request` and drives the connection until the response head
-    /// (or the failure) arrives. The connection comes back with the
-    /// response unless it has ended.
-    pub(crate) async fn send(
-        mut self,
-        request: Request<Body>,
-    ) -> Result<(Response<Incoming>, Option<Self>), TrySendError<Request<Body>>> {
-        let mut response = std::pin::pin!(self.sender.try_send_request(request));
-        let response = poll_fn(|cx| {
-            // The connection first: it writes the request and reads the
-            // response, which the sender's future then picks up at once.
-            // Only that drive can complete the response (or fail it, by
-            // dropping the connection), so the future needs no waker: one
-            // would only make the task wake itself once more.
-            self.drive(cx);
-            response
-                .as_mut()
-                .poll(&mut Context::from_waker(Waker::noop()))
-        })
-        .await?;
-        let connection = self.connection.is_some().then_some(self);
-        Ok((response, connection))
-    }
-
-    /// Drives the connection until it can take another request; `None` if
-    /// it ends first.
-    async fn ready(mut self) -> Option<Self> {
-        poll_fn(|cx| {
-            if !self.drive(cx) {
-                return Poll::Ready(false);
+    /// Writes the head and then the body as it comes, until everything is
+    /// written and flushed (`Ready(Ok)`), or the socket or the body has
+    /// nothing more for now (`Pending`).
+    fn poll_write_request(
+        &mut self,
+        cx: &mut Context<'_>,
+        request: &mut Outgoing,
+    ) -> Poll<Result<(), Exchange>> {
+        let failed = |request: &Outgoing, e: io::Error| {
+            if request.wrote_any {
+                Exchange::Failed(e.to_string())
+            } else {
+                Exchange::Unsent(e)
             }
-            Poll::Ready(match self.sender.poll_ready(cx) {
-                Poll::Pending => return Poll::Pending,
-                Poll::Ready(result) => result.is_ok(),
-            })
-        })
-        .await
-        .then_some(self)
+        };
+        loop {
+            while request.written < self.write.len() {
+                let pending = &self.write[request.written..];
+                match Pin::new(&mut self.io).poll_write(cx, pending) {
+                    Poll::Ready(Ok(0)) => {
+                        return Poll::Ready(Err(failed(request, io::ErrorKind::WriteZero.into())))
+                    }
+                    Poll::Ready(Ok(n)) => {
+                        request.written += n;
+                        request.wrote_any = true;
+                    }
+                    Poll::Ready(Err(e)) => return Poll::Ready(Err(failed(request, e))),
+                    Poll::Pending => return Poll::Pending,
+                }
+            }
+            self.write.clear();
+            request.written = 0;
+            if let Some(large) = request.large.as_mut() {
+                while !large.is_empty() {
+                    match Pin::new(&mut self.io).poll_write(cx, large) {
+                        Poll::Ready(Ok(0)) => {
+                            let e = io::Error::from(io::ErrorKind::WriteZero);
+                            return Poll::Ready(Err(Exchange::Failed(e.to_string())));
+                        }
+                        Poll::Ready(Ok(n)) => {
+                            let _ = large.split_to(n);
+                        }
+                        Poll::Ready(Err(e)) => {
+                            return Poll::Ready(Err(Exchange::Failed(e.to_string())))
+                        }
+                        Poll::Pending => return Poll::Pending,
+                    }
+                }
+                request.large = None;
+                if request.chunked {
+                    self.write.extend_from_slice(b"\r\n");
+                    continue;
+                }
+            }
+            let Some(body) = request.body.as_mut() else {
+                std::task::ready!(Pin::new(&mut self.io).poll_flush(cx))
+                    .map_err(|e| failed(request, e))?;
+                request.flushed = true;
+                return Poll::Ready(Ok(()));
+            };
+            // Whatever is written so far goes out while the app's body is
+            // awaited.
+            if let Poll::Ready(Err(e)) = Pin::new(&mut self.io).poll_flush(cx) {
+                return Poll::Ready(Err(failed(request, e)));
+            }
+            match std::task::ready!(Pin::new(body).poll_frame(cx)) {
+                Some(Ok(frame)) => {
+                    if let Ok(data) = frame.into_data() {
+                        self.queue_data(request, data);
+                    }
+                }
+                Some(Err(e)) => return Poll::Ready(Err(Exchange::AppBody(e))),
+                None => {
+                    request.body = None;
+                    if request.chunked {
+                        self.write.extend_from_slice(LAST_CHUNK);
+                    }
+                }
+            }
+            if request.body.as_ref().is_some_and(|b| b.is_end_stream()) {
+                request.body = None;
+                if request.chunked {
+                    self.write.extend_from_slice(LAST_CHUNK);
+                }
+            }
+        }
     }
+
+    /// Queues a body frame: copied behind what is buffered if small.
+    fn queue_data(&mut self, request: &mut Outgoing, data: Bytes) {
+        if data.is_empty() {
+            return;
+        }
+        if request.chunked {
+            encode_chunk_header(data.len(), &mut self.write);
+        }
+        if data.len() <= COPY_MAX {
+            self.write.extend_from_slice(&data);
+            if request.chunked {
+                self.write.extend_from_slice(b"\r\n");
+            }
+        } else {
+            request.large = Some(data);
+        }
+    }
+
+    /// Reads into `read`; `Ok(0)` at the end of the stream.
+    fn poll_read(&mut self, cx: &mut Context<'_>) -> Poll<io::Result<usize>> {
+        self.read.reserve(READ_CHUNK);
+        tokio_util::io::poll_read_buf(Pin::new(&mut self.io), cx, &mut self.read)
+    }
+
+    /// Lets go of buffers a large request or response grew.
+    fn trim(&mut self) {
+        if self.read.capacity() > KEEP_MAX {
+            self.read = BytesMut::new();
+        }
+        if self.write.capacity() > KEEP_MAX {
+            self.write = Vec::new();
+        }
+    }
+}
+
+/// The request as [`H1Connection::send`] writes it.
+struct Outgoing {
+    /// `None` once its end has been queued.
+    body: Option<Body>,
+    chunked: bool,
+    /// How much of the connection's `write` buffer is written.
+    written: usize,
+    /// A large body frame, written after the buffer.
+    large: Option<Bytes>,
+    wrote_any: bool,
+    /// Everything has been written and flushed.
+    flushed: bool,
+    /// Bytes were read since the response head was last looked for.
+    unparsed: bool,
+}
+
+/// How [`H1Connection::poll_exchange`] failed.
+enum Exchange {
+    Unsent(io::Error),
+    AppBody(BoxError),
+    Failed(String),
 }
 
 /// Where a connection goes back to once its response has been read.
@@ -135,101 +362,124 @@ pub(crate) struct Home {
     pub(crate) settings: PoolSettings,
 }
 
-impl Home {
-    /// Puts `connection` on the idle list; first drives it, in a task of
-    /// its own, if it is not ready for the next request yet.
-    fn release(self, mut connection: H1Connection) {
-        if connection.usable() {
-            pool::park(&self.endpoint, self.settings, connection);
-            return;
-        }
-        // A body dropped outside the runtime (at shutdown) has no task to
-        // finish in: its connection closes.
-        let Ok(runtime) = tokio::runtime::Handle::try_current() else {
+/// Where a response body stands.
+#[derive(Debug, PartialEq, Eq)]
+enum Framing {
+    /// This many bytes are still to come.
+    Length(u64),
+    Chunked(ChunkedDecoder),
+    UntilClose,
+    Done,
+}
+
+/// A response body read from its [`H1Connection`], which then goes home.
+pub(crate) struct ResponseBody {
+    framing: Framing,
+    /// `None` once the body is complete, or the connection failed.
+    connection: Option<H1Connection>,
+    /// `None` if the connection is not to be reused.
+    home: Option<Home>,
+}
+
+impl ResponseBody {
+    /// The body is complete: the connection goes home if it may.
+    fn finish(&mut self) {
+        self.framing = Framing::Done;
+        let (Some(mut connection), Some(home)) = (self.connection.take(), self.home.take()) else {
             return;
         };
-        if connection.connection.is_none() {
-            return;
-        }
-        runtime.spawn(async move {
-            if let Some(connection) = connection.ready().await {
-                pool::park(&self.endpoint, self.settings, connection);
-            }
-        });
-    }
-}
-
-/// A response body from an [`H1Connection`], which it drives while the
-/// app reads it, and then returns to the pool.
-pub(crate) struct PooledBody {
-    body: Incoming,
-    connection: Option<H1Connection>,
-    home: Option<Home>,
-    /// The body has been read to its end.
-    done: bool,
-}
-
-impl PooledBody {
-    pub(crate) fn new(body: Incoming, connection: Option<H1Connection>, home: Home) -> Self {
-        let done = body.is_end_stream();
-        Self {
-            body,
-            connection,
-            home: Some(home),
-            done,
+        // Bytes past the response's end were never asked for.
+        if connection.read.is_empty() {
+            connection.trim();
+            pool::park(&home.endpoint, home.settings, connection);
         }
     }
 
-    /// The body is complete: the connection goes home.
-    fn finish(&mut self) {
-        self.done = true;
-        if let (Some(connection), Some(home)) = (self.connection.take(), self.home.take()) {
-            home.release(connection);
+    fn failed(&mut self, cause: &str) -> BoxError {
+        if let Some(connection) = self.connection.take() {
+            debug!(addr = %connection.addr, cause, "HTTP/1.1 response body failed; connection closed");
         }
+        self.framing = Framing::Done;
+        cause.to_owned().into()
     }
 }
 
-impl hyper::body::Body for PooledBody {
+impl hyper::body::Body for ResponseBody {
     type Data = Bytes;
-    type Error = hyper::Error;
+    type Error = BoxError;
 
     fn poll_frame(
         self: Pin<&mut Self>,
         cx: &mut Context<'_>,
-    ) -> Poll<Option<Result<Frame<Bytes>, hyper::Error>>> {
+    ) -> Poll<Option<Result<Frame<Bytes>, BoxError>>> {
         let this = self.get_mut();
-        if let Some(connection) = this.connection.as_mut() {
-            // An ended connection has already handed over what it read.
-            if !connection.drive(cx) {
-                this.connection = None;
+        loop {
+            let Some(connection) = this.connection.as_mut() else {
+                return Poll::Ready(None);
+            };
+            let read = &mut connection.read;
+            match &mut this.framing {
+                Framing::Done => return Poll::Ready(None),
+                Framing::Length(left) if !read.is_empty() => {
+                    let take = usize::try_from(*left).map_or(read.len(), |l| l.min(read.len()));
+                    let data = read.split_to(take).freeze();
+                    *left -= take as u64;
+                    if *left == 0 {
+                        this.finish();
+                    }
+                    return Poll::Ready(Some(Ok(Frame::data(data))));
+                }
+                Framing::Chunked(decoder) => match decoder.decode(read) {
+                    Ok(Chunk::Data(data)) => return Poll::Ready(Some(Ok(Frame::data(data)))),
+                    // Trailers are the last frame: hyper asks no further.
+                    Ok(Chunk::Trailers(trailers)) => {
+                        this.finish();
+                        return Poll::Ready(Some(Ok(Frame::trailers(trailers))));
+                    }
+                    Ok(Chunk::End) => {
+                        this.finish();
+                        return Poll::Ready(None);
+                    }
+                    Ok(Chunk::Incomplete) => {}
+                    Err(e) => return Poll::Ready(Some(Err(this.failed(&e.to_string())))),
+                },
+                Framing::UntilClose if !read.is_empty() => {
+                    return Poll::Ready(Some(Ok(Frame::data(read.split().freeze()))));
+                }
+                Framing::Length(_) | Framing::UntilClose => {}
+            }
+            match std::task::ready!(connection.poll_read(cx)) {
+                Ok(0) if this.framing == Framing::UntilClose => {
+                    this.framing = Framing::Done;
+                    this.connection = None;
+                    return Poll::Ready(None);
+                }
+                Ok(0) => {
+                    let cause = "the upstream closed the connection before the body's end";
+                    return Poll::Ready(Some(Err(this.failed(cause))));
+                }
+                Ok(_) => {}
+                Err(e) => return Poll::Ready(Some(Err(this.failed(&e.to_string())))),
             }
         }
-        let frame = std::task::ready!(Pin::new(&mut this.body).poll_frame(cx));
-        match &frame {
-            None => this.finish(),
-            Some(Ok(_)) if this.body.is_end_stream() => this.finish(),
-            Some(Ok(_)) => {}
-            Some(Err(_)) => this.connection = None,
-        }
-        Poll::Ready(frame)
     }
 
     fn is_end_stream(&self) -> bool {
-        self.done || self.body.is_end_stream()
+        self.framing == Framing::Done
     }
 
     fn size_hint(&self) -> SizeHint {
-        self.body.size_hint()
+        match self.framing {
+            Framing::Length(n) => SizeHint::with_exact(n),
+            Framing::Done => SizeHint::with_exact(0),
+            Framing::Chunked(_) | Framing::UntilClose => SizeHint::default(),
+        }
     }
 }
 
-impl Drop for PooledBody {
+impl Drop for ResponseBody {
     fn drop(&mut self) {
-        // hyper drops a body as soon as it reports its end, without
-        // reading past the last frame.
-        if self.body.is_end_stream() {
-            self.finish();
-        } else if let Some(connection) = self.connection.take() {
+        if let Some(connection) = self.connection.take() {
             debug!(addr = %connection.addr, "response body dropped before its end; connection closed");
         }
     }

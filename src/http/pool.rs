@@ -77,7 +77,8 @@ pub(crate) struct UpstreamPool {
     resolver: Option<Resolver>,
     watched: OnceCell<Watched>,
     /// Shared with the idle sweeper, which ends when the pool is dropped.
-    endpoints: Arc<Mutex<Vec<Arc<Endpoint>>>>,
+    /// A shared slice: each request takes it with one reference count.
+    endpoints: Arc<Mutex<Arc<[Arc<Endpoint>]>>>,
     sweeper: std::sync::Once,
     settings: PoolSettings,
     metrics: Arc<HttpMetrics>,
@@ -96,7 +97,7 @@ impl UpstreamPool {
             tls,
             resolver,
             watched: OnceCell::new(),
-            endpoints: Arc::default(),
+            endpoints: Arc::new(Mutex::new(Arc::new([]))),
             sweeper: std::sync::Once::new(),
             settings,
             metrics,
@@ -105,7 +106,7 @@ impl UpstreamPool {
 
     /// The endpoints for the upstream's current addresses (kept, with
     /// their connections and health, while their address stays).
-    pub(crate) async fn endpoints(&self) -> Result<Vec<Arc<Endpoint>>, ConnectError> {
+    pub(crate) async fn endpoints(&self) -> Result<Arc<[Arc<Endpoint>]>, ConnectError> {
         let addrs = match self.watched.get() {
             Some(watched) => watched.addrs(),
             // Boxed: resolving is rare, and its state would otherwise be
@@ -124,7 +125,7 @@ impl UpstreamPool {
                 let kept = endpoints.iter().find(|e| e.addr == *addr).cloned();
                 next.push(kept.unwrap_or_else(|| Arc::new(Endpoint::new(*addr))));
             }
-            *endpoints = next;
+            *endpoints = next.into();
         }
         Ok(endpoints.clone())
     }
@@ -276,7 +277,6 @@ impl UpstreamPool {
         h2: bool,
         upgrade: bool,
     ) -> Result<Sender, String> {
-        let io = TokioIo::new(stream);
         let metrics = self.metrics.clone();
         let addr = endpoint.addr;
         let upstream = self.upstream.to_string();
@@ -286,6 +286,11 @@ impl UpstreamPool {
                 .fetch_add(1, std::sync::atomic::Ordering::Relaxed);
             OpenConnection(metrics)
         };
+        if !h2 && !upgrade {
+            self.sweeper.call_once(|| self.spawn_sweeper());
+            return Ok(Sender::H1(H1Connection::new(stream, addr, open())));
+        }
+        let io = TokioIo::new(stream);
         if h2 {
             let (sender, connection) = http2::Builder::new(TokioExecutor::new())
                 .handshake(io)
@@ -312,12 +317,6 @@ impl UpstreamPool {
             .await
             .map_err(|e| format!("HTTP/1.1 handshake: {e}"))?;
         let open = open();
-        if !upgrade {
-            self.sweeper.call_once(|| self.spawn_sweeper());
-            return Ok(Sender::H1(H1Connection::new(
-                sender, connection, addr, open,
-            )));
-        }
         tokio::spawn(async move {
             if let Err(e) = connection.with_upgrades().await {
                 debug!(%upstream, %addr, error = %e, "HTTP/1.1 connection ended");
@@ -350,7 +349,7 @@ impl UpstreamPool {
                     return;
                 };
                 let current = endpoints.lock().unwrap_or_else(|e| e.into_inner()).clone();
-                for endpoint in &current {
+                for endpoint in current.iter() {
                     sweep(endpoint, settings);
                 }
             }

@@ -15,13 +15,14 @@ use http::header::{HeaderValue, HOST};
 use http::{HeaderMap, Method, Request, Response, StatusCode, Uri, Version};
 use http_body_util::BodyExt;
 use hyper::body::Incoming;
+use hyper::client::conn::{http1, http2};
 use hyper::upgrade::OnUpgrade;
 use hyper_util::rt::TokioIo;
 use tracing::debug;
 
 use super::balance;
-use super::body::{self, AppBody, Body};
-use super::h1::PooledBody;
+use super::body::{self, AppBody, Body, BoxError};
+use super::h1::SendError;
 use super::metrics::HttpMetrics;
 use super::pool::{ConnectError, PoolSettings, Sender, UpstreamPool};
 use crate::credentials::TokenSource;
@@ -317,6 +318,81 @@ impl HttpService {
                 LocalError::upstream_reset(upstream, cause),
             ));
         };
+        let sent_at = Instant::now();
+        let result = match sender {
+            Sender::H1(connection) => {
+                // Written from the request's own headers: nothing to copy,
+                // and they stay for a later attempt.
+                let target = outgoing.uri.path_and_query().map_or("/", |pq| pq.as_str());
+                let home = pool.home(endpoint.clone());
+                connection
+                    .send(&outgoing.method, target, &outgoing.headers, body, home)
+                    .await
+                    .map_err(|e| match e {
+                        SendError::Unsent { body, cause } => Failure {
+                            unsent: Some((body, None)),
+                            cause: cause.to_string(),
+                            upstream_fault: true,
+                        },
+                        SendError::AppBody(e) => Failure {
+                            unsent: None,
+                            cause: format!("the app's request body failed: {e}"),
+                            upstream_fault: false,
+                        },
+                        SendError::Failed(cause) => Failure {
+                            unsent: None,
+                            cause,
+                            upstream_fault: true,
+                        },
+                    })
+            }
+            Sender::Upgrade(sender) => {
+                self.send_hyper(outgoing, body, HyperSender::Http1(sender))
+                    .await
+            }
+            Sender::H2(sender) => {
+                self.send_hyper(outgoing, body, HyperSender::Http2(sender))
+                    .await
+            }
+        };
+        match result {
+            Ok(response) => {
+                endpoint.succeeded(sent_at.elapsed());
+                Ok(response)
+            }
+            Err(failure) => {
+                let cause = format!("{}: {}", endpoint.addr, failure.cause);
+                if let Some((body, headers)) = failure.unsent {
+                    // The connection closed before the request was written
+                    // (a keep-alive race): nothing reached the upstream.
+                    if let Some(headers) = headers.filter(|_| outgoing.headers.is_empty()) {
+                        outgoing.headers = headers;
+                    }
+                    outgoing.body.put_back(body);
+                    return Err((
+                        Outcome::Refused,
+                        LocalError::upstream_reset(upstream, cause),
+                    ));
+                }
+                if failure.upstream_fault {
+                    pool.failed(&endpoint);
+                }
+                Err((
+                    Outcome::ResetBeforeResponse,
+                    LocalError::upstream_reset(upstream, cause),
+                ))
+            }
+        }
+    }
+
+    /// Sends through hyper's client: an HTTP/2 connection, or a new
+    /// HTTP/1.1 one for an upgrade.
+    async fn send_hyper(
+        &self,
+        outgoing: &mut Outgoing,
+        body: Body,
+        sender: HyperSender,
+    ) -> Result<Response<Body>, Failure> {
         let mut request = Request::new(body);
         *request.method_mut() = outgoing.method.clone();
         // Moved rather than cloned when no later attempt could send them
@@ -326,68 +402,37 @@ impl HttpService {
         } else {
             std::mem::take(&mut outgoing.headers)
         };
-        let sent_at = Instant::now();
         // HTTP/2 carries it as :authority; kept for a request that comes
         // back unsent.
         let mut host = None;
-        let result = match sender {
-            Sender::H1(connection) => {
-                *request.version_mut() = Version::HTTP_11;
-                *request.uri_mut() = origin_form(&outgoing.uri);
-                connection
-                    .send(request)
-                    .await
-                    .map(|(response, connection)| {
-                        let home = pool.home(endpoint.clone());
-                        response.map(|body| PooledBody::new(body, connection, home).boxed_unsync())
-                    })
-            }
-            Sender::Upgrade(mut sender) => {
-                *request.version_mut() = Version::HTTP_11;
-                *request.uri_mut() = origin_form(&outgoing.uri);
-                let response = sender.try_send_request(request).await;
-                response.map(|response| response.map(BodyExt::boxed_unsync))
-            }
-            Sender::H2(mut sender) => {
-                *request.version_mut() = Version::HTTP_2;
-                *request.uri_mut() = outgoing.uri.clone();
-                host = request.headers_mut().remove(HOST);
-                let response = sender.try_send_request(request).await;
-                response.map(|response| response.map(BodyExt::boxed_unsync))
-            }
+        if matches!(sender, HyperSender::Http2(_)) {
+            *request.version_mut() = Version::HTTP_2;
+            *request.uri_mut() = outgoing.uri.clone();
+            host = request.headers_mut().remove(HOST);
+        } else {
+            *request.version_mut() = Version::HTTP_11;
+            *request.uri_mut() = origin_form(&outgoing.uri);
+        }
+        let sent = match sender {
+            HyperSender::Http1(mut sender) => sender.try_send_request(request).await,
+            HyperSender::Http2(mut sender) => sender.try_send_request(request).await,
         };
-        match result {
-            Ok(response) => {
-                endpoint.succeeded(sent_at.elapsed());
-                Ok(response)
-            }
+        match sent {
+            Ok(response) => Ok(response.map(|body| body.map_err(BoxError::from).boxed_unsync())),
             Err(mut failed) => {
-                let unsent = failed.take_message();
-                let error = failed.into_error();
-                let cause = format!("{}: {error}", endpoint.addr);
-                if let Some(request) = unsent {
-                    // The connection closed before the request was written
-                    // (a keep-alive race): nothing reached the upstream.
-                    let (parts, body) = request.into_parts();
-                    if outgoing.headers.is_empty() {
-                        outgoing.headers = parts.headers;
-                        if let Some(host) = host {
-                            outgoing.headers.insert(HOST, host);
-                        }
+                let unsent = failed.take_message().map(|request| {
+                    let (mut parts, body) = request.into_parts();
+                    if let Some(host) = host {
+                        parts.headers.insert(HOST, host);
                     }
-                    outgoing.body.put_back(body);
-                    return Err((
-                        Outcome::Refused,
-                        LocalError::upstream_reset(upstream, cause),
-                    ));
-                }
-                if !error.is_user() {
-                    pool.failed(&endpoint);
-                }
-                Err((
-                    Outcome::ResetBeforeResponse,
-                    LocalError::upstream_reset(upstream, cause),
-                ))
+                    (body, Some(parts.headers))
+                });
+                let error = failed.into_error();
+                Err(Failure {
+                    unsent,
+                    cause: error.to_string(),
+                    upstream_fault: !error.is_user(),
+                })
             }
         }
     }
@@ -438,6 +483,23 @@ impl HttpService {
         parts.version = Version::HTTP_11;
         Response::from_parts(parts, body)
     }
+}
+
+/// Why an attempt got no response.
+struct Failure {
+    /// Nothing was written: the body (and with hyper's client the
+    /// headers) to send again.
+    unsent: Option<(Body, Option<HeaderMap>)>,
+    cause: String,
+    /// Counts against the address (not so when the app's body failed).
+    upstream_fault: bool,
+}
+
+/// hyper's two client connections, as [`HttpService::send_hyper`] uses them.
+enum HyperSender {
+    /// A new connection for an upgrade.
+    Http1(http1::SendRequest<Body>),
+    Http2(http2::SendRequest<Body>),
 }
 
 /// Counts a request in `attache_http_requests_in_flight` until dropped.

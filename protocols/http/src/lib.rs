@@ -32,6 +32,8 @@
 //! - [`upstream`]: upstream base URLs: parsing, checks, path joining.
 //! - [`headers`]: hop-by-hop stripping, upgrades, `Host`, credential and
 //!   static header injection.
+//! - [`h1`]: HTTP/1.1 towards the upstream: the request head, the
+//!   response head, and how the response body is delimited.
 //! - [`retry`]: idempotency, the retry decision with backoff, and the
 //!   retry budget.
 //! - [`error`]: the responses attache writes itself (`x-attache-error`).
@@ -39,6 +41,7 @@
 pub mod admit;
 pub mod config;
 pub mod error;
+pub mod h1;
 pub mod headers;
 pub mod retry;
 pub mod route;
