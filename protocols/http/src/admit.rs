@@ -21,17 +21,19 @@ use std::net::{IpAddr, SocketAddr};
 use http::header::HOST;
 use http::request::Parts;
 use http::uri::Authority;
-use http::{Method, Uri, Version};
+use http::{HeaderValue, Method, Uri, Version};
 
 use crate::error::LocalError;
 use crate::headers::is_upgrade;
-use crate::route::{host_name, parse_host_name, port_is_numeric, HostNameError, Route, RouteTable};
+use crate::route::{
+    normalise_host, parse_host_name, port_is_numeric, HostBuf, HostNameError, Route, RouteTable,
+};
 
 /// The admission rules and route table of one listener.
 #[derive(Debug, Clone)]
 pub struct Gate {
     routes: RouteTable,
-    /// Normalised names (see [`host_name`]).
+    /// Normalised names (see [`host_name`](crate::route::host_name)).
     accepted: Vec<String>,
 }
 
@@ -110,13 +112,18 @@ impl Gate {
             return Err(LocalError::ProxyRefused { what: "CONNECT" });
         }
         let host = request_host(request)?;
+        let mut buf = HostBuf::new();
         let name = match &host {
-            Some(authority) => {
-                let name = host_name(authority).ok_or(LocalError::BadRequest {
+            Some(host) => {
+                let name = normalise_host(host.host(), &mut buf).ok_or(LocalError::BadRequest {
                     reason: "empty Host",
                 })?;
-                if self.accepted.binary_search(&name).is_err() {
-                    return Err(LocalError::host_refused(authority.as_str()));
+                if self
+                    .accepted
+                    .binary_search_by(|a| a.as_str().cmp(&name))
+                    .is_err()
+                {
+                    return Err(LocalError::host_refused(host.as_str()));
                 }
                 Some(name)
             }
@@ -132,12 +139,11 @@ impl Gate {
             .routes
             .find(name.as_deref(), path)
             .ok_or_else(|| LocalError::no_route(&request.method, path, name.as_deref()))?;
-        let uri =
-            route
-                .upstream_uri(path, request.uri.query())
-                .map_err(|_| LocalError::BadRequest {
-                    reason: "the request target cannot be forwarded",
-                })?;
+        let uri = route
+            .upstream_uri_for(&request.uri)
+            .map_err(|_| LocalError::BadRequest {
+                reason: "the request target cannot be forwarded",
+            })?;
         Ok(Forward {
             route,
             uri,
@@ -146,10 +152,60 @@ impl Gate {
     }
 }
 
+/// A request's Host or `:authority`, checked.
+enum RequestHost<'a> {
+    /// A Host header of the usual plain form ([`plain_host`]), read in
+    /// place: parsing it into an `Authority` would copy it.
+    Plain(&'a str),
+    /// Any other Host header.
+    Parsed(Authority),
+    /// The `:authority` of an HTTP/2 or 3 request.
+    Uri(&'a Authority),
+}
+
+impl RequestHost<'_> {
+    /// As sent.
+    fn as_str(&self) -> &str {
+        match self {
+            Self::Plain(text) => text,
+            Self::Parsed(authority) => authority.as_str(),
+            Self::Uri(authority) => authority.as_str(),
+        }
+    }
+
+    /// Without the port, as `Authority::host` has it.
+    fn host(&self) -> &str {
+        match self {
+            Self::Plain(text) => text.split(':').next().unwrap_or(text),
+            Self::Parsed(authority) => authority.host(),
+            Self::Uri(authority) => authority.host(),
+        }
+    }
+}
+
+/// A Host header that is a name or IPv4 address of letters, digits, `.`
+/// and `-`, then optionally `:` and a numeric port: what local clients
+/// send, and always a valid authority with no userinfo and that host.
+/// Anything else (`None`) takes the full `Authority` parse.
+fn plain_host(value: &HeaderValue) -> Option<&str> {
+    let text = value.to_str().ok()?;
+    let mut port = false;
+    let plain = text.bytes().all(|b| match b {
+        b':' if !port => {
+            port = true;
+            true
+        }
+        b'0'..=b'9' => true,
+        b'a'..=b'z' | b'A'..=b'Z' | b'.' | b'-' => !port,
+        _ => false,
+    });
+    (plain && !text.starts_with(':') && !text.is_empty()).then_some(text)
+}
+
 /// The Host the request is for: the Host header, or with HTTP/2 and 3 the
 /// `:authority` (which must agree with a Host header if both are sent).
 /// `None` only for HTTP/1.0 and older without Host.
-fn request_host(request: &Parts) -> Result<Option<Authority>, LocalError> {
+fn request_host(request: &Parts) -> Result<Option<RequestHost<'_>>, LocalError> {
     let mut headers = request.headers.get_all(HOST).iter();
     let header = headers.next();
     if headers.next().is_some() {
@@ -159,15 +215,18 @@ fn request_host(request: &Parts) -> Result<Option<Authority>, LocalError> {
     }
     let header = match header {
         None => None,
-        Some(value) => {
-            let authority = Authority::try_from(value.as_bytes())
-                .ok()
-                .filter(|a| !a.as_str().contains('@') && port_is_numeric(a))
-                .ok_or(LocalError::BadRequest {
-                    reason: "invalid Host header",
-                })?;
-            Some(authority)
-        }
+        Some(value) => match plain_host(value) {
+            Some(text) => Some(RequestHost::Plain(text)),
+            None => {
+                let authority = Authority::try_from(value.as_bytes())
+                    .ok()
+                    .filter(|a| !a.as_str().contains('@') && port_is_numeric(a))
+                    .ok_or(LocalError::BadRequest {
+                        reason: "invalid Host header",
+                    })?;
+                Some(RequestHost::Parsed(authority))
+            }
+        },
     };
     let multiplexed = matches!(request.version, Version::HTTP_2 | Version::HTTP_3);
     if !multiplexed {
@@ -184,7 +243,7 @@ fn request_host(request: &Parts) -> Result<Option<Authority>, LocalError> {
         return Ok(header);
     }
     match (request.uri.authority(), header) {
-        (Some(authority), Some(header)) if host_name(authority) != host_name(&header) => {
+        (Some(authority), Some(header)) if !same_host(authority.host(), header.host()) => {
             Err(LocalError::BadRequest {
                 reason: "Host and :authority differ",
             })
@@ -194,12 +253,18 @@ fn request_host(request: &Parts) -> Result<Option<Authority>, LocalError> {
                 reason: "invalid :authority",
             })
         }
-        (Some(authority), _) => Ok(Some(authority.clone())),
+        (Some(authority), _) => Ok(Some(RequestHost::Uri(authority))),
         (None, Some(header)) => Ok(Some(header)),
         (None, None) => Err(LocalError::BadRequest {
             reason: "missing :authority and Host",
         }),
     }
+}
+
+/// Whether two hosts have the same [`host_name`](crate::route::host_name).
+fn same_host(a: &str, b: &str) -> bool {
+    let (mut a_buf, mut b_buf) = (HostBuf::new(), HostBuf::new());
+    normalise_host(a, &mut a_buf) == normalise_host(b, &mut b_buf)
 }
 
 #[cfg(test)]

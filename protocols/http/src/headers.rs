@@ -19,7 +19,7 @@
 use std::net::IpAddr;
 
 use http::header::{
-    HeaderValue, CONNECTION, HOST, PROXY_AUTHENTICATE, PROXY_AUTHORIZATION, TE, TRAILER,
+    GetAll, HeaderValue, CONNECTION, HOST, PROXY_AUTHENTICATE, PROXY_AUTHORIZATION, TE, TRAILER,
     TRANSFER_ENCODING, UPGRADE,
 };
 use http::{HeaderMap, HeaderName, StatusCode, Version};
@@ -40,12 +40,63 @@ pub const HOP_BY_HOP: [HeaderName; 9] = [
     UPGRADE,
 ];
 
+/// [`HOP_BY_HOP`] to borrow from: each use of a `const` array builds (and
+/// drops) a fresh copy.
+static HOP_BY_HOP_NAMES: [HeaderName; 9] = HOP_BY_HOP;
+
 const X_FORWARDED_FOR: HeaderName = HeaderName::from_static("x-forwarded-for");
 const X_FORWARDED_PROTO: HeaderName = HeaderName::from_static("x-forwarded-proto");
 
 /// Whether `name` is one of [`HOP_BY_HOP`].
 pub fn is_hop_by_hop(name: &HeaderName) -> bool {
-    HOP_BY_HOP.contains(name)
+    hop_by_hop_index(name.as_str().as_bytes()).is_some()
+}
+
+/// The position of a (lower-case) name in [`HOP_BY_HOP`]. A `match` on the
+/// text rejects most names on their length alone, where comparing with each
+/// `HeaderName` in turn would not.
+fn hop_by_hop_index(name: &[u8]) -> Option<usize> {
+    Some(match name {
+        b"connection" => 0,
+        b"keep-alive" => 1,
+        b"proxy-connection" => 2,
+        b"proxy-authenticate" => 3,
+        b"proxy-authorization" => 4,
+        b"te" => 5,
+        b"trailer" => 6,
+        b"transfer-encoding" => 7,
+        b"upgrade" => 8,
+        _ => return None,
+    })
+}
+
+/// Whether a `Connection` option names a hop-by-hop header, in any case.
+fn names_hop_by_hop(option: &[u8]) -> bool {
+    hop_by_hop_index(option).is_some()
+        || HOP_BY_HOP_NAMES
+            .iter()
+            .any(|h| option.eq_ignore_ascii_case(h.as_str().as_bytes()))
+}
+
+/// Bits of [`HOP_BY_HOP`] positions, as [`hop_by_hop_present`] returns them.
+const CONNECTION_BIT: u16 = 1 << 0;
+const TE_BIT: u16 = 1 << 5;
+const UPGRADE_BIT: u16 = 1 << 8;
+
+/// Which of [`HOP_BY_HOP`] are in `headers`, one bit per position. A walk
+/// over the keys hashes nothing, so a message with none (most requests)
+/// costs a few comparisons per header.
+fn hop_by_hop_present(headers: &HeaderMap) -> u16 {
+    headers
+        .keys()
+        .filter_map(|name| hop_by_hop_index(name.as_str().as_bytes()))
+        .fold(0, |present, index| present | 1 << index)
+}
+
+/// Whether `headers` offer `trailers` in `TE`; `present` is
+/// [`hop_by_hop_present`], which saves the lookup when there is no `TE`.
+fn offers_trailers(headers: &HeaderMap, present: u16) -> bool {
+    present & TE_BIT != 0 && wants_trailers(headers)
 }
 
 /// Whether a request asks to switch protocols (WebSocket and friends): an
@@ -54,34 +105,81 @@ pub fn is_hop_by_hop(name: &HeaderName) -> bool {
 pub fn is_upgrade(version: Version, headers: &HeaderMap) -> bool {
     version == Version::HTTP_11
         && headers.contains_key(UPGRADE)
-        && connection_options(headers).any(|o| o.eq_ignore_ascii_case("upgrade"))
+        && connection_options(headers).any(|o| o.eq_ignore_ascii_case(b"upgrade"))
 }
 
 /// Removes hop-by-hop headers and every header `Connection` names. With
 /// `keep_upgrade` (an upgrade request, or a `101` response) `Upgrade` is
 /// kept and `Connection` becomes just `upgrade`.
 pub fn strip_hop_by_hop(headers: &mut HeaderMap, keep_upgrade: bool) {
-    let named: Vec<HeaderName> = connection_options(headers)
-        .filter_map(|o| HeaderName::from_bytes(o.as_bytes()).ok())
-        .collect();
-    for name in named.iter().chain(HOP_BY_HOP.iter()) {
-        if !(keep_upgrade && *name == UPGRADE) {
+    let present = hop_by_hop_present(headers);
+    strip_present(headers, present, keep_upgrade);
+}
+
+/// [`strip_hop_by_hop`] given what [`hop_by_hop_present`] found.
+fn strip_present(headers: &mut HeaderMap, present: u16, keep_upgrade: bool) {
+    if present == 0 {
+        return;
+    }
+    let named = if present & CONNECTION_BIT != 0 {
+        connection_named(headers)
+    } else {
+        Vec::new()
+    };
+    for name in &named {
+        headers.remove(name);
+    }
+    let mut remove = present;
+    if keep_upgrade {
+        remove &= !UPGRADE_BIT;
+    }
+    for (index, name) in HOP_BY_HOP_NAMES.iter().enumerate() {
+        if remove & 1 << index != 0 {
             headers.remove(name);
         }
     }
-    if keep_upgrade && headers.contains_key(UPGRADE) {
+    if keep_upgrade && present & UPGRADE_BIT != 0 {
         headers.insert(CONNECTION, HeaderValue::from_static("upgrade"));
     }
 }
 
-/// The comma-separated options of every `Connection` header, trimmed.
-fn connection_options(headers: &HeaderMap) -> impl Iterator<Item = &str> {
+/// The headers present that a `Connection` option names, other than the
+/// hop-by-hop ones (removed anyway). Options are matched to names
+/// case-insensitively, which is what parsing each into a `HeaderName`
+/// would give, without the allocation a custom name costs; an option that
+/// is no header name matches no header. Nothing is allocated unless a
+/// header is named: `Connection: keep-alive` costs a look at its options,
+/// `close` one more at each key.
+fn connection_named(headers: &HeaderMap) -> Vec<HeaderName> {
+    let connection = headers.get_all(CONNECTION);
+    if options(&connection).all(names_hop_by_hop) {
+        return Vec::new();
+    }
     headers
-        .get_all(CONNECTION)
+        .keys()
+        .filter(|name| {
+            !is_hop_by_hop(name)
+                && options(&connection).any(|o| o.eq_ignore_ascii_case(name.as_str().as_bytes()))
+        })
+        .cloned()
+        .collect()
+}
+
+/// The comma-separated options of every `Connection` header, trimmed.
+fn connection_options(headers: &HeaderMap) -> impl Iterator<Item = &[u8]> {
+    options(&headers.get_all(CONNECTION))
+}
+
+/// The comma-separated options of header lines, trimmed; lines `to_str`
+/// refuses are skipped. Bytes, not `str`: splitting and trimming then
+/// decode no characters, and a line `to_str` accepts has no whitespace but
+/// space and tab, which `trim_ascii` trims as `str::trim` would.
+fn options<'a>(values: &GetAll<'a, HeaderValue>) -> impl Iterator<Item = &'a [u8]> {
+    values
         .iter()
-        .filter_map(|v| v.to_str().ok())
-        .flat_map(|v| v.split(','))
-        .map(str::trim)
+        .filter(|v| v.to_str().is_ok())
+        .flat_map(|v| v.as_bytes().split(|&b| b == b','))
+        .map(<[u8]>::trim_ascii)
         .filter(|o| !o.is_empty())
 }
 
@@ -221,15 +319,13 @@ impl HeaderPolicy {
     /// Rewrites an app request's headers for the upstream (see the module
     /// doc for the order).
     pub fn request(&self, headers: &mut HeaderMap, cx: &RequestContext<'_>) {
-        let trailers = wants_trailers(headers);
-        strip_hop_by_hop(headers, cx.upgrade);
+        let present = hop_by_hop_present(headers);
+        let trailers = offers_trailers(headers, present);
+        strip_present(headers, present, cx.upgrade);
         if trailers {
             headers.insert(TE, HeaderValue::from_static("trailers"));
         }
-        // An authority is always a valid header value.
-        if let Ok(host) = HeaderValue::from_str(cx.upstream.authority().as_str()) {
-            headers.insert(HOST, host);
-        }
+        headers.insert(HOST, cx.upstream.host_header().clone());
         if self.forwarded {
             if let Some(value) = cx.client.and_then(|c| forwarded_for(headers, c)) {
                 headers.insert(X_FORWARDED_FOR, value);

@@ -23,6 +23,7 @@
 //! to resolve or refuse it. A route is therefore a choice of upstream, not
 //! an access control on paths within that upstream.
 
+use std::borrow::Cow;
 use std::cmp::Reverse;
 use std::net::Ipv6Addr;
 
@@ -150,6 +151,22 @@ impl Route {
         };
         self.upstream.uri_for(path, query)
     }
+
+    /// [`Route::upstream_uri`] for a request's own target. When there is
+    /// nothing to join or strip, the target's path and query are shared
+    /// rather than copied into a new string and parsed again.
+    pub(crate) fn upstream_uri_for(&self, target: &Uri) -> Result<Uri, http::Error> {
+        let as_sent =
+            self.upstream.base_path().is_empty() && (!self.strip_prefix || self.prefix.is_empty());
+        match target.path_and_query() {
+            // Starting with `/`, its text is exactly `path[?query]`, what
+            // joining would build.
+            Some(target) if as_sent && target.as_str().starts_with('/') => {
+                self.upstream.uri_with(target.clone())
+            }
+            _ => self.upstream_uri(target.path(), target.query()),
+        }
+    }
 }
 
 /// All of a listener's routes, in matching order.
@@ -242,17 +259,46 @@ pub(crate) fn port_is_numeric(authority: &Authority) -> bool {
 /// dot dropped, IPv6 literals in canonical form (`[0::1]` is `[::1]`).
 /// `None` for an empty host.
 pub fn host_name(authority: &Authority) -> Option<String> {
-    let host = authority.host();
+    let mut buf = HostBuf::new();
+    normalise_host(authority.host(), &mut buf).map(Cow::into_owned)
+}
+
+/// Room to lower-case a Host in without allocating; longer names (rare,
+/// and only when they have capitals) get a `String`.
+pub(crate) struct HostBuf([u8; 128]);
+
+impl HostBuf {
+    pub(crate) fn new() -> Self {
+        Self([0; 128])
+    }
+}
+
+/// [`host_name`] of an authority's `host` part, borrowed when it is already
+/// in that form (the usual `localhost`, `127.0.0.1`), else lower-cased into
+/// `buf` when it fits.
+pub(crate) fn normalise_host<'b>(host: &'b str, buf: &'b mut HostBuf) -> Option<Cow<'b, str>> {
     let host = host.strip_suffix('.').unwrap_or(host);
     if host.is_empty() {
         return None;
     }
     if let Some(inner) = host.strip_prefix('[').and_then(|h| h.strip_suffix(']')) {
         if let Ok(ip) = inner.parse::<Ipv6Addr>() {
-            return Some(format!("[{ip}]"));
+            return Some(Cow::Owned(format!("[{ip}]")));
         }
     }
-    Some(host.to_ascii_lowercase())
+    if !host.bytes().any(|b| b.is_ascii_uppercase()) {
+        return Some(Cow::Borrowed(host));
+    }
+    let Some(lower) = buf.0.get_mut(..host.len()) else {
+        return Some(Cow::Owned(host.to_ascii_lowercase()));
+    };
+    lower.copy_from_slice(host.as_bytes());
+    lower.make_ascii_lowercase();
+    // ASCII case changes keep UTF-8 valid, so this never falls back.
+    Some(match std::str::from_utf8(lower) {
+        Ok(lower) => Cow::Borrowed(lower),
+        Err(_) => Cow::Owned(host.to_ascii_lowercase()),
+    })
 }
 
 #[cfg(test)]

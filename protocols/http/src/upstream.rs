@@ -4,7 +4,8 @@
 use std::fmt;
 use std::str::FromStr;
 
-use http::uri::{Authority, PathAndQuery, Scheme, Uri};
+use http::uri::{self, Authority, PathAndQuery, Scheme, Uri};
+use http::HeaderValue;
 
 /// Where a route forwards to: scheme, authority and a base path that every
 /// forwarded path is appended to.
@@ -18,6 +19,9 @@ pub struct Upstream {
     authority: Authority,
     /// `""` for the root, else `/seg[/seg…]` without a trailing slash.
     base_path: String,
+    /// `authority` as a header value, built once: cloning it shares the
+    /// bytes, where building one per request copies them.
+    host_header: HeaderValue,
 }
 
 /// Why an upstream URL was refused. Messages are written to follow a config
@@ -56,6 +60,11 @@ impl Upstream {
         &self.authority
     }
 
+    /// [`Upstream::authority`] as a `Host` header value.
+    pub fn host_header(&self) -> &HeaderValue {
+        &self.host_header
+    }
+
     /// The host (IPv6 literals keep their brackets).
     pub fn host(&self) -> &str {
         self.authority.host()
@@ -86,11 +95,20 @@ impl Upstream {
     /// encoded and `.`/`..` segments are not resolved; see the crate doc.
     pub fn uri_for(&self, path: &str, query: Option<&str>) -> Result<Uri, http::Error> {
         let path_and_query = PathAndQuery::try_from(join_path(&self.base_path, path, query))?;
-        Uri::builder()
-            .scheme(self.scheme.clone())
-            .authority(self.authority.clone())
-            .path_and_query(path_and_query)
-            .build()
+        self.uri_with(path_and_query)
+    }
+
+    /// The upstream URI for `path_and_query` as it is, with no base path
+    /// joined: for a root base path, a request's own.
+    pub(crate) fn uri_with(&self, path_and_query: PathAndQuery) -> Result<Uri, http::Error> {
+        // Parts, not `Uri::builder()`: the scheme and authority are already
+        // parsed, and the builder's `TryInto` steps would move them through
+        // a `Result` each.
+        let mut parts = uri::Parts::default();
+        parts.scheme = Some(self.scheme.clone());
+        parts.authority = Some(self.authority.clone());
+        parts.path_and_query = Some(path_and_query);
+        Ok(Uri::from_parts(parts)?)
     }
 }
 
@@ -135,10 +153,15 @@ impl FromStr for Upstream {
             return Err(UpstreamError::Query);
         }
         let base_path = uri.path().trim_end_matches('/').to_owned();
+        // Unreachable: an authority is visible ASCII, which any header
+        // value may hold.
+        let host_header = HeaderValue::from_str(authority.as_str())
+            .map_err(|e| UpstreamError::Invalid(e.to_string()))?;
         Ok(Self {
             scheme,
             authority,
             base_path,
+            host_header,
         })
     }
 }
@@ -173,6 +196,8 @@ mod tests {
         assert_eq!(u.to_string(), "http://10.0.0.7:8081");
 
         assert_eq!(up("http://[::1]:9000/").host(), "[::1]");
+        assert_eq!(up("http://[::1]:9000/").host_header(), "[::1]:9000");
+        assert_eq!(up("https://H.example/x").host_header(), "H.example");
         assert_eq!(up("http://h///").base_path(), "");
     }
 

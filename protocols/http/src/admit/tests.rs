@@ -288,3 +288,70 @@ fn encoded_and_dot_paths_route_by_their_raw_text() {
         Ok("https://api.example.com/base/../admin".into())
     );
 }
+
+#[test]
+fn hosts_in_capitals_are_accepted() {
+    let long = format!("{}.example", "a".repeat(200));
+    let routes = RouteTable::new(
+        vec![Route::new(
+            "/",
+            Some("Admin.Local"),
+            up("https://admin.example.com"),
+            false,
+        )
+        .unwrap()],
+        Some(up("https://default.example.com")),
+    )
+    .unwrap();
+    let g = Gate::new(routes, "127.0.0.1:8080".parse().unwrap(), [long.as_str()]).unwrap();
+    for (host, want) in [
+        ("ADMIN.local:8080", "https://admin.example.com/x"),
+        ("Admin.Local.", "https://admin.example.com/x"),
+        ("LocalHost", "https://default.example.com/x"),
+        ("[0:0::1]:8080", "https://default.example.com/x"),
+        (long.as_str(), "https://default.example.com/x"),
+        // Longer than the stack buffer, so lower-cased into a `String`.
+        (
+            long.to_ascii_uppercase().as_str(),
+            "https://default.example.com/x",
+        ),
+    ] {
+        assert_eq!(verdict(&g, &get("/x", host)), Ok(want.into()), "{host}");
+    }
+    assert_eq!(
+        verdict(&g, &get("/x", "ADMIN.LOCAL.EVIL")),
+        Err((StatusCode::FORBIDDEN, "host-refused"))
+    );
+}
+
+/// Every string of up to `len` characters from `alphabet`.
+fn strings(alphabet: &[char], len: usize) -> Vec<String> {
+    let mut all = vec![String::new()];
+    let mut last = all.clone();
+    for _ in 0..len {
+        last = last
+            .iter()
+            .flat_map(|s| alphabet.iter().map(move |c| format!("{s}{c}")))
+            .collect();
+        all.extend(last.iter().cloned());
+    }
+    all
+}
+
+#[test]
+fn plain_hosts_are_authorities_with_that_host() {
+    let alphabet = ['a', 'Z', '0', '.', '-', ':', '@', '[', ']', '%', '_', ' '];
+    let mut plain = 0;
+    for text in strings(&alphabet, 4) {
+        let value = HeaderValue::from_str(&text).unwrap();
+        let Some(got) = plain_host(&value) else {
+            continue;
+        };
+        plain += 1;
+        let authority = Authority::try_from(text.as_str()).unwrap();
+        assert!(!authority.as_str().contains('@') && port_is_numeric(&authority));
+        assert_eq!(got, authority.as_str());
+        assert_eq!(RequestHost::Plain(got).host(), authority.host(), "{text:?}");
+    }
+    assert!(plain > 500, "{plain}");
+}

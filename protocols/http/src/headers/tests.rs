@@ -266,3 +266,96 @@ fn upgrade_requests_pass_through_request() {
     assert_eq!(h[CONNECTION], "upgrade");
     assert_eq!(h[UPGRADE], "websocket");
 }
+
+#[test]
+fn hop_by_hop_positions_match_the_list() {
+    for (index, name) in HOP_BY_HOP.iter().enumerate() {
+        assert_eq!(hop_by_hop_index(name.as_str().as_bytes()), Some(index));
+    }
+    assert_eq!(hop_by_hop_index(b"Connection"), None);
+    assert_eq!(hop_by_hop_index(b"host"), None);
+}
+
+#[test]
+fn connection_options_name_headers_in_any_case() {
+    let mut h = map(&[
+        ("connection", "KEEP-ALIVE, X-Custom-Hop,\tCLOSE "),
+        ("keep-alive", "timeout=5"),
+        ("x-custom-hop", "1"),
+        ("close", "2"),
+        ("x-custom", "kept: names must match whole"),
+        ("accept", "*/*"),
+    ]);
+    strip_hop_by_hop(&mut h, false);
+    assert_eq!(names(&h), ["accept", "x-custom"]);
+}
+
+#[test]
+fn messages_without_hop_by_hop_headers_are_left_alone() {
+    let before = map(&[
+        ("host", "localhost:8080"),
+        ("accept", "*/*"),
+        ("x-te", "trailers"),
+        ("x-connection", "close"),
+    ]);
+    let mut h = before.clone();
+    strip_hop_by_hop(&mut h, false);
+    assert_eq!(h, before);
+    strip_hop_by_hop(&mut h, true);
+    assert_eq!(h, before);
+    let up = upstream();
+    HeaderPolicy::default().request(&mut h, &cx(&up));
+    assert!(!h.contains_key(TE));
+}
+
+/// The rules written the obvious way: every option parsed into a name,
+/// every name removed.
+fn reference_strip(headers: &mut HeaderMap, keep_upgrade: bool) {
+    let named: Vec<HeaderName> = connection_options(headers)
+        .filter_map(|o| HeaderName::from_bytes(o).ok())
+        .collect();
+    for name in named.iter().chain(HOP_BY_HOP.iter()) {
+        if !(keep_upgrade && *name == UPGRADE) {
+            headers.remove(name);
+        }
+    }
+    if keep_upgrade && headers.contains_key(UPGRADE) {
+        headers.insert(CONNECTION, HeaderValue::from_static("upgrade"));
+    }
+}
+
+#[test]
+fn stripping_agrees_with_the_reference() {
+    let connections = [
+        None,
+        Some("keep-alive"),
+        Some("Close"),
+        Some("upgrade, Keep-Alive"),
+        Some("X-Hop, te"),
+        Some("x-hop , , bad name, Accept"),
+        Some("UPGRADE,x-other"),
+    ];
+    let others: [&[(&str, &str)]; 5] = [
+        &[],
+        &[("x-hop", "1"), ("accept", "a")],
+        &[("upgrade", "websocket"), ("te", "trailers")],
+        &[("keep-alive", "5"), ("x-other", "o"), ("trailer", "x")],
+        &[("transfer-encoding", "chunked"), ("proxy-connection", "c")],
+    ];
+    for connection in connections {
+        for other in others {
+            let mut pairs = other.to_vec();
+            if let Some(c) = connection {
+                pairs.push(("connection", c));
+                pairs.push(("connection", "close"));
+            }
+            for keep_upgrade in [false, true] {
+                let mut want = map(&pairs);
+                reference_strip(&mut want, keep_upgrade);
+                let mut got = map(&pairs);
+                strip_hop_by_hop(&mut got, keep_upgrade);
+                assert_eq!(got, want, "{pairs:?} keep_upgrade={keep_upgrade}");
+            }
+        }
+    }
+}

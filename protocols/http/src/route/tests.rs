@@ -299,3 +299,35 @@ fn joined_paths_are_base_plus_remainder() {
         }
     }
 }
+
+#[test]
+fn a_requests_own_target_gives_the_joined_uri() {
+    let routes = [
+        Route::new("/", None, up("http://h:8080"), false).unwrap(),
+        Route::new("/", None, up("http://h:8080"), true).unwrap(),
+        Route::new("/v1", None, up("http://h:8080"), false).unwrap(),
+        Route::new("/v1", None, up("http://h:8080"), true).unwrap(),
+        Route::new("/v1", None, up("https://h/base"), false).unwrap(),
+        Route::catch_all(up("https://h")),
+    ];
+    let targets = [
+        "/",
+        "/v1",
+        "/v1/x?a=1&b",
+        "/v1?",
+        "/v1/x?q#frag",
+        "//x",
+        "/a%2Fb/../c",
+        "http://localhost:8080/v1/x?y",
+        "http://localhost:8080",
+    ];
+    for route in &routes {
+        for target in targets {
+            let target: Uri = target.parse().unwrap();
+            let want = route.upstream_uri(target.path(), target.query()).unwrap();
+            let got = route.upstream_uri_for(&target).unwrap();
+            assert_eq!(got, want, "{target}");
+            assert_eq!(got.to_string(), want.to_string(), "{target}");
+        }
+    }
+}
