@@ -187,6 +187,7 @@ pub async fn run_worker(
     let mut served: BTreeMap<String, Served> = BTreeMap::new();
     let mut served_http: BTreeMap<String, ServedHttp> = BTreeMap::new();
     let mut accepting = JoinSet::new();
+    let anchor = tokio::spawn(timer_anchor());
     {
         // Scoped: holding a generation keeps its sockets open.
         let first = generations.borrow_and_update().clone();
@@ -214,7 +215,24 @@ pub async fn run_worker(
         let _ = listener.stop.send(true);
     }
     while accepting.join_next().await.is_some() {}
+    anchor.abort();
     Ok(())
+}
+
+/// Keeps one timer due within a second on the worker, always.
+///
+/// Each HTTP request arms its `timeout`. tokio wakes its own driver (an
+/// eventfd write, and one more trip through epoll) whenever a timer is
+/// armed that is due before every other one, which is every time a worker
+/// that went idle with no timer gets its next request: about one request
+/// in six under load. With this timer always nearer, arming a request's
+/// timeout is only a wheel insert. It costs one wake-up a second.
+async fn timer_anchor() {
+    let mut tick = tokio::time::interval(std::time::Duration::from_secs(1));
+    tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+    loop {
+        tick.tick().await;
+    }
 }
 
 fn apply(
