@@ -19,6 +19,8 @@
 //!   engine (`[tokens.NAME]`).
 //! - [`dns`]: upstream host names, resolved and re-resolved as TTLs run out.
 //! - `socket`: reads and writes that spend no syscall in vain.
+//! - `shutdown`: the shutdown wait every app connection polls, at the
+//!   cost of an atomic load.
 //! - [`upstream`]: what every worker shares to reach upstreams (TLS
 //!   connectors, credential sources).
 //! - [`tls`]: TLS to upstreams (rustls): `[… .tls]` config, a connector
@@ -46,6 +48,7 @@ mod http;
 mod listener;
 mod redis;
 pub mod reload;
+mod shutdown;
 mod socket;
 pub mod tls;
 pub mod upstream;

@@ -35,6 +35,7 @@ use crate::config::{Config, HttpListenerConfig, RedisListenerConfig};
 use crate::http::{self, HttpService};
 use crate::listener::{self, BoundListener};
 use crate::redis::{self, RedisService};
+use crate::shutdown::SessionShutdown;
 use crate::upstream::UpstreamServices;
 
 /// Everything the workers serve at one point in time.
@@ -337,7 +338,7 @@ fn apply_http(
         let service = HttpService::start(name, config, policy, &generation.services);
         let service = Arc::new(RwLock::new(service));
         let current = service.clone();
-        let shutdown = stopped.clone();
+        let shutdown = SessionShutdown::following(stopped.clone());
         accepting.spawn(listener::accept_loop(
             bound.stats(),
             bound.for_this_worker()?,

@@ -41,8 +41,9 @@ use std::sync::{Arc, RwLock};
 use hyper_util::rt::{TokioExecutor, TokioIo};
 use hyper_util::server::conn::auto;
 use tokio::net::TcpStream;
-use tokio::sync::watch;
 use tracing::debug;
+
+use crate::shutdown::SessionShutdown;
 
 pub(crate) use self::pool::HttpTls;
 pub(crate) use self::service::HttpService;
@@ -63,7 +64,7 @@ pub(crate) async fn serve_client(
     current: Arc<RwLock<Arc<HttpService>>>,
     stream: TcpStream,
     peer: SocketAddr,
-    mut shutdown: watch::Receiver<bool>,
+    shutdown: Arc<SessionShutdown>,
 ) {
     let _ = stream.set_nodelay(true);
     let service = hyper::service::service_fn(move |request| {
@@ -75,13 +76,10 @@ pub(crate) async fn serve_client(
     let builder = auto::Builder::new(TokioExecutor::new());
     let connection = builder.serve_connection_with_upgrades(TokioIo::new(stream), service);
     tokio::pin!(connection);
-    let stopping = async {
-        // Only the flip matters: the guard must not live across an await.
-        let _ = shutdown.wait_for(|stop| *stop).await.map(drop);
-    };
     let finished = tokio::select! {
+        biased;
         result = connection.as_mut() => Some(result),
-        () = stopping => None,
+        () = shutdown.wait() => None,
     };
     let result = match finished {
         Some(result) => result,

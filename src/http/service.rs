@@ -346,13 +346,13 @@ impl HttpService {
                         },
                     })
             }
+            // Boxed: hyper's send futures would make every request's
+            // future (copied whole into its box) larger by half.
             Sender::Upgrade(sender) => {
-                self.send_hyper(outgoing, body, HyperSender::Http1(sender))
-                    .await
+                Box::pin(self.send_hyper(outgoing, body, HyperSender::Http1(sender))).await
             }
             Sender::H2(sender) => {
-                self.send_hyper(outgoing, body, HyperSender::Http2(sender))
-                    .await
+                Box::pin(self.send_hyper(outgoing, body, HyperSender::Http2(sender))).await
             }
         };
         match result {

@@ -27,7 +27,6 @@ mod router;
 pub(crate) mod service;
 mod session;
 mod shared;
-mod shutdown;
 mod slots;
 mod topology;
 

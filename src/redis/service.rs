@@ -14,10 +14,10 @@ use super::dedicated::{DedicatedManager, DedicatedPool};
 use super::error::{UpstreamError, UpstreamId};
 use super::router::{ClusterRouter, EjectPolicy, HashedRouter, Health, Router};
 use super::shared::spawn_shared;
-use super::shutdown::SessionShutdown;
 use super::topology;
 use crate::config::{Mode, RedisListenerConfig};
 use crate::credentials::RedisCredentials;
+use crate::shutdown::SessionShutdown;
 use tokio::sync::watch;
 
 use super::metrics::{PoolStatus, RedisMetrics, UpstreamStats, LOCAL_UPSTREAM};

@@ -35,8 +35,8 @@ use super::meter::Meters;
 use super::metrics::{Family, RedisMetrics};
 use super::policy::{classify, Action, Transient};
 use super::service::RedisService;
-use super::shutdown::ShutdownWait;
 use super::slots::{collect_ready, wait_front, ReadyReplies, Slot};
+use crate::shutdown::ShutdownWait;
 use crate::socket::{try_read, write_all};
 
 mod batch;

@@ -1,7 +1,9 @@
-//! Telling every app session of a listener that attache is shutting down.
+//! Telling every app connection of a listener that attache is shutting
+//! down (Redis sessions and HTTP connections alike).
 //!
-//! A session waits for this beside its socket and its replies, so its wait
-//! is polled every time the session wakes, several times per request. A
+//! A connection waits for this beside its socket and its replies, so its
+//! wait is polled every time the connection's task wakes, several times
+//! per request. A
 //! `watch` receiver's wait takes a lock on every poll; this one is an
 //! atomic load (and a waker comparison) once registered: each session
 //! registers its waker once, and the shutdown wakes them all.
