@@ -14,8 +14,9 @@
 //!   forward with retries and `timeout`, response or local error.
 //! - `pool`: connections per upstream and address (HTTP/1.1 keep-alive,
 //!   shared HTTP/2), DNS through the shared resolver.
-//! - `h1`: an HTTP/1.1 upstream connection driven by the request using it
-//!   (no task of its own), and the response body that returns it.
+//! - `h1`: attache's HTTP/1.1 client: an upstream connection written and
+//!   read by the request using it (no task of its own; the wire format is
+//!   `attache_http::h1`'s), and the response body that returns it.
 //! - `balance`: which address takes a request (power of two choices) and
 //!   ejection of failing ones.
 //! - `body`: the boxed body type, and the app's body as retries see it.

@@ -10,13 +10,14 @@
 //! - HTTP/2 (when the upstream picks `h2` by ALPN): one multiplexed
 //!   connection per address, shared by every request; replaced when it
 //!   closes.
-//! - HTTP/1.1: a connection serves one request at a time, driven by that
-//!   request's task (see `h1`). Once its response has been read to the
+//! - HTTP/1.1: attache's own client (see `h1`); a connection serves one
+//!   request at a time, written and read by that request's task. Once its response has been read to the
 //!   end it goes back to the idle list of its address (at most
 //!   `max_idle_per_host` each, most recent reused first); one idle longer
 //!   than `idle_timeout`, or closed by the upstream, is closed.
-//! - Upgrades (WebSocket) always get a new HTTP/1.1 connection (ALPN
-//!   `http/1.1` only), spawned, which then belongs to the upgraded stream.
+//! - Upgrades (WebSocket) always get a new HTTP/1.1 connection from
+//!   hyper's client (ALPN `http/1.1` only), spawned, which then belongs to
+//!   the upgraded stream.
 
 use std::net::SocketAddr;
 use std::sync::{Arc, Mutex};
