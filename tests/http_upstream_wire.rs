@@ -2,7 +2,8 @@
 //! answers byte by byte: chunked and close-delimited bodies, interim
 //! responses, `Connection: close`, an answer that comes before the
 //! request's body was read, a broken head, a body cut short, and a chunked
-//! upload. Which connections get reused is checked by counting accepts.
+//! upload with trailers. Which connections get reused is checked by
+//! counting accepts.
 
 mod support;
 
@@ -114,9 +115,13 @@ async fn serve(mut stream: TcpStream, seen: Arc<Mutex<Vec<String>>>) {
             }
             head_end + n
         } else if head.contains("transfer-encoding: chunked") {
+            // The last chunk, then trailer fields up to an empty line.
             loop {
-                if let Some(i) = find(&buf[head_end..], b"\r\n0\r\n\r\n") {
-                    break head_end + i + 7;
+                let last = find(&buf[head_end..], b"\r\n0\r\n").map(|i| head_end + i + 3);
+                if let Some(end) =
+                    last.and_then(|l| find(&buf[l..], b"\r\n\r\n").map(|j| l + j + 4))
+                {
+                    break end;
                 }
                 if !read_more(&mut stream, &mut buf).await {
                     return;
@@ -219,18 +224,27 @@ async fn a_broken_head_is_a_502_and_a_body_cut_short_fails_the_app_response() {
 }
 
 #[tokio::test]
-async fn a_body_of_unknown_length_goes_up_chunked() {
+async fn a_body_of_unknown_length_goes_up_chunked_with_its_trailers() {
     let upstream = WireUpstream::start().await;
     let (_attache, addr) = attache_for(&format!("http://{}", upstream.addr), "").await;
     let mut app = AppClient::connect(addr).await;
     // Three pieces, no Content-Length: the app's client sends it chunked,
     // and so does attache, each piece as it comes.
+    let mut trailers = hyper::HeaderMap::new();
+    trailers.insert("x-checksum", "42".parse().unwrap());
     let pieces = ["first;", "second;", "third"]
-        .map(|p| Ok::<_, Infallible>(Frame::data(Bytes::from_static(p.as_bytes()))));
+        .map(|p| Frame::data(Bytes::from_static(p.as_bytes())))
+        .into_iter()
+        .chain([Frame::trailers(trailers)])
+        .map(Ok::<_, Infallible>);
     let body = StreamBody::new(futures::stream::iter(pieces))
         .map_err(|never| match never {})
         .boxed();
-    let request = Request::post("/upload").body(body).unwrap();
+    // hyper's client sends only the trailers the `Trailer` header names.
+    let request = Request::post("/upload")
+        .header("trailer", "x-checksum")
+        .body(body)
+        .unwrap();
     let response = app.send(request).await.unwrap();
     assert_eq!(response.status(), 200);
     let requests = upstream.requests.lock().unwrap().clone();
@@ -240,9 +254,13 @@ async fn a_body_of_unknown_length_goes_up_chunked() {
         .unwrap();
     let (head, body) = upload.split_once("\r\n\r\n").unwrap();
     assert!(head.contains("transfer-encoding: chunked"), "{head}");
-    let data: String = body.split("\r\n").skip(1).step_by(2).collect();
+    let (chunks, trailer) = body.split_once("\r\n0\r\n").unwrap();
+    let data: String = chunks.split("\r\n").skip(1).step_by(2).collect();
     assert_eq!(data, "first;second;third");
-    assert!(body.ends_with("0\r\n\r\n"));
+    assert_eq!(
+        trailer, "x-checksum: 42\r\n\r\n",
+        "the app's trailers go up"
+    );
 }
 
 #[tokio::test]

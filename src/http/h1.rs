@@ -29,8 +29,8 @@ use std::sync::Arc;
 use std::task::{Context, Poll, Waker};
 
 use attache_http::h1::{
-    encode_chunk_header, encode_request_head, parse_response_head, Chunk, ChunkedDecoder,
-    RequestFraming, ResponseFraming, ResponseHead, LAST_CHUNK,
+    encode_chunk_header, encode_last_chunk, encode_request_head, parse_response_head, Chunk,
+    ChunkedDecoder, RequestFraming, ResponseFraming, ResponseHead, LAST_CHUNK,
 };
 use bytes::{Bytes, BytesMut};
 use http::header::CONTENT_LENGTH;
@@ -276,11 +276,16 @@ impl H1Connection {
                 return Poll::Ready(Err(failed(request, e)));
             }
             match std::task::ready!(Pin::new(body).poll_frame(cx)) {
-                Some(Ok(frame)) => {
-                    if let Ok(data) = frame.into_data() {
-                        self.queue_data(request, data);
+                Some(Ok(frame)) => match frame.into_data() {
+                    Ok(data) => self.queue_data(request, data),
+                    // Only a chunked body can carry them; they end it.
+                    Err(frame) => {
+                        if let (Ok(trailers), true) = (frame.into_trailers(), request.chunked) {
+                            request.body = None;
+                            encode_last_chunk(&trailers, &mut self.write);
+                        }
                     }
-                }
+                },
                 Some(Err(e)) => return Poll::Ready(Err(Exchange::AppBody(e))),
                 None => {
                     request.body = None;
@@ -289,6 +294,8 @@ impl H1Connection {
                     }
                 }
             }
+            // hyper's bodies say they are done with their last frame,
+            // without a further poll.
             if request.body.as_ref().is_some_and(|b| b.is_end_stream()) {
                 request.body = None;
                 if request.chunked {

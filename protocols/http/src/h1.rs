@@ -99,8 +99,24 @@ pub fn encode_chunk_header(len: usize, out: &mut Vec<u8>) {
     out.extend_from_slice(format!("{len:x}\r\n").as_bytes());
 }
 
-/// What ends a chunked request body (no trailers).
+/// What ends a chunked request body without trailers.
 pub const LAST_CHUNK: &[u8] = b"0\r\n\r\n";
+
+/// Appends the end of a chunked request body: the last chunk, then the
+/// trailer fields (hop-by-hop ones left out).
+pub fn encode_last_chunk(trailers: &HeaderMap, out: &mut Vec<u8>) {
+    out.extend_from_slice(b"0\r\n");
+    for (name, value) in trailers {
+        if is_hop_by_hop(name) {
+            continue;
+        }
+        out.extend_from_slice(name.as_str().as_bytes());
+        out.extend_from_slice(b": ");
+        out.extend_from_slice(value.as_bytes());
+        out.extend_from_slice(b"\r\n");
+    }
+    out.extend_from_slice(b"\r\n");
+}
 
 /// How a response's body is delimited (RFC 9112 §6.3).
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]

@@ -234,3 +234,16 @@ fn bad_chunked_bodies_are_refused() {
         .decode(&mut BytesMut::from(&long[..]))
         .is_err());
 }
+
+#[test]
+fn a_chunked_body_ends_with_its_trailers() {
+    let mut trailers = HeaderMap::new();
+    trailers.insert("x-checksum", HeaderValue::from_static("9"));
+    trailers.insert("te", HeaderValue::from_static("trailers"));
+    let mut out = Vec::new();
+    encode_last_chunk(&trailers, &mut out);
+    assert_eq!(out, b"0\r\nx-checksum: 9\r\n\r\n");
+    let mut out = Vec::new();
+    encode_last_chunk(&HeaderMap::new(), &mut out);
+    assert_eq!(out, LAST_CHUNK);
+}
