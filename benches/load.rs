@@ -10,7 +10,8 @@
 //! - `procfs`: CPU time and memory of a process, the machine's description.
 //! - `targets`: which systems are measured and how each is started;
 //!   `configs`: their config files.
-//! - `wire`, `loadgen`: the RESP load generator; `outcome`: what a run of
+//! - `wire`, `loadgen`, `paced`: the RESP load generator (closed loop;
+//!   paced, open loop); `outcome`: what a run of
 //!   it counted and its latency histogram.
 //! - `rounds`: the rounds, targets alternating; `runner`: one run, and
 //!   `usage`: the CPU time read from /proc around it.
@@ -31,6 +32,8 @@ mod loadgen;
 mod options;
 #[path = "load/outcome.rs"]
 mod outcome;
+#[path = "load/paced.rs"]
+mod paced;
 #[path = "load/procfs.rs"]
 mod procfs;
 #[path = "load/procs.rs"]
@@ -146,7 +149,7 @@ async fn run(opts: Options) -> Result<(), BoxError> {
     let settings = format!(
         "{} rounds × {} workloads × {} targets, alternating targets within each round; \
          {:?} measured after {:?} warm-up per run; {} connections; keyspace {} keys \
-         (pre-populated), {}-byte values; generator: 1 tokio runtime, {} thread(s), closed loop",
+         (pre-populated), {}-byte values; generator: 1 tokio runtime, {} thread(s), closed loop{}",
         opts.run.rounds,
         workloads.len(),
         target_names.len(),
@@ -156,6 +159,16 @@ async fn run(opts: Options) -> Result<(), BoxError> {
         opts.keyspace,
         opts.value_size,
         opts.run.gen_threads.max(1),
+        match opts.paced_rate {
+            0 => String::new(),
+            rate => format!(
+                " ({}: open loop, {rate} req/s over {} connections, paced by its own thread, \
+                 {:?} measured)",
+                options::PACED_WORKLOAD,
+                opts.conns,
+                opts.paced_duration.min(opts.run.duration)
+            ),
+        },
     );
     let report = Report {
         machine: &machine,

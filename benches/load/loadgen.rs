@@ -1,4 +1,4 @@
-//! The closed-loop load generator: each connection is a task that writes a
+//! The closed-loop load generator (the paced one is `paced`): each connection is a task that writes a
 //! batch of `pipeline` commands in one syscall, reads until every reply is
 //! back, records each request's latency, and repeats until the deadline.
 //!
@@ -47,6 +47,9 @@ pub(crate) struct LoadSpec {
     /// Load sent but not recorded, so the target's buffers and caches settle.
     pub(crate) warmup: Duration,
     pub(crate) duration: Duration,
+    /// Paced (open loop) at this many requests per second in total, spread
+    /// over the connections (pipeline 1; see `paced`); `None`: closed loop.
+    pub(crate) rate: Option<f64>,
 }
 
 /// Opens `n` connections, at most 100 connecting at once, so a proxy's
@@ -131,6 +134,9 @@ async fn round_trip(
 
 /// Runs `spec` against `addr` and returns the merged measurements.
 pub(crate) async fn run(addr: SocketAddr, spec: LoadSpec) -> Result<LoadOutcome, LoadError> {
+    if let Some(rate) = spec.rate {
+        return crate::paced::run(addr, spec, rate).await;
+    }
     let streams = connect_many(addr, spec.conns).await?;
     // One start for all: connecting 50 sockets is not part of the load.
     let window = Window::starting_now(spec.warmup, spec.duration);
@@ -173,7 +179,7 @@ async fn drive(
 
 /// A reused read buffer that yields one reply at a time, with the instant
 /// the read that completed it returned.
-struct ReplyReader {
+pub(crate) struct ReplyReader {
     buf: Box<[u8]>,
     head: usize,
     tail: usize,
@@ -181,7 +187,7 @@ struct ReplyReader {
 }
 
 impl ReplyReader {
-    fn new() -> Self {
+    pub(crate) fn new() -> Self {
         Self {
             buf: vec![0; 64 * 1024].into_boxed_slice(),
             head: 0,
@@ -190,7 +196,7 @@ impl ReplyReader {
         }
     }
 
-    async fn next(
+    pub(crate) async fn next(
         &mut self,
         stream: &mut TcpStream,
         addr: SocketAddr,

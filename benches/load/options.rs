@@ -2,6 +2,7 @@
 //! environment variable fallback, and the workloads they define.
 
 use std::path::PathBuf;
+use std::time::Duration;
 
 use clap::Parser;
 
@@ -31,6 +32,16 @@ pub(crate) struct Options {
     /// p50 is about connections ÷ throughput). `false` skips it.
     #[arg(long, env = "LOAD_LATENCY", default_value_t = true, action = clap::ArgAction::Set)]
     pub(crate) latency: bool,
+    /// Total rate, in requests per second, of the paced workload
+    /// (`get-p1-paced`): GET at pipeline 1 over `--conns` connections, each
+    /// sending on its own fixed schedule, latency measured from each
+    /// request's intended send time. 0 skips it.
+    #[arg(long, env = "LOAD_PACED_RATE", default_value_t = 30_000)]
+    pub(crate) paced_rate: u64,
+    /// Measured time of each paced run (after `--warmup`); shorter than
+    /// `--duration` by default to keep the whole bench under 3 minutes.
+    #[arg(long, env = "LOAD_PACED_DURATION", default_value = "1s", value_parser = humantime::parse_duration)]
+    pub(crate) paced_duration: Duration,
     /// Idle connections of the mostly-idle workload (0 skips it).
     #[arg(long, env = "LOAD_IDLE_CONNS", default_value_t = 1000)]
     pub(crate) idle_conns: usize,
@@ -77,6 +88,9 @@ pub(crate) struct Options {
 /// The single-connection GET workload (see [`Options::latency`]).
 pub(crate) const LATENCY_WORKLOAD: &str = "get-p1-c1";
 
+/// The paced GET workload (see [`Options::paced_rate`]).
+pub(crate) const PACED_WORKLOAD: &str = "get-p1-paced";
+
 /// One kind of load, run identically against every target.
 #[derive(Clone, Debug)]
 pub(crate) struct Workload {
@@ -105,6 +119,10 @@ impl Options {
             "4",
             "--pipelines",
             "1,16",
+            "--paced-rate",
+            "2000",
+            "--paced-duration",
+            "100ms",
             "--idle-conns",
             "20",
             "--idle-active",
@@ -135,6 +153,7 @@ impl Options {
             value_size: self.value_size,
             warmup: self.run.warmup,
             duration: self.run.duration,
+            rate: None,
         };
         let mut workloads = Vec::new();
         for &depth in &self.pipelines {
@@ -150,6 +169,17 @@ impl Options {
             workloads.push(Workload {
                 name: LATENCY_WORKLOAD.into(),
                 load: load(Op::Get, 1, 1),
+                idle_conns: 0,
+            });
+        }
+        if self.paced_rate > 0 {
+            workloads.push(Workload {
+                name: PACED_WORKLOAD.into(),
+                load: LoadSpec {
+                    rate: Some(self.paced_rate as f64),
+                    duration: self.paced_duration.min(self.run.duration),
+                    ..load(Op::Get, self.conns, 1)
+                },
                 idle_conns: 0,
             });
         }

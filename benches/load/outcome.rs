@@ -1,4 +1,4 @@
-//! What a closed-loop run measured: per connection, then merged. The RESP
+//! What a run (closed loop, or paced: `paced`) measured: per connection, then merged. The RESP
 //! and the HTTP generators count the same way, so that the two benches'
 //! numbers mean the same.
 
@@ -30,6 +30,11 @@ impl Window {
     pub(crate) fn is_over(&self, now: Instant) -> bool {
         now >= self.stop
     }
+
+    /// Whether `t` is in the recorded part.
+    pub(crate) fn contains(&self, t: Instant) -> bool {
+        t >= self.record_from && t < self.stop
+    }
 }
 
 /// Replies (or responses) counted and their latencies.
@@ -42,6 +47,9 @@ pub(crate) struct LoadOutcome {
     /// Error replies, or responses other than the expected one (counted in
     /// the totals above).
     pub(crate) errors: u64,
+    /// Paced runs only: requests due in the measured window that were sent
+    /// late, because the previous reply on their connection was not back.
+    pub(crate) late: u64,
     /// Per-request latency in nanoseconds, measured window only.
     latency_ns: Histogram<u64>,
 }
@@ -52,6 +60,7 @@ impl LoadOutcome {
             measured: 0,
             total: 0,
             errors: 0,
+            late: 0,
             // 100 ns to 10 s at 3 significant digits: ~150 KiB each.
             latency_ns: Histogram::new_with_bounds(100, 10_000_000_000, 3)
                 .expect("static histogram bounds"),
@@ -63,11 +72,16 @@ impl LoadOutcome {
     pub(crate) fn record(&mut self, window: &Window, sent: Instant, arrived: Instant, error: bool) {
         self.total += 1;
         self.errors += u64::from(error);
-        if sent >= window.record_from && arrived < window.stop {
+        if window.contains(sent) && window.contains(arrived) {
             self.measured += 1;
-            let ns = arrived.duration_since(sent).as_nanos() as u64;
-            self.latency_ns.saturating_record(ns.max(100));
+            self.record_latency(sent, arrived);
         }
+    }
+
+    /// Adds one latency, from `from` to `to`, to the histogram.
+    pub(crate) fn record_latency(&mut self, from: Instant, to: Instant) {
+        let ns = to.saturating_duration_since(from).as_nanos() as u64;
+        self.latency_ns.saturating_record(ns.max(100));
     }
 
     pub(crate) fn quantile_us(&self, q: f64) -> f64 {
@@ -82,6 +96,7 @@ impl LoadOutcome {
             outcome.measured += conn.measured;
             outcome.total += conn.total;
             outcome.errors += conn.errors;
+            outcome.late += conn.late;
             outcome
                 .latency_ns
                 .add(&conn.latency_ns)

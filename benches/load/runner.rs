@@ -121,7 +121,11 @@ async fn measure(
     drop(idle);
     let cpu = CpuUsage::between(&before, &after);
     let (name, duration) = (&workload.name, workload.load.duration);
+    // Paced: the share of the requests due in the window sent late.
+    let late_pct = (workload.load.rate)
+        .map(|rate| outcome.late as f64 * 100.0 / (rate * duration.as_secs_f64()).max(1.0));
     Ok(RunRecord {
+        late_pct,
         rss_before_kib,
         peak_rss_kib,
         rss_with_idle_kib,

@@ -36,6 +36,9 @@ pub(crate) struct RunRecord {
     /// VmRSS with the idle connections open, before the active load.
     pub(crate) rss_with_idle_kib: Option<u64>,
     pub(crate) idle_conns: usize,
+    /// Paced runs: % of the requests due in the window that were sent late
+    /// (their connection's previous reply was not back); `None` otherwise.
+    pub(crate) late_pct: Option<f64>,
 }
 
 impl RunRecord {
@@ -67,6 +70,7 @@ impl RunRecord {
             peak_rss_kib: 0,
             rss_with_idle_kib: None,
             idle_conns: 0,
+            late_pct: None,
         }
     }
 
@@ -146,6 +150,8 @@ pub(crate) struct Summary {
     pub(crate) rss_before_mib: Spread,
     pub(crate) peak_rss_mib: Spread,
     pub(crate) kib_per_idle_conn: Option<Spread>,
+    /// Paced runs: % of requests sent late.
+    pub(crate) late_pct: Option<Spread>,
 }
 
 /// One summary per (workload, target) that has runs, workloads outermost,
@@ -189,6 +195,7 @@ fn summarize_runs(target: &'static str, workload: &str, runs: &[&RunRecord]) -> 
         rss_before_mib: spread(|r| r.rss_before_kib as f64 / 1024.0)?,
         peak_rss_mib: spread(|r| r.peak_rss_kib as f64 / 1024.0)?,
         kib_per_idle_conn: Spread::of(runs.iter().filter_map(|r| r.kib_per_idle_conn())),
+        late_pct: Spread::of(runs.iter().filter_map(|r| r.late_pct)),
     })
 }
 

@@ -141,13 +141,13 @@ pub(crate) fn runs_csv(records: &[RunRecord]) -> String {
     let mut csv = String::from(
         "round,target,workload,ops_per_sec,p50_us,p99_us,p999_us,errors,requests,cpu_s,cpu_s_per_m_req,\
          backend_cpu_s,backend_cpu_s_per_m_req,gen_cpu_s,other_cpu_pct,rss_before_kib,peak_rss_kib,rss_with_idle_kib,\
-         idle_conns,kib_per_idle_conn\n",
+         idle_conns,kib_per_idle_conn,late_pct\n",
     );
     for r in records {
         let _ =
             writeln!(
             csv,
-            "{},{},{},{:.0},{:.1},{:.1},{:.1},{},{},{:.2},{:.4},{:.2},{:.4},{:.2},{:.1},{},{},{},{},{}",
+            "{},{},{},{:.0},{:.1},{:.1},{:.1},{},{},{:.2},{:.4},{:.2},{:.4},{:.2},{:.1},{},{},{},{},{},{}",
             r.round,
             r.target,
             r.workload,
@@ -168,6 +168,7 @@ pub(crate) fn runs_csv(records: &[RunRecord]) -> String {
             r.rss_with_idle_kib.map(|v| v.to_string()).unwrap_or_default(),
             r.idle_conns,
             r.kib_per_idle_conn().map(|v| format!("{v:.3}")).unwrap_or_default(),
+            r.late_pct.map(|v| format!("{v:.3}")).unwrap_or_default(),
         );
     }
     csv
@@ -189,6 +190,7 @@ pub(crate) fn summary_csv(summaries: &[Summary]) -> String {
             ("rss_before_mib", Some(s.rss_before_mib)),
             ("peak_rss_mib", Some(s.peak_rss_mib)),
             ("kib_per_idle_conn", s.kib_per_idle_conn),
+            ("late_pct", s.late_pct),
         ];
         for (name, m) in measures {
             if let Some(m) = m {
