@@ -19,7 +19,7 @@
 use std::net::IpAddr;
 
 use http::header::{
-    GetAll, HeaderValue, CONNECTION, HOST, PROXY_AUTHENTICATE, PROXY_AUTHORIZATION, TE, TRAILER,
+    GetAll, HeaderValue, CONNECTION, HOST, PROXY_AUTHENTICATE, PROXY_AUTHORIZATION, TE,
     TRANSFER_ENCODING, UPGRADE,
 };
 use http::{HeaderMap, HeaderName, StatusCode, Version};
@@ -27,22 +27,23 @@ use http::{HeaderMap, HeaderName, StatusCode, Version};
 use crate::upstream::Upstream;
 
 /// Headers that describe one connection, not the message (RFC 9110 §7.6.1),
-/// plus the old `Keep-Alive` and `Proxy-Connection`.
-pub const HOP_BY_HOP: [HeaderName; 9] = [
+/// plus the old `Keep-Alive` and `Proxy-Connection`. Not `Trailer`: it
+/// names the message's trailer fields, and hyper sends an app the trailers
+/// it names (RFC 2616's list had `Trailers`, the `TE` value, instead).
+pub const HOP_BY_HOP: [HeaderName; 8] = [
     CONNECTION,
     HeaderName::from_static("keep-alive"),
     HeaderName::from_static("proxy-connection"),
     PROXY_AUTHENTICATE,
     PROXY_AUTHORIZATION,
     TE,
-    TRAILER,
     TRANSFER_ENCODING,
     UPGRADE,
 ];
 
 /// [`HOP_BY_HOP`] to borrow from: each use of a `const` array builds (and
 /// drops) a fresh copy.
-static HOP_BY_HOP_NAMES: [HeaderName; 9] = HOP_BY_HOP;
+static HOP_BY_HOP_NAMES: [HeaderName; 8] = HOP_BY_HOP;
 
 const X_FORWARDED_FOR: HeaderName = HeaderName::from_static("x-forwarded-for");
 const X_FORWARDED_PROTO: HeaderName = HeaderName::from_static("x-forwarded-proto");
@@ -63,9 +64,8 @@ fn hop_by_hop_index(name: &[u8]) -> Option<usize> {
         b"proxy-authenticate" => 3,
         b"proxy-authorization" => 4,
         b"te" => 5,
-        b"trailer" => 6,
-        b"transfer-encoding" => 7,
-        b"upgrade" => 8,
+        b"transfer-encoding" => 6,
+        b"upgrade" => 7,
         _ => return None,
     })
 }
@@ -81,7 +81,7 @@ fn names_hop_by_hop(option: &[u8]) -> bool {
 /// Bits of [`HOP_BY_HOP`] positions, as [`hop_by_hop_present`] returns them.
 const CONNECTION_BIT: u16 = 1 << 0;
 const TE_BIT: u16 = 1 << 5;
-const UPGRADE_BIT: u16 = 1 << 8;
+const UPGRADE_BIT: u16 = 1 << 7;
 
 /// Which of [`HOP_BY_HOP`] are in `headers`, one bit per position. A walk
 /// over the keys hashes nothing, so a message with none (most requests)

@@ -42,7 +42,6 @@ fn hop_by_hop_and_connection_named_headers_go() {
         ("proxy-authorization", "Basic eA=="),
         ("proxy-authenticate", "Basic"),
         ("te", "gzip"),
-        ("trailer", "x-checksum"),
         ("transfer-encoding", "chunked"),
         ("upgrade", "websocket"),
         ("x-secret-hop", "1"),
@@ -55,6 +54,14 @@ fn hop_by_hop_and_connection_named_headers_go() {
         assert!(is_hop_by_hop(name));
     }
     assert!(!is_hop_by_hop(&AUTHORIZATION));
+}
+
+#[test]
+fn trailer_names_the_messages_trailers_and_stays() {
+    let mut h = map(&[("trailer", "x-checksum"), ("te", "trailers")]);
+    strip_hop_by_hop(&mut h, false);
+    assert_eq!(names(&h), ["trailer"]);
+    assert!(!is_hop_by_hop(&http::header::TRAILER));
 }
 
 #[test]
