@@ -124,12 +124,13 @@ impl H1Connection {
             chunked: framing == RequestFraming::Chunked,
             written: 0,
             large: None,
+            large_written: 0,
             wrote_any: false,
             flushed: false,
             unparsed: false,
         };
-        if request.body.is_none() && request.chunked {
-            self.write.extend_from_slice(LAST_CHUNK);
+        if request.body.is_none() {
+            self.end_body(&mut request, None);
         }
         let head = poll_fn(|cx| self.poll_exchange(cx, method, &mut request)).await;
         let head = match head {
@@ -226,39 +227,29 @@ impl H1Connection {
             }
         };
         loop {
-            while request.written < self.write.len() {
-                let pending = &self.write[request.written..];
-                match Pin::new(&mut self.io).poll_write(cx, pending) {
-                    Poll::Ready(Ok(0)) => {
-                        return Poll::Ready(Err(failed(request, io::ErrorKind::WriteZero.into())))
-                    }
-                    Poll::Ready(Ok(n)) => {
-                        request.written += n;
-                        request.wrote_any = true;
-                    }
-                    Poll::Ready(Err(e)) => return Poll::Ready(Err(failed(request, e))),
-                    Poll::Pending => return Poll::Pending,
-                }
-            }
+            // The buffer, then a large frame behind it (its chunk's CRLF
+            // then goes in the emptied buffer).
+            let written = std::task::ready!(poll_write_all(
+                &mut self.io,
+                cx,
+                &self.write,
+                &mut request.written,
+                &mut request.wrote_any,
+            ));
+            written.map_err(|e| failed(request, e))?;
             self.write.clear();
             request.written = 0;
-            if let Some(large) = request.large.as_mut() {
-                while !large.is_empty() {
-                    match Pin::new(&mut self.io).poll_write(cx, large) {
-                        Poll::Ready(Ok(0)) => {
-                            let e = io::Error::from(io::ErrorKind::WriteZero);
-                            return Poll::Ready(Err(Exchange::Failed(e.to_string())));
-                        }
-                        Poll::Ready(Ok(n)) => {
-                            let _ = large.split_to(n);
-                        }
-                        Poll::Ready(Err(e)) => {
-                            return Poll::Ready(Err(Exchange::Failed(e.to_string())))
-                        }
-                        Poll::Pending => return Poll::Pending,
-                    }
-                }
+            if let Some(large) = &request.large {
+                let written = std::task::ready!(poll_write_all(
+                    &mut self.io,
+                    cx,
+                    large,
+                    &mut request.large_written,
+                    &mut request.wrote_any,
+                ));
+                written.map_err(|e| failed(request, e))?;
                 request.large = None;
+                request.large_written = 0;
                 if request.chunked {
                     self.write.extend_from_slice(b"\r\n");
                     continue;
@@ -278,29 +269,31 @@ impl H1Connection {
             match std::task::ready!(Pin::new(body).poll_frame(cx)) {
                 Some(Ok(frame)) => match frame.into_data() {
                     Ok(data) => self.queue_data(request, data),
-                    // Only a chunked body can carry them; they end it.
                     Err(frame) => {
-                        if let (Ok(trailers), true) = (frame.into_trailers(), request.chunked) {
-                            request.body = None;
-                            encode_last_chunk(&trailers, &mut self.write);
+                        if let Ok(trailers) = frame.into_trailers() {
+                            self.end_body(request, Some(&trailers));
                         }
                     }
                 },
                 Some(Err(e)) => return Poll::Ready(Err(Exchange::AppBody(e))),
-                None => {
-                    request.body = None;
-                    if request.chunked {
-                        self.write.extend_from_slice(LAST_CHUNK);
-                    }
-                }
+                None => self.end_body(request, None),
             }
             // hyper's bodies say they are done with their last frame,
             // without a further poll.
             if request.body.as_ref().is_some_and(|b| b.is_end_stream()) {
-                request.body = None;
-                if request.chunked {
-                    self.write.extend_from_slice(LAST_CHUNK);
-                }
+                self.end_body(request, None);
+            }
+        }
+    }
+
+    /// The app's body has ended: a chunked one gets its last chunk (and
+    /// the trailers, which only a chunked body can carry).
+    fn end_body(&mut self, request: &mut Outgoing, trailers: Option<&HeaderMap>) {
+        request.body = None;
+        if request.chunked {
+            match trailers {
+                Some(trailers) => encode_last_chunk(trailers, &mut self.write),
+                None => self.write.extend_from_slice(LAST_CHUNK),
             }
         }
     }
@@ -340,6 +333,28 @@ impl H1Connection {
     }
 }
 
+/// Writes `buf` from `*written` on, counting into it; `Pending` when the
+/// socket is full.
+fn poll_write_all(
+    io: &mut UpstreamStream,
+    cx: &mut Context<'_>,
+    buf: &[u8],
+    written: &mut usize,
+    wrote_any: &mut bool,
+) -> Poll<io::Result<()>> {
+    while *written < buf.len() {
+        match std::task::ready!(Pin::new(&mut *io).poll_write(cx, &buf[*written..])) {
+            Ok(0) => return Poll::Ready(Err(io::ErrorKind::WriteZero.into())),
+            Ok(n) => {
+                *written += n;
+                *wrote_any = true;
+            }
+            Err(e) => return Poll::Ready(Err(e)),
+        }
+    }
+    Poll::Ready(Ok(()))
+}
+
 /// The request as [`H1Connection::send`] writes it.
 struct Outgoing {
     /// `None` once its end has been queued.
@@ -349,6 +364,8 @@ struct Outgoing {
     written: usize,
     /// A large body frame, written after the buffer.
     large: Option<Bytes>,
+    /// How much of `large` is written.
+    large_written: usize,
     wrote_any: bool,
     /// Everything has been written and flushed.
     flushed: bool,

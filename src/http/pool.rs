@@ -359,16 +359,14 @@ impl UpstreamPool {
 }
 
 /// Puts `connection` on `endpoint`'s idle list if there is room (after
-/// dropping those idle too long); whether it was added.
-pub(crate) fn park(endpoint: &Endpoint, settings: PoolSettings, connection: H1Connection) -> bool {
+/// dropping those idle too long); otherwise it closes.
+pub(crate) fn park(endpoint: &Endpoint, settings: PoolSettings, connection: H1Connection) {
     let now = Instant::now();
     let mut idle = endpoint.idle.lock().unwrap_or_else(|e| e.into_inner());
     drop_expired(&mut idle, now, settings);
-    if idle.len() >= settings.max_idle {
-        return false;
+    if idle.len() < settings.max_idle {
+        idle.push((connection, now));
     }
-    idle.push((connection, now));
-    true
 }
 
 /// Drops `endpoint`'s idle connections that are idle too long or closed by

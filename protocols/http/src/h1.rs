@@ -16,6 +16,8 @@
 //!   values sharing the read buffer's bytes, hop-by-hop headers left out.
 //! - Interim responses (`100 Continue`, `103 Early Hints`) are skipped.
 
+use std::io::Write as _;
+
 use bytes::{Buf, Bytes, BytesMut};
 use http::header::{HeaderName, HeaderValue, CONNECTION, CONTENT_LENGTH, TRANSFER_ENCODING};
 use http::{HeaderMap, Method, StatusCode, Version};
@@ -83,10 +85,9 @@ pub fn encode_request_head(
     }
     match framing {
         RequestFraming::None => {}
+        // Writing to a Vec cannot fail.
         RequestFraming::Length(n) => {
-            out.extend_from_slice(b"content-length: ");
-            out.extend_from_slice(n.to_string().as_bytes());
-            out.extend_from_slice(b"\r\n");
+            let _ = write!(out, "content-length: {n}\r\n");
         }
         RequestFraming::Chunked => out.extend_from_slice(b"transfer-encoding: chunked\r\n"),
     }
@@ -96,7 +97,8 @@ pub fn encode_request_head(
 /// Appends one chunk of a chunked request body (`data` must not be empty:
 /// an empty chunk ends the body, see [`LAST_CHUNK`]).
 pub fn encode_chunk_header(len: usize, out: &mut Vec<u8>) {
-    out.extend_from_slice(format!("{len:x}\r\n").as_bytes());
+    // Writing to a Vec cannot fail.
+    let _ = write!(out, "{len:x}\r\n");
 }
 
 /// What ends a chunked request body without trailers.
@@ -231,7 +233,9 @@ fn read_head(
 ) -> Result<ResponseHead, HeadError> {
     let mut headers = HeaderMap::with_capacity(spans.len());
     let mut keep_alive = version == Version::HTTP_11;
-    let mut named_by_connection = false;
+    // Headers `Connection` names: they describe the upstream's connection,
+    // not the response (rare, so a Vec only when there are some).
+    let mut named = Vec::new();
     let mut chunked = None;
     let mut length: Option<u64> = None;
     for &(name_start, name_end, value_start, value_end) in spans {
@@ -244,8 +248,8 @@ fn read_head(
                     keep_alive = false;
                 } else if option.eq_ignore_ascii_case(b"keep-alive") {
                     keep_alive = keep_alive || version == Version::HTTP_10;
-                } else if !option.is_empty() {
-                    named_by_connection = true;
+                } else if let Ok(name) = HeaderName::from_bytes(option) {
+                    named.push(name);
                 }
             }
             continue;
@@ -274,8 +278,8 @@ fn read_head(
                 .map_err(|_| HeadError::Invalid("header value"))?;
         headers.append(name, value);
     }
-    if named_by_connection {
-        remove_named(&mut headers, spans, head);
+    for name in named {
+        headers.remove(name);
     }
     let no_body = *method == Method::HEAD
         || status == StatusCode::NO_CONTENT
@@ -312,23 +316,6 @@ fn read_head(
         framing,
         keep_alive,
     })
-}
-
-/// Removes the headers the `Connection` fields name (they describe the
-/// upstream's connection, not the response).
-fn remove_named(headers: &mut HeaderMap, spans: &[(u32, u32, u32, u32)], head: &Bytes) {
-    for &(name_start, name_end, value_start, value_end) in spans {
-        let name = &head[name_start as usize..name_end as usize];
-        if !name.eq_ignore_ascii_case(b"connection") {
-            continue;
-        }
-        let value = &head[value_start as usize..value_end as usize];
-        for option in value.split(|&b| b == b',').map(<[u8]>::trim_ascii) {
-            if let Ok(named) = HeaderName::from_bytes(option) {
-                headers.remove(named);
-            }
-        }
-    }
 }
 
 /// A `Content-Length` value: digits only (no sign, no spaces inside).
@@ -382,7 +369,7 @@ impl ChunkedDecoder {
         loop {
             match self.state {
                 ChunkState::Size => {
-                    let Some(line) = memchr_newline(buf) else {
+                    let Some(line) = buf.iter().position(|&b| b == b'\n') else {
                         if buf.len() > MAX_CHUNK_LINE {
                             return Err(ChunkError("chunk-size line too long"));
                         }
@@ -462,11 +449,6 @@ impl ChunkedDecoder {
             Chunk::Trailers(trailers)
         })
     }
-}
-
-/// The index of the first `\n` in `buf`.
-fn memchr_newline(buf: &[u8]) -> Option<usize> {
-    buf.iter().position(|&b| b == b'\n')
 }
 
 /// The size on a chunk-size line (without its `\n`): hex digits, then
