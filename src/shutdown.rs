@@ -46,6 +46,11 @@ impl SessionShutdown {
         }
     }
 
+    /// Whether the shutdown has fired.
+    pub(crate) fn is_down(&self) -> bool {
+        self.down.load(Ordering::Acquire)
+    }
+
     /// A future that resolves once the shutdown fired.
     pub(crate) fn wait(self: &Arc<Self>) -> ShutdownWait {
         ShutdownWait {

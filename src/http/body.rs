@@ -6,12 +6,13 @@
 //! on a PUT, a 401 that refreshed the token) can send it again. A streamed
 //! body can be sent once; after that the request cannot be retried.
 
-use bytes::Bytes;
+use attache_http::h1::{BodyDecoder, Chunk, ChunkError};
+use bytes::{Bytes, BytesMut};
 use http::header::CONTENT_LENGTH;
 use http::HeaderMap;
 use http_body_util::combinators::UnsyncBoxBody;
 use http_body_util::{BodyExt, Empty, Full};
-use hyper::body::{Body as _, Incoming};
+use hyper::body::Frame;
 
 /// Every body attache sends.
 pub(crate) type Body = UnsyncBoxBody<Bytes, BoxError>;
@@ -43,7 +44,11 @@ pub(crate) enum AppBody {
 
 impl AppBody {
     /// Reads a small body of known length whole; streams anything else.
-    pub(crate) async fn new(body: Incoming, headers: &HeaderMap) -> Result<Self, hyper::Error> {
+    pub(crate) async fn new<B>(body: B, headers: &HeaderMap) -> Result<Self, BoxError>
+    where
+        B: hyper::body::Body<Data = Bytes> + Send + 'static,
+        B::Error: Into<BoxError>,
+    {
         if body.is_end_stream() {
             return Ok(Self::Replayable(Bytes::new()));
         }
@@ -52,11 +57,10 @@ impl AppBody {
             .and_then(|v| v.to_str().ok()?.parse::<u64>().ok())
             .is_some_and(|len| len <= REPLAY_MAX);
         if small {
-            return Ok(Self::Replayable(body.collect().await?.to_bytes()));
+            let body = body.collect().await.map_err(Into::into)?;
+            return Ok(Self::Replayable(body.to_bytes()));
         }
-        Ok(Self::Stream(Some(
-            body.map_err(BoxError::from).boxed_unsync(),
-        )))
+        Ok(Self::Stream(Some(body.map_err(Into::into).boxed_unsync())))
     }
 
     /// Whether another attempt can send it again.
@@ -85,4 +89,21 @@ impl AppBody {
             *slot = Some(body);
         }
     }
+}
+
+/// The next frame of a body read from a connection's buffer `read`:
+/// `Ok(Some(None))` at its end, `Ok(None)` when more must be read first.
+/// Once the decoder [is done](BodyDecoder::is_done), the connection can
+/// go back to whoever lent it.
+pub(crate) fn next_frame(
+    decoder: &mut BodyDecoder,
+    read: &mut BytesMut,
+) -> Result<Option<Option<Frame<Bytes>>>, ChunkError> {
+    Ok(match decoder.decode(read)? {
+        Chunk::Data(data) => Some(Some(Frame::data(data))),
+        // Trailers are the last frame: hyper asks no further.
+        Chunk::Trailers(trailers) => Some(Some(Frame::trailers(trailers))),
+        Chunk::End => Some(None),
+        Chunk::Incomplete => None,
+    })
 }

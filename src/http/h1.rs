@@ -29,8 +29,8 @@ use std::sync::Arc;
 use std::task::{Context, Poll, Waker};
 
 use attache_http::h1::{
-    encode_chunk_header, encode_last_chunk, encode_request_head, parse_response_head, Chunk,
-    ChunkedDecoder, RequestFraming, ResponseFraming, ResponseHead, LAST_CHUNK,
+    encode_chunk_header, encode_last_chunk, encode_request_head, parse_response_head, BodyDecoder,
+    RequestFraming, ResponseHead, LAST_CHUNK,
 };
 use bytes::{Bytes, BytesMut};
 use http::header::CONTENT_LENGTH;
@@ -153,16 +153,11 @@ impl H1Connection {
             keep_alive: _,
         } = head;
         let mut body = ResponseBody {
-            framing: match framing {
-                ResponseFraming::Empty => Framing::Done,
-                ResponseFraming::Length(n) => Framing::Length(n),
-                ResponseFraming::Chunked => Framing::Chunked(ChunkedDecoder::default()),
-                ResponseFraming::UntilClose => Framing::UntilClose,
-            },
+            decoder: BodyDecoder::of(framing),
             connection: Some(self),
             home: reusable.then_some(home),
         };
-        if body.framing == Framing::Done {
+        if body.decoder.is_done() {
             body.finish();
         }
         let mut response = Response::new(http_body_util::BodyExt::boxed_unsync(body));
@@ -386,19 +381,9 @@ pub(crate) struct Home {
     pub(crate) settings: PoolSettings,
 }
 
-/// Where a response body stands.
-#[derive(Debug, PartialEq, Eq)]
-enum Framing {
-    /// This many bytes are still to come.
-    Length(u64),
-    Chunked(ChunkedDecoder),
-    UntilClose,
-    Done,
-}
-
 /// A response body read from its [`H1Connection`], which then goes home.
 pub(crate) struct ResponseBody {
-    framing: Framing,
+    decoder: BodyDecoder,
     /// `None` once the body is complete, or the connection failed.
     connection: Option<H1Connection>,
     /// `None` if the connection is not to be reused.
@@ -408,7 +393,7 @@ pub(crate) struct ResponseBody {
 impl ResponseBody {
     /// The body is complete: the connection goes home if it may.
     fn finish(&mut self) {
-        self.framing = Framing::Done;
+        self.decoder = BodyDecoder::Done;
         let (Some(mut connection), Some(home)) = (self.connection.take(), self.home.take()) else {
             return;
         };
@@ -423,7 +408,7 @@ impl ResponseBody {
         if let Some(connection) = self.connection.take() {
             debug!(addr = %connection.addr, cause, "HTTP/1.1 response body failed; connection closed");
         }
-        self.framing = Framing::Done;
+        self.decoder = BodyDecoder::Done;
         cause.to_owned().into()
     }
 }
@@ -441,40 +426,19 @@ impl hyper::body::Body for ResponseBody {
             let Some(connection) = this.connection.as_mut() else {
                 return Poll::Ready(None);
             };
-            let read = &mut connection.read;
-            match &mut this.framing {
-                Framing::Done => return Poll::Ready(None),
-                Framing::Length(left) if !read.is_empty() => {
-                    let take = usize::try_from(*left).map_or(read.len(), |l| l.min(read.len()));
-                    let data = read.split_to(take).freeze();
-                    *left -= take as u64;
-                    if *left == 0 {
+            match super::body::next_frame(&mut this.decoder, &mut connection.read) {
+                Ok(Some(frame)) => {
+                    if this.decoder.is_done() {
                         this.finish();
                     }
-                    return Poll::Ready(Some(Ok(Frame::data(data))));
+                    return Poll::Ready(frame.map(Ok));
                 }
-                Framing::Chunked(decoder) => match decoder.decode(read) {
-                    Ok(Chunk::Data(data)) => return Poll::Ready(Some(Ok(Frame::data(data)))),
-                    // Trailers are the last frame: hyper asks no further.
-                    Ok(Chunk::Trailers(trailers)) => {
-                        this.finish();
-                        return Poll::Ready(Some(Ok(Frame::trailers(trailers))));
-                    }
-                    Ok(Chunk::End) => {
-                        this.finish();
-                        return Poll::Ready(None);
-                    }
-                    Ok(Chunk::Incomplete) => {}
-                    Err(e) => return Poll::Ready(Some(Err(this.failed(&e.to_string())))),
-                },
-                Framing::UntilClose if !read.is_empty() => {
-                    return Poll::Ready(Some(Ok(Frame::data(read.split().freeze()))));
-                }
-                Framing::Length(_) | Framing::UntilClose => {}
+                Ok(None) => {}
+                Err(e) => return Poll::Ready(Some(Err(this.failed(&e.to_string())))),
             }
             match std::task::ready!(connection.poll_read(cx)) {
-                Ok(0) if this.framing == Framing::UntilClose => {
-                    this.framing = Framing::Done;
+                Ok(0) if this.decoder == BodyDecoder::UntilClose => {
+                    this.decoder = BodyDecoder::Done;
                     this.connection = None;
                     return Poll::Ready(None);
                 }
@@ -489,15 +453,13 @@ impl hyper::body::Body for ResponseBody {
     }
 
     fn is_end_stream(&self) -> bool {
-        self.framing == Framing::Done
+        self.decoder.is_done()
     }
 
     fn size_hint(&self) -> SizeHint {
-        match self.framing {
-            Framing::Length(n) => SizeHint::with_exact(n),
-            Framing::Done => SizeHint::with_exact(0),
-            Framing::Chunked(_) | Framing::UntilClose => SizeHint::default(),
-        }
+        self.decoder
+            .exact()
+            .map_or_else(SizeHint::default, SizeHint::with_exact)
     }
 }
 

@@ -10,6 +10,8 @@
 //!
 //! # Layout
 //!
+//! - `serve`: the app's side: attache's own HTTP/1.1 server for plain
+//!   requests, hyper's for the rest (HTTP/2, upgrades, anything unusual).
 //! - `service`: one listener's request path: admit, headers, token,
 //!   forward with retries and `timeout`, response or local error.
 //! - `pool`: connections per upstream and address (HTTP/1.1 keep-alive,
@@ -33,6 +35,7 @@ mod body;
 mod h1;
 pub(crate) mod metrics;
 mod pool;
+mod serve;
 mod service;
 
 use std::convert::Infallible;
@@ -41,6 +44,7 @@ use std::sync::{Arc, RwLock};
 
 use hyper_util::rt::{TokioExecutor, TokioIo};
 use hyper_util::server::conn::auto;
+use tokio::io::{AsyncRead, AsyncWrite};
 use tokio::net::TcpStream;
 use tracing::debug;
 
@@ -60,7 +64,9 @@ attache: the listener is at max_connections; retry.\r\n";
 /// Serves one app connection: each request goes to the listener's current
 /// service (a reload swaps it; requests in flight finish on the old one).
 /// When `shutdown` flips, in-flight requests finish and the connection
-/// closes (HTTP/1: after the current response; HTTP/2: GOAWAY).
+/// closes (HTTP/1: after the current response; HTTP/2: GOAWAY). Plain
+/// HTTP/1.1 requests are served by attache itself (`serve`), the rest by
+/// hyper.
 pub(crate) async fn serve_client(
     current: Arc<RwLock<Arc<HttpService>>>,
     stream: TcpStream,
@@ -68,6 +74,19 @@ pub(crate) async fn serve_client(
     shutdown: Arc<SessionShutdown>,
 ) {
     let _ = stream.set_nodelay(true);
+    serve::serve_h1(current, stream, peer, shutdown).await;
+}
+
+/// Serves an app connection with hyper's server (HTTP/1 and HTTP/2, with
+/// upgrades), from where attache's own HTTP/1.1 path handed it over.
+async fn serve_hyper<I>(
+    current: Arc<RwLock<Arc<HttpService>>>,
+    io: I,
+    peer: SocketAddr,
+    shutdown: Arc<SessionShutdown>,
+) where
+    I: AsyncRead + AsyncWrite + Send + Unpin + 'static,
+{
     let service = hyper::service::service_fn(move |request| {
         let service = current.read().unwrap_or_else(|e| e.into_inner()).clone();
         // Boxed: the request's future is large, and hyper would otherwise
@@ -75,7 +94,7 @@ pub(crate) async fn serve_client(
         Box::pin(async move { Ok::<_, Infallible>(service.handle(request, peer).await) })
     });
     let builder = auto::Builder::new(TokioExecutor::new());
-    let connection = builder.serve_connection_with_upgrades(TokioIo::new(stream), service);
+    let connection = builder.serve_connection_with_upgrades(TokioIo::new(io), service);
     tokio::pin!(connection);
     let finished = tokio::select! {
         biased;

@@ -11,10 +11,10 @@ use std::time::{Duration, Instant};
 use attache_http::headers::is_upgrade;
 use attache_http::retry::{Attempt, Decision, Outcome};
 use attache_http::{Admission, LocalError, Policy, RequestContext, RetryBudget, Route, Upstream};
+use bytes::Bytes;
 use http::header::{HeaderValue, HOST};
 use http::{HeaderMap, Method, Request, Response, StatusCode, Uri, Version};
 use http_body_util::BodyExt;
-use hyper::body::Incoming;
 use hyper::client::conn::{http1, http2};
 use hyper::upgrade::OnUpgrade;
 use hyper_util::rt::TokioIo;
@@ -112,11 +112,15 @@ impl HttpService {
     }
 
     /// Answers one app request: the upstream's response, or attache's own.
-    pub(crate) async fn handle(
+    pub(crate) async fn handle<B>(
         self: Arc<Self>,
-        mut request: Request<Incoming>,
+        mut request: Request<B>,
         peer: SocketAddr,
-    ) -> Response<Body> {
+    ) -> Response<Body>
+    where
+        B: hyper::body::Body<Data = Bytes> + Send + 'static,
+        B::Error: Into<BoxError>,
+    {
         let started = Instant::now();
         let app_upgrade = is_upgrade(request.version(), request.headers())
             .then(|| hyper::upgrade::on(&mut request));
@@ -190,14 +194,18 @@ impl HttpService {
     }
 
     /// Forwards with retries (the caller bounds it with `timeout`).
-    async fn forward(
+    async fn forward<B>(
         &self,
         pool: &UpstreamPool,
         mut outgoing: Outgoing,
-        body: Incoming,
+        body: B,
         peer: SocketAddr,
         app_upgrade: Option<OnUpgrade>,
-    ) -> Result<Response<Body>, LocalError> {
+    ) -> Result<Response<Body>, LocalError>
+    where
+        B: hyper::body::Body<Data = Bytes> + Send + 'static,
+        B::Error: Into<BoxError>,
+    {
         let upstream = &pool.upstream;
         outgoing.body =
             AppBody::new(body, &outgoing.headers)

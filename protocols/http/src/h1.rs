@@ -6,8 +6,9 @@
 //! in a `HeaderMap`, and the response's go straight back out; hyper's
 //! client connection adds a channel, a dispatcher and a second pass over
 //! every header, which cost more than the rest of the request path (and
-//! than nginx's whole proxy). The app side stays hyper's: it parses what
-//! untrusted clients send.
+//! than nginx's whole proxy). The app's side is [`app`]: plain HTTP/1.1
+//! requests are read there, and everything else is left to hyper's
+//! server.
 //!
 //! - The request's framing is attache's: the app's `Content-Length` and
 //!   `Transfer-Encoding` are not copied, the body's known length (or
@@ -15,6 +16,8 @@
 //! - Response headers are read in one pass into the map the app gets,
 //!   values sharing the read buffer's bytes, hop-by-hop headers left out.
 //! - Interim responses (`100 Continue`, `103 Early Hints`) are skipped.
+
+pub mod app;
 
 use std::io::Write as _;
 
@@ -75,13 +78,9 @@ pub fn encode_request_head(
     out.extend_from_slice(target.as_bytes());
     out.extend_from_slice(b" HTTP/1.1\r\n");
     for (name, value) in headers {
-        if *name == CONTENT_LENGTH || *name == TRANSFER_ENCODING {
-            continue;
+        if *name != CONTENT_LENGTH && *name != TRANSFER_ENCODING {
+            encode_field(name, value, out);
         }
-        out.extend_from_slice(name.as_str().as_bytes());
-        out.extend_from_slice(b": ");
-        out.extend_from_slice(value.as_bytes());
-        out.extend_from_slice(b"\r\n");
     }
     match framing {
         RequestFraming::None => {}
@@ -91,6 +90,14 @@ pub fn encode_request_head(
         }
         RequestFraming::Chunked => out.extend_from_slice(b"transfer-encoding: chunked\r\n"),
     }
+    out.extend_from_slice(b"\r\n");
+}
+
+/// Appends one header field: `name: value` and its CRLF.
+fn encode_field(name: &HeaderName, value: &HeaderValue, out: &mut Vec<u8>) {
+    out.extend_from_slice(name.as_str().as_bytes());
+    out.extend_from_slice(b": ");
+    out.extend_from_slice(value.as_bytes());
     out.extend_from_slice(b"\r\n");
 }
 
@@ -109,13 +116,9 @@ pub const LAST_CHUNK: &[u8] = b"0\r\n\r\n";
 pub fn encode_last_chunk(trailers: &HeaderMap, out: &mut Vec<u8>) {
     out.extend_from_slice(b"0\r\n");
     for (name, value) in trailers {
-        if is_hop_by_hop(name) {
-            continue;
+        if !is_hop_by_hop(name) {
+            encode_field(name, value, out);
         }
-        out.extend_from_slice(name.as_str().as_bytes());
-        out.extend_from_slice(b": ");
-        out.extend_from_slice(value.as_bytes());
-        out.extend_from_slice(b"\r\n");
     }
     out.extend_from_slice(b"\r\n");
 }
@@ -203,30 +206,38 @@ pub fn parse_response_head(
             Some(0) => Version::HTTP_10,
             _ => Version::HTTP_11,
         };
-        // Where each field is in `buf`, so that the values can share the
-        // bytes once the head is split off.
-        let base = buf.as_ptr() as usize;
-        let mut spans = [(0u32, 0u32, 0u32, 0u32); MAX_HEADERS];
-        let count = response.headers.len();
-        for (span, field) in spans.iter_mut().zip(response.headers.iter()) {
-            let name = field.name.as_ptr() as usize - base;
-            let value = field.value.as_ptr() as usize - base;
-            *span = (
-                name as u32,
-                (name + field.name.len()) as u32,
-                value as u32,
-                (value + field.value.len()) as u32,
-            );
-        }
+        let (spans, count) = field_spans(buf, response.headers);
         let head = buf.split_to(len).freeze();
         return read_head(&head, &spans[..count], status, version, method).map(Some);
     }
 }
 
+/// Where a field's name and value are in a head: name start and end,
+/// value start and end.
+type Span = (u32, u32, u32, u32);
+
+/// Where each of `fields` (parsed from `buf`) is in `buf`, so that the
+/// values can share its bytes once the head is split off; and how many.
+fn field_spans(buf: &[u8], fields: &[httparse::Header<'_>]) -> ([Span; MAX_HEADERS], usize) {
+    let base = buf.as_ptr() as usize;
+    let mut spans = [(0u32, 0u32, 0u32, 0u32); MAX_HEADERS];
+    for (span, field) in spans.iter_mut().zip(fields) {
+        let name = field.name.as_ptr() as usize - base;
+        let value = field.value.as_ptr() as usize - base;
+        *span = (
+            name as u32,
+            (name + field.name.len()) as u32,
+            value as u32,
+            (value + field.value.len()) as u32,
+        );
+    }
+    (spans, fields.len().min(MAX_HEADERS))
+}
+
 /// The head's fields into a [`ResponseHead`].
 fn read_head(
     head: &Bytes,
-    spans: &[(u32, u32, u32, u32)],
+    spans: &[Span],
     status: StatusCode,
     version: Version,
     method: &Method,
@@ -326,6 +337,71 @@ fn parse_length(value: &[u8]) -> Option<u64> {
     value.iter().try_fold(0u64, |n, &d| {
         n.checked_mul(10)?.checked_add(u64::from(d - b'0'))
     })
+}
+
+/// Reads a message body, whatever its framing, from the front of a
+/// buffer as its bytes arrive (both sides: the app's request bodies and
+/// the upstream's response bodies).
+#[derive(Debug, PartialEq, Eq)]
+pub enum BodyDecoder {
+    /// This many bytes are still to come.
+    Length(u64),
+    Chunked(ChunkedDecoder),
+    /// Everything until the connection closes (the caller sees the close).
+    UntilClose,
+    Done,
+}
+
+impl BodyDecoder {
+    /// The decoder of a response body framed so.
+    pub fn of(framing: ResponseFraming) -> Self {
+        match framing {
+            ResponseFraming::Empty | ResponseFraming::Length(0) => Self::Done,
+            ResponseFraming::Length(n) => Self::Length(n),
+            ResponseFraming::Chunked => Self::Chunked(ChunkedDecoder::default()),
+            ResponseFraming::UntilClose => Self::UntilClose,
+        }
+    }
+
+    /// Takes what it can from the front of `buf`: body bytes, the
+    /// trailers, the end, or [`Chunk::Incomplete`] (read more). After the
+    /// last bytes, the trailers or the end, [`BodyDecoder::is_done`].
+    pub fn decode(&mut self, buf: &mut BytesMut) -> Result<Chunk, ChunkError> {
+        match self {
+            Self::Done => Ok(Chunk::End),
+            Self::Length(_) | Self::UntilClose if buf.is_empty() => Ok(Chunk::Incomplete),
+            Self::Length(left) => {
+                let take = usize::try_from(*left).map_or(buf.len(), |l| l.min(buf.len()));
+                *left -= take as u64;
+                if *left == 0 {
+                    *self = Self::Done;
+                }
+                Ok(Chunk::Data(buf.split_to(take).freeze()))
+            }
+            Self::UntilClose => Ok(Chunk::Data(buf.split().freeze())),
+            Self::Chunked(decoder) => {
+                let chunk = decoder.decode(buf)?;
+                if matches!(chunk, Chunk::Trailers(_) | Chunk::End) {
+                    *self = Self::Done;
+                }
+                Ok(chunk)
+            }
+        }
+    }
+
+    /// Whether the whole body has been read.
+    pub fn is_done(&self) -> bool {
+        *self == Self::Done
+    }
+
+    /// The number of bytes still to come, when known.
+    pub fn exact(&self) -> Option<u64> {
+        match self {
+            Self::Length(n) => Some(*n),
+            Self::Done => Some(0),
+            Self::Chunked(_) | Self::UntilClose => None,
+        }
+    }
 }
 
 /// What [`ChunkedDecoder::decode`] found.

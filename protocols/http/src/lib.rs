@@ -33,7 +33,8 @@
 //! - [`headers`]: hop-by-hop stripping, upgrades, `Host`, credential and
 //!   static header injection.
 //! - [`h1`]: HTTP/1.1 towards the upstream: the request head, the
-//!   response head, and how the response body is delimited.
+//!   response head, and how the response body is delimited; [`h1::app`],
+//!   towards the app: plain request heads and the response heads.
 //! - [`retry`]: idempotency, the retry decision with backoff, and the
 //!   retry budget.
 //! - [`error`]: the responses attache writes itself (`x-attache-error`).

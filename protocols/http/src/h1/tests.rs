@@ -247,3 +247,43 @@ fn a_chunked_body_ends_with_its_trailers() {
     encode_last_chunk(&HeaderMap::new(), &mut out);
     assert_eq!(out, LAST_CHUNK);
 }
+
+#[test]
+fn the_body_decoder_reads_each_framing_to_its_end() {
+    // By length, across reads, leaving what follows.
+    let mut decoder = BodyDecoder::Length(5);
+    let mut buf = BytesMut::from(&b"hel"[..]);
+    assert_eq!(
+        decoder.decode(&mut buf),
+        Ok(Chunk::Data(Bytes::from_static(b"hel")))
+    );
+    assert_eq!(decoder.exact(), Some(2));
+    assert_eq!(decoder.decode(&mut buf), Ok(Chunk::Incomplete));
+    buf.extend_from_slice(b"loNEXT");
+    assert_eq!(
+        decoder.decode(&mut buf),
+        Ok(Chunk::Data(Bytes::from_static(b"lo")))
+    );
+    assert!(decoder.is_done());
+    assert_eq!(decoder.decode(&mut buf), Ok(Chunk::End));
+    assert_eq!(&buf[..], b"NEXT");
+    // Chunked, with trailers: done after them.
+    let mut decoder = BodyDecoder::of(ResponseFraming::Chunked);
+    let mut buf = BytesMut::from(&b"2\r\nok\r\n0\r\nx-t: 1\r\n\r\n"[..]);
+    assert_eq!(
+        decoder.decode(&mut buf),
+        Ok(Chunk::Data(Bytes::from_static(b"ok")))
+    );
+    assert!(matches!(decoder.decode(&mut buf), Ok(Chunk::Trailers(_))));
+    assert!(decoder.is_done() && buf.is_empty());
+    // Until the close: whatever arrives, never done by itself.
+    let mut decoder = BodyDecoder::of(ResponseFraming::UntilClose);
+    let mut buf = BytesMut::from(&b"abc"[..]);
+    assert_eq!(
+        decoder.decode(&mut buf),
+        Ok(Chunk::Data(Bytes::from_static(b"abc")))
+    );
+    assert_eq!(decoder.decode(&mut buf), Ok(Chunk::Incomplete));
+    assert_eq!(decoder.exact(), None);
+    assert!(BodyDecoder::of(ResponseFraming::Empty).is_done());
+}

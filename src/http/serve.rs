@@ -1,0 +1,541 @@
+//! The app's side of an HTTP listener. Plain HTTP/1.1 requests, nearly
+//! all of them, are read and answered here: the head is parsed in one
+//! pass into the request's header map (`attache_http::h1::app`), the
+//! service runs in this connection's own task, and the response head and
+//! the start of its body go out in one write. No channel, no dispatcher.
+//!
+//! Everything else (HTTP/2 with prior knowledge, HTTP/1.0, upgrades,
+//! `Expect: 100-continue`, other target forms, and every head that is
+//! malformed, ambiguous or too large) goes to hyper's server: the
+//! connection is handed over with the bytes read so far, at the request
+//! that needs it, and hyper serves it from then on (see [`serve_hyper`]).
+//!
+//! What this side does as hyper's server did:
+//! - keep-alive unless the app says `close`; pipelined requests are
+//!   answered in order;
+//! - a request body is streamed from the socket as the upstream takes it
+//!   (a small one that arrived with its head is handed over whole);
+//! - while a request is in flight, an app that hangs up cancels it;
+//! - a response body of unknown length is sent chunked, with trailers
+//!   when the app sent `TE: trailers`; a `Date` is added when the
+//!   response has none;
+//! - a response body that fails, or a request body left unread, closes
+//!   the connection after the response;
+//! - at shutdown, an idle connection closes at once and a busy one after
+//!   its response (`connection: close`).
+
+use std::future::poll_fn;
+use std::io;
+use std::net::SocketAddr;
+use std::pin::{pin, Pin};
+use std::sync::{Arc, RwLock};
+use std::task::{Context, Poll};
+use std::time::{SystemTime, UNIX_EPOCH};
+
+use attache_http::h1::app::{
+    encode_response_head, parse_request_head, BodyFraming, Parsed, RequestHead, ResponseBody,
+};
+use attache_http::h1::{
+    encode_chunk_header, encode_last_chunk, BodyDecoder, ChunkedDecoder, LAST_CHUNK,
+};
+use bytes::{Buf, Bytes, BytesMut};
+use http::{HeaderMap, Method, Request, Response, Version};
+use http_body_util::BodyExt;
+use hyper::body::{Body as _, Frame, SizeHint};
+use tokio::io::{AsyncRead, AsyncWrite, AsyncWriteExt, ReadBuf};
+use tokio::net::tcp::{OwnedReadHalf, OwnedWriteHalf};
+use tokio::net::TcpStream;
+use tokio::sync::oneshot;
+use tracing::debug;
+
+use super::body::{self, Body, BoxError};
+use super::service::HttpService;
+use crate::shutdown::SessionShutdown;
+
+/// What a read asks room for (hyper's server started with as much).
+const READ_CHUNK: usize = 8 * 1024;
+/// A body frame up to this size is copied behind the head (one write);
+/// a larger one is written from its own bytes.
+const COPY_MAX: usize = 16 * 1024;
+/// Buffers a burst grew past this are let go between requests.
+const KEEP_MAX: usize = 64 * 1024;
+/// While a request is in flight, bytes of the next ones are read (to see
+/// a hang-up) up to this much.
+const PIPELINED_MAX: usize = 64 * 1024;
+
+/// Serves one app connection until it closes, or hands it to hyper.
+pub(crate) async fn serve_h1(
+    current: Arc<RwLock<Arc<HttpService>>>,
+    stream: TcpStream,
+    peer: SocketAddr,
+    shutdown: Arc<SessionShutdown>,
+) {
+    let (read_half, write_half) = stream.into_split();
+    let mut connection = AppConnection {
+        read_half: Some(read_half),
+        write_half,
+        read: BytesMut::new(),
+        write: Vec::new(),
+    };
+    let handover = match connection.run(&current, peer, &shutdown).await {
+        Ok(Ended::Closed) => return,
+        Ok(Ended::Handover) => connection.handover(),
+        Err(e) => {
+            debug!(%peer, error = %e, "app connection ended");
+            return;
+        }
+    };
+    if let Some((stream, read)) = handover {
+        let io = Rewind {
+            prefix: read.freeze(),
+            inner: stream,
+        };
+        super::serve_hyper(current, io, peer, shutdown).await;
+    }
+}
+
+/// How [`AppConnection::run`] ended.
+enum Ended {
+    Closed,
+    /// A request this side does not take is at the start of `read`.
+    Handover,
+}
+
+/// An app connection on attache's own HTTP/1.1 path.
+struct AppConnection {
+    /// `None` while a streamed request body holds it.
+    read_half: Option<OwnedReadHalf>,
+    write_half: OwnedWriteHalf,
+    /// Bytes read and not used yet.
+    read: BytesMut,
+    /// A response head and the start of its body.
+    write: Vec<u8>,
+}
+
+/// A request body's half of the connection, lent to the body.
+struct Lent {
+    half: OwnedReadHalf,
+    read: BytesMut,
+}
+
+impl AppConnection {
+    async fn run(
+        &mut self,
+        current: &RwLock<Arc<HttpService>>,
+        peer: SocketAddr,
+        shutdown: &Arc<SessionShutdown>,
+    ) -> io::Result<Ended> {
+        let mut down = pin!(shutdown.wait());
+        loop {
+            let head = loop {
+                if !self.read.is_empty() {
+                    match parse_request_head(&mut self.read) {
+                        Parsed::Head(head) => break head,
+                        Parsed::Other => return Ok(Ended::Handover),
+                        Parsed::Partial => {}
+                    }
+                }
+                let Some(half) = self.read_half.as_mut() else {
+                    return Ok(Ended::Closed);
+                };
+                self.read.reserve(READ_CHUNK);
+                let idle = self.read.is_empty();
+                let buf = &mut self.read;
+                let read =
+                    poll_fn(|cx| tokio_util::io::poll_read_buf(Pin::new(&mut *half), cx, buf));
+                // Waiting between requests is where a shutdown closes the
+                // connection; a head that has started is read to its end.
+                let n = if idle {
+                    tokio::select! {
+                        biased;
+                        n = read => n?,
+                        () = down.as_mut() => return Ok(Ended::Closed),
+                    }
+                } else {
+                    read.await?
+                };
+                if n == 0 {
+                    return Ok(Ended::Closed);
+                }
+            };
+            let service = current.read().unwrap_or_else(|e| e.into_inner()).clone();
+            if !self.exchange(service, head, peer, shutdown).await? {
+                return Ok(Ended::Closed);
+            }
+            if self.read.capacity() > KEEP_MAX && self.read.is_empty() {
+                self.read = BytesMut::new();
+            }
+            if self.write.capacity() > KEEP_MAX {
+                self.write = Vec::new();
+            }
+        }
+    }
+
+    /// One request and its response. `Ok(true)`: the connection can take
+    /// another request.
+    async fn exchange(
+        &mut self,
+        service: Arc<HttpService>,
+        head: RequestHead,
+        peer: SocketAddr,
+        shutdown: &SessionShutdown,
+    ) -> io::Result<bool> {
+        let RequestHead {
+            method,
+            uri,
+            headers,
+            body: framing,
+            keep_alive,
+            trailers,
+        } = head;
+        let mut lent = None;
+        let body = match framing {
+            BodyFraming::Empty => body::empty(),
+            BodyFraming::Length(n) if n <= self.read.len() as u64 => {
+                body::full(self.read.split_to(n as usize).freeze())
+            }
+            BodyFraming::Length(_) | BodyFraming::Chunked => {
+                let Some(half) = self.read_half.take() else {
+                    return Ok(false);
+                };
+                let (back, returned) = oneshot::channel();
+                lent = Some(returned);
+                AppBody {
+                    decoder: match framing {
+                        BodyFraming::Length(n) => BodyDecoder::Length(n),
+                        _ => BodyDecoder::Chunked(ChunkedDecoder::default()),
+                    },
+                    lent: Some(Lent {
+                        half,
+                        read: std::mem::take(&mut self.read),
+                    }),
+                    back: Some(back),
+                }
+                .boxed_unsync()
+            }
+        };
+        let mut request = Request::new(body);
+        *request.method_mut() = method.clone();
+        *request.uri_mut() = uri;
+        *request.version_mut() = Version::HTTP_11;
+        *request.headers_mut() = headers;
+        let response = {
+            let handling = pin!(service.handle(request, peer));
+            match self.read_half.as_mut() {
+                // Watched meanwhile: an app that hangs up cancels it.
+                Some(half) => {
+                    let read = &mut self.read;
+                    let hang_up = poll_fn(|cx| watch_hang_up(half, read, cx));
+                    tokio::select! {
+                        biased;
+                        response = handling => response,
+                        () = hang_up => return Ok(false),
+                    }
+                }
+                None => handling.await,
+            }
+        };
+        // The request body is done with, or the connection closes.
+        if let Some(mut returned) = lent {
+            // Not waited for: a body still out (an upload an early answer cut
+            // short) leaves the connection unusable anyway.
+            match returned.try_recv().ok() {
+                Some(Lent { half, read }) => {
+                    self.read_half = Some(half);
+                    self.read = read;
+                }
+                None => {
+                    debug!(%peer, "request body not read to its end; the connection closes after the response")
+                }
+            }
+        }
+        let keep_alive = keep_alive && self.read_half.is_some() && !shutdown.is_down();
+        let written = self
+            .write_response(&method, response, trailers, !keep_alive)
+            .await?;
+        Ok(keep_alive && written)
+    }
+
+    /// Writes a response: its head with the first part of its body, then
+    /// the rest as it comes. `Ok(false)`: its body failed or did not
+    /// match its length, so the app got less than the whole response and
+    /// the connection must close.
+    async fn write_response(
+        &mut self,
+        method: &Method,
+        response: Response<Body>,
+        trailers_wanted: bool,
+        close: bool,
+    ) -> io::Result<bool> {
+        let (parts, mut body) = response.into_parts();
+        let framing = ResponseBody::of(
+            method,
+            parts.status,
+            &parts.headers,
+            body.size_hint().exact(),
+        );
+        self.write.clear();
+        with_date(|date| {
+            encode_response_head(
+                parts.status,
+                &parts.headers,
+                framing,
+                close,
+                date,
+                &mut self.write,
+            )
+        });
+        let chunked = framing == ResponseBody::Chunked;
+        let mut left = match framing {
+            ResponseBody::None => {
+                self.write_half.write_all(&self.write).await?;
+                return Ok(true);
+            }
+            ResponseBody::Length(n) => n,
+            ResponseBody::Chunked => 0,
+        };
+        let mut trailers: Option<HeaderMap> = None;
+        let complete = loop {
+            // What is ready goes behind the head; the buffer goes out
+            // before waiting for more.
+            let frame = match poll_fn(|cx| Poll::Ready(Pin::new(&mut body).poll_frame(cx))).await {
+                Poll::Ready(frame) => frame,
+                Poll::Pending => {
+                    self.flush().await?;
+                    body.frame().await
+                }
+            };
+            let frame = match frame {
+                None => break chunked || left == 0,
+                Some(Err(e)) => {
+                    debug!(error = %e, "response body failed; the app's connection closes");
+                    break false;
+                }
+                Some(Ok(frame)) => frame,
+            };
+            let mut data = match frame.into_data() {
+                Ok(data) => data,
+                Err(frame) => {
+                    trailers = frame.into_trailers().ok();
+                    continue;
+                }
+            };
+            if !chunked {
+                if data.len() as u64 > left {
+                    debug!(
+                        "response body longer than its content-length; the app's connection closes"
+                    );
+                    data.truncate(left as usize);
+                    self.queue(data, false).await?;
+                    break false;
+                }
+                left -= data.len() as u64;
+            }
+            self.queue(data, chunked).await?;
+        };
+        if complete && chunked {
+            match trailers.as_ref().filter(|_| trailers_wanted) {
+                Some(trailers) => encode_last_chunk(trailers, &mut self.write),
+                None => self.write.extend_from_slice(LAST_CHUNK),
+            }
+        }
+        self.flush().await?;
+        Ok(complete)
+    }
+
+    /// Queues a body frame: copied behind what is buffered if small,
+    /// written from its own bytes if not.
+    async fn queue(&mut self, data: Bytes, chunked: bool) -> io::Result<()> {
+        if data.is_empty() {
+            return Ok(());
+        }
+        if chunked {
+            encode_chunk_header(data.len(), &mut self.write);
+        }
+        if data.len() <= COPY_MAX {
+            self.write.extend_from_slice(&data);
+        } else {
+            self.flush().await?;
+            self.write_half.write_all(&data).await?;
+        }
+        if chunked {
+            self.write.extend_from_slice(b"\r\n");
+        }
+        Ok(())
+    }
+
+    async fn flush(&mut self) -> io::Result<()> {
+        if !self.write.is_empty() {
+            self.write_half.write_all(&self.write).await?;
+            self.write.clear();
+        }
+        Ok(())
+    }
+
+    /// The whole connection again, for hyper, with what was read of it.
+    fn handover(self) -> Option<(TcpStream, BytesMut)> {
+        let stream = self.read_half?.reunite(self.write_half).ok()?;
+        Some((stream, self.read))
+    }
+}
+
+/// While a request is in flight: reads what the app sends next (a
+/// pipelined request stays in `read`), and is ready when the app hangs
+/// up. Stops watching once `read` holds [`PIPELINED_MAX`].
+fn watch_hang_up(half: &mut OwnedReadHalf, read: &mut BytesMut, cx: &mut Context<'_>) -> Poll<()> {
+    loop {
+        if read.len() >= PIPELINED_MAX {
+            return Poll::Pending;
+        }
+        read.reserve(READ_CHUNK);
+        match tokio_util::io::poll_read_buf(Pin::new(&mut *half), cx, read) {
+            Poll::Pending => return Poll::Pending,
+            Poll::Ready(Ok(0) | Err(_)) => return Poll::Ready(()),
+            Poll::Ready(Ok(_)) => {}
+        }
+    }
+}
+
+/// The app's request body, read from the connection's read half, which
+/// goes back to the connection once the body has been read to its end.
+struct AppBody {
+    decoder: BodyDecoder,
+    /// `None` once the body ended or failed.
+    lent: Option<Lent>,
+    back: Option<oneshot::Sender<Lent>>,
+}
+
+impl AppBody {
+    fn finish(&mut self) {
+        self.decoder = BodyDecoder::Done;
+        if let (Some(lent), Some(back)) = (self.lent.take(), self.back.take()) {
+            let _ = back.send(lent);
+        }
+    }
+
+    fn failed(&mut self, cause: &str) -> BoxError {
+        self.decoder = BodyDecoder::Done;
+        self.lent = None;
+        cause.to_owned().into()
+    }
+}
+
+impl hyper::body::Body for AppBody {
+    type Data = Bytes;
+    type Error = BoxError;
+
+    fn poll_frame(
+        self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+    ) -> Poll<Option<Result<Frame<Bytes>, BoxError>>> {
+        let this = self.get_mut();
+        loop {
+            let Some(lent) = this.lent.as_mut() else {
+                return Poll::Ready(None);
+            };
+            match super::body::next_frame(&mut this.decoder, &mut lent.read) {
+                Ok(Some(frame)) => {
+                    if this.decoder.is_done() {
+                        this.finish();
+                    }
+                    return Poll::Ready(frame.map(Ok));
+                }
+                Ok(None) => {}
+                Err(e) => return Poll::Ready(Some(Err(this.failed(&e.to_string())))),
+            }
+            lent.read.reserve(READ_CHUNK);
+            match std::task::ready!(tokio_util::io::poll_read_buf(
+                Pin::new(&mut lent.half),
+                cx,
+                &mut lent.read
+            )) {
+                Ok(0) => {
+                    let cause = "the app closed its connection before the request body's end";
+                    return Poll::Ready(Some(Err(this.failed(cause))));
+                }
+                Ok(_) => {}
+                Err(e) => return Poll::Ready(Some(Err(this.failed(&e.to_string())))),
+            }
+        }
+    }
+
+    fn is_end_stream(&self) -> bool {
+        self.decoder.is_done()
+    }
+
+    fn size_hint(&self) -> SizeHint {
+        self.decoder
+            .exact()
+            .map_or_else(SizeHint::default, SizeHint::with_exact)
+    }
+}
+
+/// Runs `f` with the current `Date` value (RFC 9110 §6.6.1), formatted
+/// once a second per thread.
+fn with_date<R>(f: impl FnOnce(&[u8]) -> R) -> R {
+    thread_local! {
+        static DATE: std::cell::RefCell<(u64, String)> = const { std::cell::RefCell::new((0, String::new())) };
+    }
+    let now = SystemTime::now();
+    let second = now.duration_since(UNIX_EPOCH).map_or(0, |d| d.as_secs());
+    DATE.with_borrow_mut(|(cached, date)| {
+        if *cached != second || date.is_empty() {
+            *cached = second;
+            *date = httpdate::fmt_http_date(now);
+        }
+        f(date.as_bytes())
+    })
+}
+
+/// A connection with bytes already read from it in front: what hyper's
+/// server reads first.
+pub(crate) struct Rewind {
+    prefix: Bytes,
+    inner: TcpStream,
+}
+
+impl AsyncRead for Rewind {
+    fn poll_read(
+        mut self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+        buf: &mut ReadBuf<'_>,
+    ) -> Poll<io::Result<()>> {
+        if !self.prefix.is_empty() {
+            let n = self.prefix.len().min(buf.remaining());
+            buf.put_slice(&self.prefix[..n]);
+            self.prefix.advance(n);
+            return Poll::Ready(Ok(()));
+        }
+        Pin::new(&mut self.inner).poll_read(cx, buf)
+    }
+}
+
+impl AsyncWrite for Rewind {
+    fn poll_write(
+        mut self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+        buf: &[u8],
+    ) -> Poll<io::Result<usize>> {
+        Pin::new(&mut self.inner).poll_write(cx, buf)
+    }
+
+    fn poll_write_vectored(
+        mut self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+        bufs: &[io::IoSlice<'_>],
+    ) -> Poll<io::Result<usize>> {
+        Pin::new(&mut self.inner).poll_write_vectored(cx, bufs)
+    }
+
+    fn is_write_vectored(&self) -> bool {
+        self.inner.is_write_vectored()
+    }
+
+    fn poll_flush(mut self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<io::Result<()>> {
+        Pin::new(&mut self.inner).poll_flush(cx)
+    }
+
+    fn poll_shutdown(mut self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<io::Result<()>> {
+        Pin::new(&mut self.inner).poll_shutdown(cx)
+    }
+}
