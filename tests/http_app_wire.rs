@@ -958,3 +958,223 @@ async fn responses_carry_one_date_header() {
     let dates = answer.all("date");
     assert!(dates.len() == 1 && is_http_date(dates[0]), "{answer:?}");
 }
+
+/// A raw upstream: answers every request head (requests without bodies)
+/// with `answer`, keeps each head it read, and counts the connections
+/// attache closed.
+struct RawUpstream {
+    addr: SocketAddr,
+    heads: Arc<Mutex<Vec<String>>>,
+    closed: Arc<std::sync::atomic::AtomicUsize>,
+}
+
+impl RawUpstream {
+    async fn start(answer: &'static [u8]) -> Self {
+        let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
+        let addr = listener.local_addr().unwrap();
+        let heads = Arc::new(Mutex::new(Vec::new()));
+        let closed = Arc::new(std::sync::atomic::AtomicUsize::new(0));
+        let (record, count) = (heads.clone(), closed.clone());
+        tokio::spawn(async move {
+            while let Ok((mut stream, _)) = listener.accept().await {
+                let (record, count) = (record.clone(), count.clone());
+                tokio::spawn(async move {
+                    let mut buf = Vec::new();
+                    let mut chunk = [0u8; 4096];
+                    loop {
+                        while let Some(i) = buf.windows(4).position(|w| w == b"\r\n\r\n") {
+                            let head: Vec<u8> = buf.drain(..i + 4).collect();
+                            let head = String::from_utf8_lossy(&head).into_owned();
+                            record.lock().unwrap().push(head);
+                            if stream.write_all(answer).await.is_err() {
+                                count.fetch_add(1, std::sync::atomic::Ordering::SeqCst);
+                                return;
+                            }
+                        }
+                        match stream.read(&mut chunk).await {
+                            Ok(0) | Err(_) => {
+                                count.fetch_add(1, std::sync::atomic::Ordering::SeqCst);
+                                return;
+                            }
+                            Ok(n) => buf.extend_from_slice(&chunk[..n]),
+                        }
+                    }
+                });
+            }
+        });
+        Self {
+            addr,
+            heads,
+            closed,
+        }
+    }
+
+    fn url(&self) -> String {
+        format!("http://{}", self.addr)
+    }
+
+    fn closed(&self) -> usize {
+        self.closed.load(std::sync::atomic::Ordering::SeqCst)
+    }
+}
+
+/// Writes `bytes` one at a time, each flushed, with a short pause every
+/// few bytes.
+async fn trickle(app: &mut App, bytes: &[u8]) {
+    for (i, byte) in bytes.iter().enumerate() {
+        app.write(std::slice::from_ref(byte)).await;
+        app.stream.flush().await.unwrap();
+        if i % 4 == 0 {
+            tokio::time::sleep(Duration::from_millis(1)).await;
+        }
+    }
+}
+
+#[tokio::test]
+async fn pipelined_requests_written_byte_by_byte_are_each_answered() {
+    let (upstream, _attache, addr) = setup().await;
+    let mut app = App::connect(addr).await;
+    let mut burst = get("/b1").into_bytes();
+    burst.extend_from_slice(
+        b"POST /b2 HTTP/1.1\r\nHost: localhost\r\nContent-Length: 11\r\n\r\nhello world",
+    );
+    burst.extend_from_slice(
+        b"POST /b3 HTTP/1.1\r\nHost: localhost\r\nTransfer-Encoding: chunked\r\n\r\n\
+          4\r\nabcd\r\n3;x=y\r\nefg\r\n0\r\nx-sum: 7\r\n\r\n",
+    );
+    burst.extend_from_slice(get("/b4").as_bytes());
+    trickle(&mut app, &burst).await;
+    for (method, body) in [
+        ("GET", "GET /b1 0 bytes"),
+        ("POST", "POST /b2 11 bytes"),
+        ("POST", "POST /b3 7 bytes"),
+        ("GET", "GET /b4 0 bytes"),
+    ] {
+        let answer = app.response(method).await;
+        assert_eq!((answer.status, answer.text().as_str()), (200, body));
+        assert_ne!(answer.header("connection"), Some("close"));
+    }
+    app.assert_quiet().await;
+    let got = upstream.got();
+    let paths: Vec<_> = got.iter().map(|g| g.path.as_str()).collect();
+    assert_eq!(paths, ["/b1", "/b2", "/b3", "/b4"]);
+    assert!(got[0].body.is_empty() && got[3].body.is_empty());
+    assert_eq!(got[1].body, b"hello world");
+    assert_eq!(got[2].body, b"abcdefg");
+    let trailers = got[2].trailers.as_ref().expect("the trailer went up");
+    assert_eq!(trailers["x-sum"], "7");
+}
+
+#[tokio::test]
+async fn a_streamed_upload_then_a_pipelined_get_in_one_write_are_both_answered() {
+    let (upstream, _attache, addr) = setup().await;
+    let mut app = App::connect(addr).await;
+    let body: Vec<u8> = (0..200_000u32).map(|i| (i % 251) as u8).collect();
+    let mut burst = format!(
+        "POST /up HTTP/1.1\r\nHost: localhost\r\nContent-Length: {}\r\n\r\n",
+        body.len()
+    )
+    .into_bytes();
+    burst.extend_from_slice(&body);
+    burst.extend_from_slice(get("/after-upload").as_bytes());
+    app.write(&burst).await;
+    let answer = app.response("POST").await;
+    assert_eq!(
+        (answer.status, answer.text()),
+        (200, format!("POST /up {} bytes", body.len()))
+    );
+    let answer = app.response("GET").await;
+    assert_eq!(
+        (answer.status, answer.text().as_str()),
+        (200, "GET /after-upload 0 bytes")
+    );
+    app.assert_quiet().await;
+    let got = upstream.got();
+    assert_eq!(got.len(), 2);
+    assert!(
+        got[0].body == body,
+        "the upload reached the upstream altered"
+    );
+    assert_eq!(got[1].path, "/after-upload");
+}
+
+/// A body of unknown length (chunked), with a trailer.
+const TRAILED: &[u8] =
+    b"HTTP/1.1 200 OK\r\ntransfer-encoding: chunked\r\ntrailer: x-checksum\r\n\r\n\
+    5\r\nhello\r\n6\r\n world\r\n0\r\nx-checksum: 42\r\n\r\n";
+
+#[tokio::test]
+async fn trailers_of_a_body_of_unknown_length_reach_only_an_app_that_accepts_them() {
+    let upstream = RawUpstream::start(TRAILED).await;
+    let (_attache, addr) = attache_for(&upstream.url(), "").await;
+    let mut app = App::connect(addr).await;
+    // With `TE: trailers`: after the last chunk.
+    app.write(b"GET /t HTTP/1.1\r\nHost: localhost\r\nTE: trailers\r\n\r\n")
+        .await;
+    let answer = app.response("GET").await;
+    assert_eq!(answer.status, 200);
+    assert_eq!(answer.framing, Framing::Chunked);
+    assert_eq!(answer.text(), "hello world");
+    assert_eq!(
+        answer.trailers,
+        [("x-checksum".to_owned(), "42".to_owned())]
+    );
+    // Without: the same body, no trailers, and the connection goes on.
+    app.write(get("/t").as_bytes()).await;
+    let answer = app.response("GET").await;
+    assert_eq!(answer.framing, Framing::Chunked);
+    assert_eq!(answer.text(), "hello world");
+    assert!(answer.trailers.is_empty(), "{answer:?}");
+    app.assert_quiet().await;
+    let heads = upstream.heads.lock().unwrap().clone();
+    assert_eq!(heads.len(), 2);
+    assert!(
+        heads[0].to_ascii_lowercase().contains("te: trailers"),
+        "{heads:?}"
+    );
+    assert!(!heads[1].to_ascii_lowercase().contains("te:"), "{heads:?}");
+}
+
+/// The start of a response whose body never ends.
+const ENDLESS: &[u8] = b"HTTP/1.1 200 OK\r\ntransfer-encoding: chunked\r\n\r\n5\r\nstart\r\n";
+
+#[tokio::test]
+async fn an_app_that_hangs_up_mid_response_releases_the_upstream() {
+    let upstream = RawUpstream::start(ENDLESS).await;
+    let (_attache, addr) = attache_for(&upstream.url(), "").await;
+    let mut app = App::connect(addr).await;
+    app.write(get("/endless").as_bytes()).await;
+    let (status, _, _) = app.head().await;
+    assert_eq!(status, 200);
+    assert_eq!(app.line().await, "5");
+    drop(app);
+    // attache sees the hang-up and drops the upstream's body (and with it
+    // its connection), as it would a request in flight.
+    for _ in 0..100 {
+        if upstream.closed() == 1 {
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+    assert_eq!(upstream.closed(), 1, "the upstream connection was held");
+}
+
+#[tokio::test]
+async fn a_pipelined_burst_then_a_half_close_gets_its_first_answer() {
+    let (upstream, _attache, addr) = setup().await;
+    let mut app = App::connect(addr).await;
+    let mut burst = get("/h1");
+    burst.push_str(&get("/h2"));
+    app.write(burst.as_bytes()).await;
+    // Done sending, still reading: not a hang-up while a request is
+    // buffered behind the one in flight (hyper's server answers it too).
+    app.stream.shutdown().await.unwrap();
+    let first = app.try_response("GET").await.map(|a| a.text());
+    assert_eq!(first.as_deref(), Some("GET /h1 0 bytes"));
+    // The second may be answered or not; then the connection closes.
+    if let Some(second) = app.try_response("GET").await {
+        assert_eq!(second.text(), "GET /h2 0 bytes");
+    }
+    app.assert_closed().await;
+    assert_eq!(upstream.got()[0].path, "/h1");
+}

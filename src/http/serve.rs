@@ -15,7 +15,9 @@
 //!   answered in order;
 //! - a request body is streamed from the socket as the upstream takes it
 //!   (a small one that arrived with its head is handed over whole);
-//! - while a request is in flight, an app that hangs up cancels it;
+//! - while a request is in flight, or its response's body is slow to
+//!   come, an app that hangs up cancels it (one that only half-closes
+//!   after a pipelined request gets the answer in flight);
 //! - a response body of unknown length is sent chunked, with trailers
 //!   when the app sent `TE: trailers`; a `Date` is added when the
 //!   response has none;
@@ -302,7 +304,24 @@ impl AppConnection {
                 Poll::Ready(frame) => frame,
                 Poll::Pending => {
                     self.flush().await?;
-                    body.frame().await
+                    // Watched while the body is slow to come (a stream, a
+                    // long poll): an app that hangs up lets go of it, and
+                    // of the upstream connection it is read from.
+                    match self.read_half.as_mut() {
+                        Some(half) => {
+                            let read = &mut self.read;
+                            let hang_up = poll_fn(|cx| watch_hang_up(half, read, cx));
+                            tokio::select! {
+                                biased;
+                                frame = body.frame() => frame,
+                                () = hang_up => {
+                                    debug!("the app hung up during the response body");
+                                    return Ok(false);
+                                }
+                            }
+                        }
+                        None => body.frame().await,
+                    }
                 }
             };
             let frame = match frame {
@@ -382,6 +401,10 @@ impl AppConnection {
 /// While a request is in flight: reads what the app sends next (a
 /// pipelined request stays in `read`), and is ready when the app hangs
 /// up. Stops watching once `read` holds [`PIPELINED_MAX`].
+///
+/// The end of the stream with a next request already buffered is the app
+/// done sending (a half-close), not a hang-up: the request in flight is
+/// answered, as hyper's server does (the next read sees the end again).
 fn watch_hang_up(half: &mut OwnedReadHalf, read: &mut BytesMut, cx: &mut Context<'_>) -> Poll<()> {
     loop {
         if read.len() >= PIPELINED_MAX {
@@ -390,6 +413,7 @@ fn watch_hang_up(half: &mut OwnedReadHalf, read: &mut BytesMut, cx: &mut Context
         read.reserve(READ_CHUNK);
         match tokio_util::io::poll_read_buf(Pin::new(&mut *half), cx, read) {
             Poll::Pending => return Poll::Pending,
+            Poll::Ready(Ok(0)) if !read.is_empty() => return Poll::Pending,
             Poll::Ready(Ok(0) | Err(_)) => return Poll::Ready(()),
             Poll::Ready(Ok(_)) => {}
         }
