@@ -1178,3 +1178,70 @@ async fn a_pipelined_burst_then_a_half_close_gets_its_first_answer() {
     app.assert_closed().await;
     assert_eq!(upstream.got()[0].path, "/h1");
 }
+
+#[tokio::test]
+async fn a_fast_upstream_body_waits_for_a_slow_app() {
+    use std::io::{Read as _, Write as _};
+    use std::sync::atomic::{AtomicU64, Ordering};
+    // An upstream that writes 1 GiB as fast as its socket takes it.
+    const LENGTH: u64 = 1 << 30;
+    let listener = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+    let upstream = listener.local_addr().unwrap();
+    let written = Arc::new(AtomicU64::new(0));
+    let count = written.clone();
+    std::thread::spawn(move || {
+        let Ok((mut stream, _)) = listener.accept() else {
+            return;
+        };
+        let mut head = Vec::new();
+        let mut byte = [0u8; 1];
+        while !head.ends_with(b"\r\n\r\n") {
+            if stream.read(&mut byte).unwrap_or(0) == 0 {
+                return;
+            }
+            head.push(byte[0]);
+        }
+        let answer = format!("HTTP/1.1 200 OK\r\ncontent-length: {LENGTH}\r\n\r\n");
+        if stream.write_all(answer.as_bytes()).is_err() {
+            return;
+        }
+        let block = vec![b'z'; 16 * 1024];
+        while count.load(Ordering::SeqCst) < LENGTH {
+            if stream.write_all(&block).is_err() {
+                return;
+            }
+            count.fetch_add(block.len() as u64, Ordering::SeqCst);
+        }
+    });
+    let (_attache, addr) = attache_for(&format!("http://{upstream}"), "").await;
+    let mut app = App::connect(addr).await;
+    app.write(get("/big").as_bytes()).await;
+    // The app reads nothing for a while: what attache took from the
+    // upstream meanwhile is what the sockets hold, not the whole body.
+    tokio::time::sleep(Duration::from_millis(1500)).await;
+    let taken = written.load(Ordering::SeqCst);
+    assert!(
+        taken < 64 << 20,
+        "attache took {} MiB of a body the app did not read",
+        taken >> 20
+    );
+}
+
+#[tokio::test]
+async fn a_shutdown_closes_a_connection_with_half_a_head() {
+    let (_upstream, running, addr) = setup().await;
+    // One request answered, then the start of another that never ends.
+    let mut app = App::connect(addr).await;
+    app.write(get("/before").as_bytes()).await;
+    assert_eq!(app.response("GET").await.text(), "GET /before 0 bytes");
+    app.write(b"GET /never HTTP/1.1\r\nHost: loc").await;
+    tokio::time::sleep(Duration::from_millis(50)).await;
+    let stopping = tokio::spawn(running.shutdown());
+    // Nothing is in flight: the connection closes (as hyper's server
+    // closes one between requests), and the shutdown completes.
+    app.assert_closed().await;
+    tokio::time::timeout(WAIT, stopping)
+        .await
+        .expect("shutdown finished")
+        .unwrap();
+}

@@ -23,8 +23,9 @@
 //!   response has none;
 //! - a response body that fails, or a request body left unread, closes
 //!   the connection after the response;
-//! - at shutdown, an idle connection closes at once and a busy one after
-//!   its response (`connection: close`).
+//! - at shutdown, an idle connection (or one with a head only begun)
+//!   closes at once and a busy one after its response (`connection:
+//!   close`).
 
 use std::future::poll_fn;
 use std::io;
@@ -141,20 +142,17 @@ impl AppConnection {
                     return Ok(Ended::Closed);
                 };
                 self.read.reserve(READ_CHUNK);
-                let idle = self.read.is_empty();
                 let buf = &mut self.read;
                 let read =
                     poll_fn(|cx| tokio_util::io::poll_read_buf(Pin::new(&mut *half), cx, buf));
                 // Waiting between requests is where a shutdown closes the
-                // connection; a head that has started is read to its end.
-                let n = if idle {
-                    tokio::select! {
-                        biased;
-                        n = read => n?,
-                        () = down.as_mut() => return Ok(Ended::Closed),
-                    }
-                } else {
-                    read.await?
+                // connection, with a head only begun too (an app that
+                // stalls in one would hold the shutdown; hyper's server
+                // closes there as well).
+                let n = tokio::select! {
+                    biased;
+                    n = read => n?,
+                    () = down.as_mut() => return Ok(Ended::Closed),
                 };
                 if n == 0 {
                     return Ok(Ended::Closed);
