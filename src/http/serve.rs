@@ -378,6 +378,11 @@ impl AppConnection {
         if chunked {
             self.write.extend_from_slice(b"\r\n");
         }
+        // A body whose small frames are always ready goes out in bounded
+        // writes, not gathered whole.
+        if self.write.len() >= KEEP_MAX {
+            self.flush().await?;
+        }
         Ok(())
     }
 
