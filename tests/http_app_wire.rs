@@ -1245,3 +1245,36 @@ async fn a_shutdown_closes_a_connection_with_half_a_head() {
         .expect("shutdown finished")
         .unwrap();
 }
+
+#[tokio::test]
+async fn an_app_that_hangs_up_after_its_upload_cancels_the_request() {
+    // An upstream that reads everything and never answers.
+    let upstream = RawUpstream::start(b"").await;
+    let (_attache, addr) = attache_for(&upstream.url(), "").await;
+    let mut app = App::connect(addr).await;
+    // Streamed (over 64 KiB): the body holds the socket while it is read,
+    // and gives it back once whole, before any answer.
+    let length = 200_000;
+    let head =
+        format!("POST /slow HTTP/1.1\r\nHost: localhost\r\nContent-Length: {length}\r\n\r\n");
+    app.write(head.as_bytes()).await;
+    app.write(&vec![b'x'; length]).await;
+    for _ in 0..100 {
+        if !upstream.heads.lock().unwrap().is_empty() {
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+    tokio::time::sleep(Duration::from_millis(100)).await;
+    drop(app);
+    // The hang-up is seen once the body gave the socket back: the request
+    // is cancelled and its upstream connection closed, long before the
+    // listener's timeout.
+    for _ in 0..100 {
+        if upstream.closed() == 1 {
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+    assert_eq!(upstream.closed(), 1, "the request outlived its app");
+}

@@ -15,9 +15,10 @@
 //!   answered in order;
 //! - a request body is streamed from the socket as the upstream takes it
 //!   (a small one that arrived with its head is handed over whole);
-//! - while a request is in flight, or its response's body is slow to
-//!   come, an app that hangs up cancels it (one that only half-closes
-//!   after a pipelined request gets the answer in flight);
+//! - while a request is in flight (from the end of its body on), or its
+//!   response's body is slow to come, an app that hangs up cancels it
+//!   (one that only half-closes after a pipelined request gets the answer
+//!   in flight);
 //! - a response body of unknown length is sent chunked, with trailers
 //!   when the app sent `TE: trailers`; a `Date` is added when the
 //!   response has none;
@@ -188,7 +189,7 @@ impl AppConnection {
             keep_alive,
             trailers,
         } = head;
-        let mut lent = None;
+        let mut lent: Option<oneshot::Receiver<Lent>> = None;
         let body = match framing {
             BodyFraming::Empty => body::empty(),
             BodyFraming::Length(n) if n <= self.read.len() as u64 => {
@@ -219,39 +220,75 @@ impl AppConnection {
         *request.uri_mut() = uri;
         *request.version_mut() = Version::HTTP_11;
         *request.headers_mut() = headers;
-        let response = {
-            let handling = pin!(service.handle(request, peer));
-            match self.read_half.as_mut() {
-                // Watched meanwhile: an app that hangs up cancels it.
-                Some(half) => {
-                    let read = &mut self.read;
-                    let hang_up = poll_fn(|cx| watch_hang_up(half, read, cx));
-                    tokio::select! {
-                        biased;
-                        response = handling => response,
-                        () = hang_up => return Ok(false),
+        let mut handling = pin!(service.handle(request, peer));
+        // A streamed body has the read half: the request is not watched
+        // until the body gives it back (read to its end).
+        if let Some(returned) = lent.as_mut() {
+            let first = tokio::select! {
+                biased;
+                response = handling.as_mut() => Ok(response),
+                back = &mut *returned => Err(back),
+            };
+            match first {
+                Ok(response) => {
+                    // Not waited for: a body still out (an upload an early
+                    // answer cut short) leaves the connection unusable.
+                    match returned.try_recv() {
+                        Ok(lent) => self.take_back(lent),
+                        Err(_) => {
+                            debug!(%peer, "request body not read to its end; the connection closes after the response")
+                        }
                     }
+                    return self
+                        .respond(&method, response, keep_alive, trailers, shutdown)
+                        .await;
                 }
-                None => handling.await,
-            }
-        };
-        // The request body is done with, or the connection closes.
-        if let Some(mut returned) = lent {
-            // Not waited for: a body still out (an upload an early answer cut
-            // short) leaves the connection unusable anyway.
-            match returned.try_recv().ok() {
-                Some(Lent { half, read }) => {
-                    self.read_half = Some(half);
-                    self.read = read;
-                }
-                None => {
-                    debug!(%peer, "request body not read to its end; the connection closes after the response")
+                Err(Ok(lent)) => self.take_back(lent),
+                // Dropped unread: nothing to watch the app with.
+                Err(Err(_)) => {
+                    let response = handling.await;
+                    return self
+                        .respond(&method, response, keep_alive, trailers, shutdown)
+                        .await;
                 }
             }
         }
+        let response = match self.read_half.as_mut() {
+            // Watched meanwhile: an app that hangs up cancels it.
+            Some(half) => {
+                let read = &mut self.read;
+                let hang_up = poll_fn(|cx| watch_hang_up(half, read, cx));
+                tokio::select! {
+                    biased;
+                    response = handling => response,
+                    () = hang_up => return Ok(false),
+                }
+            }
+            None => handling.await,
+        };
+        self.respond(&method, response, keep_alive, trailers, shutdown)
+            .await
+    }
+
+    /// The read half and what follows the body, back from a request body.
+    fn take_back(&mut self, Lent { half, read }: Lent) {
+        self.read_half = Some(half);
+        self.read = read;
+    }
+
+    /// Writes the response; `Ok(true)`: the connection can take another
+    /// request.
+    async fn respond(
+        &mut self,
+        method: &Method,
+        response: Response<Body>,
+        keep_alive: bool,
+        trailers: bool,
+        shutdown: &SessionShutdown,
+    ) -> io::Result<bool> {
         let keep_alive = keep_alive && self.read_half.is_some() && !shutdown.is_down();
         let written = self
-            .write_response(&method, response, trailers, !keep_alive)
+            .write_response(method, response, trailers, !keep_alive)
             .await?;
         Ok(keep_alive && written)
     }
