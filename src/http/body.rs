@@ -6,13 +6,17 @@
 //! on a PUT, a 401 that refreshed the token) can send it again. A streamed
 //! body can be sent once; after that the request cannot be retried.
 
-use attache_http::h1::{BodyDecoder, Chunk, ChunkError};
+use std::pin::Pin;
+use std::task::{Context, Poll};
+
+use attache_http::h1::{BodyDecoder, Chunk};
 use bytes::{Bytes, BytesMut};
 use http::header::CONTENT_LENGTH;
 use http::HeaderMap;
 use http_body_util::combinators::UnsyncBoxBody;
 use http_body_util::{BodyExt, Empty, Full};
 use hyper::body::Frame;
+use tokio::io::AsyncRead;
 
 /// Every body attache sends.
 pub(crate) type Body = UnsyncBoxBody<Bytes, BoxError>;
@@ -91,19 +95,40 @@ impl AppBody {
     }
 }
 
-/// The next frame of a body read from a connection's buffer `read`:
-/// `Ok(Some(None))` at its end, `Ok(None)` when more must be read first.
-/// Once the decoder [is done](BodyDecoder::is_done), the connection can
-/// go back to whoever lent it.
-pub(crate) fn next_frame(
+/// Reads a body's next frame from a connection: what `read` holds first,
+/// then what `io` brings (with `room` bytes of room per read). `Ok(None)`
+/// at its end; after its last frame the decoder [is
+/// done](BodyDecoder::is_done), and the connection can go back to whoever
+/// lent it. A close ends a body read until the close and fails any other
+/// (`closed` says how).
+pub(crate) fn poll_decoded<R: AsyncRead + Unpin>(
     decoder: &mut BodyDecoder,
     read: &mut BytesMut,
-) -> Result<Option<Option<Frame<Bytes>>>, ChunkError> {
-    Ok(match decoder.decode(read)? {
-        Chunk::Data(data) => Some(Some(Frame::data(data))),
-        // Trailers are the last frame: hyper asks no further.
-        Chunk::Trailers(trailers) => Some(Some(Frame::trailers(trailers))),
-        Chunk::End => Some(None),
-        Chunk::Incomplete => None,
-    })
+    io: &mut R,
+    room: usize,
+    cx: &mut Context<'_>,
+    closed: &'static str,
+) -> Poll<Result<Option<Frame<Bytes>>, String>> {
+    loop {
+        match decoder.decode(read) {
+            Ok(Chunk::Data(data)) => return Poll::Ready(Ok(Some(Frame::data(data)))),
+            // Trailers are the last frame: hyper asks no further.
+            Ok(Chunk::Trailers(trailers)) => {
+                return Poll::Ready(Ok(Some(Frame::trailers(trailers))))
+            }
+            Ok(Chunk::End) => return Poll::Ready(Ok(None)),
+            Ok(Chunk::Incomplete) => {}
+            Err(e) => return Poll::Ready(Err(e.to_string())),
+        }
+        read.reserve(room);
+        match std::task::ready!(tokio_util::io::poll_read_buf(Pin::new(&mut *io), cx, read)) {
+            Ok(0) if *decoder == BodyDecoder::UntilClose => {
+                *decoder = BodyDecoder::Done;
+                return Poll::Ready(Ok(None));
+            }
+            Ok(0) => return Poll::Ready(Err(closed.into())),
+            Ok(_) => {}
+            Err(e) => return Poll::Ready(Err(e.to_string())),
+        }
+    }
 }

@@ -422,33 +422,25 @@ impl hyper::body::Body for ResponseBody {
         cx: &mut Context<'_>,
     ) -> Poll<Option<Result<Frame<Bytes>, BoxError>>> {
         let this = self.get_mut();
-        loop {
-            let Some(connection) = this.connection.as_mut() else {
-                return Poll::Ready(None);
-            };
-            match super::body::next_frame(&mut this.decoder, &mut connection.read) {
-                Ok(Some(frame)) => {
-                    if this.decoder.is_done() {
-                        this.finish();
-                    }
-                    return Poll::Ready(frame.map(Ok));
+        let Some(connection) = this.connection.as_mut() else {
+            return Poll::Ready(None);
+        };
+        let polled = std::task::ready!(super::body::poll_decoded(
+            &mut this.decoder,
+            &mut connection.read,
+            &mut connection.io,
+            READ_CHUNK,
+            cx,
+            "the upstream closed the connection before the body's end",
+        ));
+        match polled {
+            Ok(frame) => {
+                if this.decoder.is_done() {
+                    this.finish();
                 }
-                Ok(None) => {}
-                Err(e) => return Poll::Ready(Some(Err(this.failed(&e.to_string())))),
+                Poll::Ready(frame.map(Ok))
             }
-            match std::task::ready!(connection.poll_read(cx)) {
-                Ok(0) if this.decoder == BodyDecoder::UntilClose => {
-                    this.decoder = BodyDecoder::Done;
-                    this.connection = None;
-                    return Poll::Ready(None);
-                }
-                Ok(0) => {
-                    let cause = "the upstream closed the connection before the body's end";
-                    return Poll::Ready(Some(Err(this.failed(cause))));
-                }
-                Ok(_) => {}
-                Err(e) => return Poll::Ready(Some(Err(this.failed(&e.to_string())))),
-            }
+            Err(cause) => Poll::Ready(Some(Err(this.failed(&cause)))),
         }
     }
 

@@ -28,6 +28,8 @@
 //!   closes at once and a busy one after its response (`connection:
 //!   close`).
 
+mod request_body;
+
 use std::future::poll_fn;
 use std::io;
 use std::net::SocketAddr;
@@ -45,14 +47,15 @@ use attache_http::h1::{
 use bytes::{Buf, Bytes, BytesMut};
 use http::{HeaderMap, Method, Request, Response, Version};
 use http_body_util::BodyExt;
-use hyper::body::{Body as _, Frame, SizeHint};
+use hyper::body::Body as _;
 use tokio::io::{AsyncRead, AsyncWrite, AsyncWriteExt, ReadBuf};
 use tokio::net::tcp::{OwnedReadHalf, OwnedWriteHalf};
 use tokio::net::TcpStream;
 use tokio::sync::oneshot;
 use tracing::debug;
 
-use super::body::{self, Body, BoxError};
+use self::request_body::{Lent, RequestBody};
+use super::body::{self, Body};
 use super::service::HttpService;
 use crate::shutdown::SessionShutdown;
 
@@ -114,12 +117,6 @@ struct AppConnection {
     read: BytesMut,
     /// A response head and the start of its body.
     write: Vec<u8>,
-}
-
-/// A request body's half of the connection, lent to the body.
-struct Lent {
-    half: OwnedReadHalf,
-    read: BytesMut,
 }
 
 impl AppConnection {
@@ -201,7 +198,7 @@ impl AppConnection {
                 };
                 let (back, returned) = oneshot::channel();
                 lent = Some(returned);
-                AppBody {
+                RequestBody {
                     decoder: match framing {
                         BodyFraming::Length(n) => BodyDecoder::Length(n),
                         _ => BodyDecoder::Chunked(ChunkedDecoder::default()),
@@ -457,80 +454,6 @@ fn watch_hang_up(half: &mut OwnedReadHalf, read: &mut BytesMut, cx: &mut Context
             Poll::Ready(Ok(0) | Err(_)) => return Poll::Ready(()),
             Poll::Ready(Ok(_)) => {}
         }
-    }
-}
-
-/// The app's request body, read from the connection's read half, which
-/// goes back to the connection once the body has been read to its end.
-struct AppBody {
-    decoder: BodyDecoder,
-    /// `None` once the body ended or failed.
-    lent: Option<Lent>,
-    back: Option<oneshot::Sender<Lent>>,
-}
-
-impl AppBody {
-    fn finish(&mut self) {
-        self.decoder = BodyDecoder::Done;
-        if let (Some(lent), Some(back)) = (self.lent.take(), self.back.take()) {
-            let _ = back.send(lent);
-        }
-    }
-
-    fn failed(&mut self, cause: &str) -> BoxError {
-        self.decoder = BodyDecoder::Done;
-        self.lent = None;
-        cause.to_owned().into()
-    }
-}
-
-impl hyper::body::Body for AppBody {
-    type Data = Bytes;
-    type Error = BoxError;
-
-    fn poll_frame(
-        self: Pin<&mut Self>,
-        cx: &mut Context<'_>,
-    ) -> Poll<Option<Result<Frame<Bytes>, BoxError>>> {
-        let this = self.get_mut();
-        loop {
-            let Some(lent) = this.lent.as_mut() else {
-                return Poll::Ready(None);
-            };
-            match super::body::next_frame(&mut this.decoder, &mut lent.read) {
-                Ok(Some(frame)) => {
-                    if this.decoder.is_done() {
-                        this.finish();
-                    }
-                    return Poll::Ready(frame.map(Ok));
-                }
-                Ok(None) => {}
-                Err(e) => return Poll::Ready(Some(Err(this.failed(&e.to_string())))),
-            }
-            lent.read.reserve(READ_CHUNK);
-            match std::task::ready!(tokio_util::io::poll_read_buf(
-                Pin::new(&mut lent.half),
-                cx,
-                &mut lent.read
-            )) {
-                Ok(0) => {
-                    let cause = "the app closed its connection before the request body's end";
-                    return Poll::Ready(Some(Err(this.failed(cause))));
-                }
-                Ok(_) => {}
-                Err(e) => return Poll::Ready(Some(Err(this.failed(&e.to_string())))),
-            }
-        }
-    }
-
-    fn is_end_stream(&self) -> bool {
-        self.decoder.is_done()
-    }
-
-    fn size_hint(&self) -> SizeHint {
-        self.decoder
-            .exact()
-            .map_or_else(SizeHint::default, SizeHint::with_exact)
     }
 }
 
