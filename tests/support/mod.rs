@@ -210,3 +210,4 @@ pub mod cluster;
 pub mod dns;
 pub mod http;
 pub mod tls;
+pub mod wire;
