@@ -133,6 +133,18 @@ impl Running {
         self.generations.borrow().http_addr(name)
     }
 
+    /// The HTTP listeners' metrics, in the Prometheus text format that
+    /// `/metrics` serves (an embedder may have no admin listener).
+    pub fn http_metrics(&self) -> String {
+        let mut out = String::new();
+        self.generations
+            .borrow()
+            .services
+            .http_metrics()
+            .render(&mut out);
+        out
+    }
+
     /// Applies `config` as a hot reload would (see [`reload`]); on error
     /// the running config stays.
     pub fn reload(&self, config: Config) -> Result<(), ReloadError> {

@@ -255,6 +255,25 @@ async fn a_pipelined_burst_then_a_half_close_gets_its_first_answer() {
 }
 
 #[tokio::test]
+async fn an_http2_preface_after_http1_requests_is_not_taken_as_http2() {
+    let (upstream, attache, addr) = setup().await;
+    let mut app = App::connect(addr).await;
+    app.write(get("/first").as_bytes()).await;
+    assert_eq!(app.response("GET").await.text(), "GET /first 0 bytes");
+    // HTTP/2 with prior knowledge starts a connection; here it is a
+    // malformed HTTP/1.1 request: an HTTP/1.1 refusal (no HTTP/2 SETTINGS
+    // frame, which the parser would reject), then the close.
+    app.write(b"PRI * HTTP/2.0\r\n\r\nSM\r\n\r\n").await;
+    if let Some(answer) = app.try_response("GET").await {
+        assert!(answer.status >= 400, "status {}", answer.status);
+    }
+    app.assert_closed().await;
+    assert_eq!(upstream.got().len(), 1);
+    assert_eq!(handovers(&attache), 1);
+    assert_still_serving(addr).await;
+}
+
+#[tokio::test]
 async fn a_fast_upstream_body_waits_for_a_slow_app() {
     use std::io::{Read as _, Write as _};
     use std::sync::atomic::{AtomicU64, Ordering};

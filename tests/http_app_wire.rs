@@ -19,7 +19,7 @@ use support::wire::*;
 
 #[tokio::test]
 async fn keep_alive_serves_several_requests_on_one_connection() {
-    let (upstream, _attache, addr) = setup().await;
+    let (upstream, attache, addr) = setup().await;
     let mut app = App::connect(addr).await;
     for i in 0..3 {
         app.write(get(&format!("/k{i}")).as_bytes()).await;
@@ -34,6 +34,8 @@ async fn keep_alive_serves_several_requests_on_one_connection() {
     }
     let paths: Vec<_> = upstream.got().into_iter().map(|g| g.path).collect();
     assert_eq!(paths, ["/k0", "/k1", "/k2"]);
+    // Served by attache's own path, not handed to hyper's server.
+    assert_eq!(handovers(&attache), 0);
 }
 
 #[tokio::test]
@@ -87,7 +89,7 @@ async fn connection_close_from_the_app_is_answered_then_closed() {
 
 #[tokio::test]
 async fn http_1_0_is_answered_without_chunks_then_closed() {
-    let (upstream, _attache, addr) = setup().await;
+    let (upstream, attache, addr) = setup().await;
     let mut app = App::connect(addr).await;
     app.write(b"GET /old HTTP/1.0\r\nHost: localhost\r\n\r\n")
         .await;
@@ -110,6 +112,8 @@ async fn http_1_0_is_answered_without_chunks_then_closed() {
     );
     assert_eq!(answer.framing, Framing::Close);
     assert_eq!(upstream.got().len(), 2);
+    // HTTP/1.0 is hyper's to serve.
+    assert_eq!(handovers(&attache), 2);
 }
 
 #[tokio::test]
@@ -331,7 +335,7 @@ async fn responses_carry_one_date_header() {
 
 #[tokio::test]
 async fn pipelined_requests_written_byte_by_byte_are_each_answered() {
-    let (upstream, _attache, addr) = setup().await;
+    let (upstream, attache, addr) = setup().await;
     let mut app = App::connect(addr).await;
     let mut burst = get("/b1").into_bytes();
     burst.extend_from_slice(
@@ -362,6 +366,7 @@ async fn pipelined_requests_written_byte_by_byte_are_each_answered() {
     assert_eq!(got[2].body, b"abcdefg");
     let trailers = got[2].trailers.as_ref().expect("the trailer went up");
     assert_eq!(trailers["x-sum"], "7");
+    assert_eq!(handovers(&attache), 0);
 }
 
 #[tokio::test]

@@ -35,6 +35,8 @@ pub(crate) struct HttpMetrics {
     pub(crate) in_flight: AtomicI64,
     /// Upstream connections open now (idle or busy, HTTP/1 and HTTP/2).
     pub(crate) connections: AtomicI64,
+    /// App connections handed to hyper's server (see `serve`).
+    pub(crate) handovers: AtomicU64,
 }
 
 #[derive(Debug, Default)]
@@ -142,7 +144,7 @@ impl HttpMetrics {
         }
         let get = |c: &AtomicU64| c.load(Ordering::Relaxed).to_string();
         let gauge = |g: &AtomicI64| g.load(Ordering::Relaxed).max(0).to_string();
-        let plain: [(&'static str, &'static str, &'static str, String); 8] = [
+        let plain: [(&'static str, &'static str, &'static str, String); 9] = [
             (
                 "attache_http_retries_total",
                 "counter",
@@ -178,6 +180,13 @@ impl HttpMetrics {
                 "counter",
                 "Upstream addresses taken out of rotation after repeated failures.",
                 get(&self.ejections),
+            ),
+            (
+                "attache_http_app_handovers_total",
+                "counter",
+                "App connections served by hyper's server from some request on: HTTP/2, \
+                 HTTP/1.0, upgrades, Expect, unusual or malformed requests.",
+                get(&self.handovers),
             ),
             (
                 "attache_http_requests_in_flight",

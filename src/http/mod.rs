@@ -39,7 +39,9 @@ mod serve;
 mod service;
 
 use std::convert::Infallible;
+use std::future::Future;
 use std::net::SocketAddr;
+use std::pin::{pin, Pin};
 use std::sync::{Arc, RwLock};
 
 use hyper_util::rt::{TokioExecutor, TokioIo};
@@ -77,6 +79,15 @@ pub(crate) async fn serve_client(
     serve::serve_h1(current, stream, peer, shutdown).await;
 }
 
+/// Which protocols hyper's server may find on a connection handed to it.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Protocols {
+    /// HTTP/1.x, or HTTP/2 with prior knowledge (the connection's start).
+    Any,
+    /// HTTP/1.x only: HTTP/1.1 requests were served on it already.
+    Http1,
+}
+
 /// Serves an app connection with hyper's server (HTTP/1 and HTTP/2, with
 /// upgrades), from where attache's own HTTP/1.1 path handed it over.
 async fn serve_hyper<I>(
@@ -84,6 +95,7 @@ async fn serve_hyper<I>(
     io: I,
     peer: SocketAddr,
     shutdown: Arc<SessionShutdown>,
+    protocols: Protocols,
 ) where
     I: AsyncRead + AsyncWrite + Send + Unpin + 'static,
 {
@@ -93,22 +105,46 @@ async fn serve_hyper<I>(
         // move it into its dispatcher by value for every request.
         Box::pin(async move { Ok::<_, Infallible>(service.handle(request, peer).await) })
     });
-    let builder = auto::Builder::new(TokioExecutor::new());
-    let connection = builder.serve_connection_with_upgrades(TokioIo::new(io), service);
-    tokio::pin!(connection);
-    let finished = tokio::select! {
-        biased;
-        result = connection.as_mut() => Some(result),
-        () = shutdown.wait() => None,
-    };
-    let result = match finished {
-        Some(result) => result,
-        None => {
-            connection.as_mut().graceful_shutdown();
-            connection.await
+    let io = TokioIo::new(io);
+    let result = match protocols {
+        Protocols::Any => {
+            let builder = auto::Builder::new(TokioExecutor::new());
+            let connection = builder.serve_connection_with_upgrades(io, service);
+            until_shutdown(connection, &shutdown, |c| c.graceful_shutdown()).await
+        }
+        Protocols::Http1 => {
+            // Not the auto builder's `http1_only`: with upgrades it still
+            // looks for the HTTP/2 preface (hyper-util 0.1.21).
+            let connection = hyper::server::conn::http1::Builder::new()
+                .serve_connection(io, service)
+                .with_upgrades();
+            until_shutdown(connection, &shutdown, |c| c.graceful_shutdown())
+                .await
+                .map_err(Into::into)
         }
     };
     if let Err(e) = result {
         debug!(%peer, error = %e, "app connection ended");
     }
+}
+
+/// Runs a hyper connection to its end; when `shutdown` flips first, asks it
+/// to finish gracefully (HTTP/1: after the response in flight; HTTP/2:
+/// GOAWAY) and waits for that.
+async fn until_shutdown<C, E>(
+    connection: C,
+    shutdown: &Arc<SessionShutdown>,
+    graceful: impl FnOnce(Pin<&mut C>),
+) -> Result<(), E>
+where
+    C: Future<Output = Result<(), E>>,
+{
+    let mut connection = pin!(connection);
+    tokio::select! {
+        biased;
+        result = connection.as_mut() => return result,
+        () = shutdown.wait() => {}
+    }
+    graceful(connection.as_mut());
+    connection.await
 }

@@ -56,6 +56,7 @@ use tracing::debug;
 
 use self::request_body::{Lent, RequestBody};
 use super::body::{self, Body};
+use super::metrics::HttpMetrics;
 use super::service::HttpService;
 use crate::shutdown::SessionShutdown;
 
@@ -84,20 +85,31 @@ pub(crate) async fn serve_h1(
         read: BytesMut::new(),
         write: Vec::new(),
     };
-    let handover = match connection.run(&current, peer, &shutdown).await {
+    let (handover, fresh) = match connection.run(&current, peer, &shutdown).await {
         Ok(Ended::Closed) => return,
-        Ok(Ended::Handover) => connection.handover(),
+        Ok(Ended::Handover { fresh }) => (connection.handover(), fresh),
         Err(e) => {
             debug!(%peer, error = %e, "app connection ended");
             return;
         }
     };
     if let Some((stream, read)) = handover {
+        let service = current.read().unwrap_or_else(|e| e.into_inner()).clone();
+        HttpMetrics::add(&service.metrics().handovers);
+        drop(service);
         let io = Rewind {
             prefix: read.freeze(),
             inner: stream,
         };
-        super::serve_hyper(current, io, peer, shutdown).await;
+        // HTTP/2 with prior knowledge starts a connection; after HTTP/1.1
+        // requests its preface is a malformed HTTP/1.1 request (hyper's
+        // server alone answers it so).
+        let protocols = if fresh {
+            super::Protocols::Any
+        } else {
+            super::Protocols::Http1
+        };
+        super::serve_hyper(current, io, peer, shutdown, protocols).await;
     }
 }
 
@@ -105,7 +117,10 @@ pub(crate) async fn serve_h1(
 enum Ended {
     Closed,
     /// A request this side does not take is at the start of `read`.
-    Handover,
+    Handover {
+        /// No request was served on the connection before it.
+        fresh: bool,
+    },
 }
 
 /// An app connection on attache's own HTTP/1.1 path.
@@ -127,12 +142,13 @@ impl AppConnection {
         shutdown: &Arc<SessionShutdown>,
     ) -> io::Result<Ended> {
         let mut down = pin!(shutdown.wait());
+        let mut fresh = true;
         loop {
             let head = loop {
                 if !self.read.is_empty() {
                     match parse_request_head(&mut self.read) {
                         Parsed::Head(head) => break head,
-                        Parsed::Other => return Ok(Ended::Handover),
+                        Parsed::Other => return Ok(Ended::Handover { fresh }),
                         Parsed::Partial => {}
                     }
                 }
@@ -160,6 +176,7 @@ impl AppConnection {
             if !self.exchange(service, head, peer, shutdown).await? {
                 return Ok(Ended::Closed);
             }
+            fresh = false;
             if self.read.capacity() > KEEP_MAX && self.read.is_empty() {
                 self.read = BytesMut::new();
             }

@@ -58,6 +58,11 @@ struct Outgoing {
 }
 
 impl HttpService {
+    /// The listener's counters (shared by its services across reloads).
+    pub(crate) fn metrics(&self) -> &HttpMetrics {
+        &self.metrics
+    }
+
     /// The service of listener `name` with its checked `policy`.
     pub(crate) fn start(
         name: &str,

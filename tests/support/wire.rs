@@ -383,6 +383,17 @@ pub async fn setup() -> (Upstream, attache::Running, SocketAddr) {
     (upstream, running, addr)
 }
 
+/// Connections of listener `api` that hyper's server took over (the rest
+/// are served by attache's own HTTP/1.1 path).
+pub fn handovers(attache: &attache::Running) -> u64 {
+    let text = attache.http_metrics();
+    let line = text
+        .lines()
+        .find_map(|l| l.strip_prefix("attache_http_app_handovers_total{listener=\"api\"} "))
+        .unwrap_or_else(|| panic!("no handover counter in:\n{text}"));
+    line.trim().parse().expect("a count")
+}
+
 pub fn get(path: &str) -> String {
     format!("GET {path} HTTP/1.1\r\nHost: localhost\r\n\r\n")
 }

@@ -73,9 +73,10 @@ pub fn parse_request_head(buf: &mut BytesMut) -> Parsed {
         buf,
         &mut fields,
     ) {
-        Ok(httparse::Status::Complete(len)) => len,
+        // The same limit whether the head came in one read or in pieces.
+        Ok(httparse::Status::Complete(len)) if len <= MAX_HEAD => len,
         Ok(httparse::Status::Partial) if buf.len() <= MAX_HEAD => return Parsed::Partial,
-        Ok(httparse::Status::Partial) | Err(_) => return Parsed::Other,
+        Ok(_) | Err(_) => return Parsed::Other,
     };
     if request.version != Some(1) {
         return Parsed::Other;

@@ -99,6 +99,13 @@ fn a_head_too_large_or_with_too_many_fields_is_left_to_hyper() {
     let mut large = b"GET / HTTP/1.1\r\nx-big: ".to_vec();
     large.resize(MAX_HEAD + 1, b'a');
     assert!(is_other(&large));
+    // Whole in one read too: the limit does not depend on how it came.
+    large.extend_from_slice(b"\r\n\r\n");
+    assert!(is_other(&large));
+    let mut at_limit = b"GET / HTTP/1.1\r\nx-big: ".to_vec();
+    at_limit.resize(MAX_HEAD - 4, b'a');
+    at_limit.extend_from_slice(b"\r\n\r\n");
+    assert!(matches!(parse(&at_limit).0, Parsed::Head(_)));
     let mut many = b"GET / HTTP/1.1\r\n".to_vec();
     for i in 0..=MAX_HEADERS {
         many.extend_from_slice(format!("x-{i}: v\r\n").as_bytes());
