@@ -2,9 +2,12 @@
 //! HTTP/1.x bytes: malformed heads and framing (each refused with the
 //! status pinned here and never forwarded; Content-Length with chunked is
 //! read as chunked and the connection closed after it), oversized heads,
-//! a refused `Expect`, a body never read, apps that hang up (mid-body,
-//! mid-response, after an upload) or half-close, backpressure from a slow
-//! app, and a shutdown with a head only begun; the listener stays up.
+//! a refused `Expect`, a body never read (and a 16 MiB upload answered
+//! before it was read, which the app still sends whole and then reads the
+//! answer of), an HTTP/2 preface after HTTP/1.1 requests, apps that hang
+//! up (mid-body, mid-response, after an upload) or half-close, backpressure
+//! from a slow app, and a shutdown with a head only begun; the listener
+//! stays up.
 
 mod support;
 
@@ -13,18 +16,11 @@ use std::time::Duration;
 
 use support::http::attache_for;
 use support::wire::*;
-use tokio::io::AsyncWriteExt;
+use tokio::io::{AsyncReadExt, AsyncWriteExt};
 
 #[tokio::test]
 async fn expect_100_continue_refused_gets_the_final_answer_and_a_close() {
-    let upstream = Upstream::start().await;
-    let running = support::start_attache(&format!(
-        "[http.api]\nlisten = \"127.0.0.1:0\"\n\
-         [[http.api.routes]]\nprefix = \"/v1\"\nupstream = \"{}\"\n",
-        upstream.url()
-    ))
-    .await;
-    let addr = running.http_addr("api").unwrap();
+    let (upstream, _running, addr) = setup_v1_only().await;
     let mut app = App::connect(addr).await;
     app.write(
         b"POST /v2/x HTTP/1.1\r\nHost: localhost\r\nContent-Length: 5\r\n\
@@ -41,14 +37,7 @@ async fn expect_100_continue_refused_gets_the_final_answer_and_a_close() {
 
 #[tokio::test]
 async fn an_unread_body_is_never_taken_for_a_request() {
-    let upstream = Upstream::start().await;
-    let running = support::start_attache(&format!(
-        "[http.api]\nlisten = \"127.0.0.1:0\"\n\
-         [[http.api.routes]]\nprefix = \"/v1\"\nupstream = \"{}\"\n",
-        upstream.url()
-    ))
-    .await;
-    let addr = running.http_addr("api").unwrap();
+    let (upstream, _running, addr) = setup_v1_only().await;
     // Refused (no route) before its body was read; the body looks like a
     // request, small or behind 100 kB of padding.
     let inner = "GET /v1/smuggled HTTP/1.1\r\nHost: localhost\r\n\r\n";
@@ -75,6 +64,45 @@ async fn an_unread_body_is_never_taken_for_a_request() {
     }
     let paths: Vec<_> = upstream.server.seen().into_iter().map(|s| s.path).collect();
     assert!(paths.iter().all(|p| p == "/v1/next"), "{paths:?}");
+}
+
+/// Writes a POST to `path` with all of `body` before reading (as most
+/// clients do), then reads its answer: the status, and the connection
+/// closed after it.
+async fn upload_then_read(addr: std::net::SocketAddr, path: &str, body: &[u8]) -> u16 {
+    let mut app = App::connect(addr).await;
+    let head = format!(
+        "POST {path} HTTP/1.1\r\nHost: localhost\r\nContent-Length: {}\r\n\r\n",
+        body.len()
+    );
+    app.write(head.as_bytes()).await;
+    tokio::time::timeout(WAIT, app.stream.write_all(body))
+        .await
+        .expect("the upload was taken")
+        .expect("the upload was not reset");
+    let answer = app.response("POST").await;
+    assert_eq!(answer.header("connection"), Some("close"));
+    app.assert_closed().await;
+    answer.status
+}
+
+#[tokio::test]
+async fn an_upload_answered_before_it_was_read_still_gets_its_answer() {
+    // Refused (no route) before a byte of it was read: the app must still
+    // be able to send it all and read the 404, not a reset.
+    let (upstream, _running, addr) = setup_v1_only().await;
+    let body = vec![b'u'; 16 << 20];
+    for _ in 0..3 {
+        assert_eq!(upload_then_read(addr, "/v2/upload", &body).await, 404);
+    }
+    assert!(upstream.server.seen().is_empty());
+
+    // The same when the upstream answers before it read the upload, and
+    // closes.
+    let refusing =
+        support::http::TestUpstream::plain(support::http::handler(|_| async { status(413) })).await;
+    let (_attache, addr) = attache_for(&format!("http://{}", refusing.addr), "").await;
+    assert_eq!(upload_then_read(addr, "/up", &body).await, 413);
 }
 
 #[tokio::test]
@@ -337,6 +365,37 @@ async fn a_shutdown_closes_a_connection_with_half_a_head() {
     tokio::time::timeout(WAIT, stopping)
         .await
         .expect("shutdown finished")
+        .unwrap();
+}
+
+#[tokio::test]
+async fn a_shutdown_ends_the_lingering_after_an_unread_upload() {
+    let (_upstream, running, addr) = setup_v1_only().await;
+    let mut app = App::connect(addr).await;
+    app.write(b"POST /v2/x HTTP/1.1\r\nHost: localhost\r\nContent-Length: 100000000\r\n\r\n")
+        .await;
+    app.write(&[b'u'; 100_000]).await;
+    assert_eq!(app.response("POST").await.status, 404);
+    // The response is whole: attache is done writing.
+    let mut rest = Vec::new();
+    tokio::time::timeout(WAIT, app.stream.read_to_end(&mut rest))
+        .await
+        .expect("the end of the response stream")
+        .unwrap();
+    // Still sending, a little at a time: attache reads and drops it
+    // (lingering) until the shutdown, which does not wait for the upload's
+    // end; then the app's writes fail.
+    let trickle = tokio::spawn(async move {
+        while app.stream.write_all(&[b'u'; 1000]).await.is_ok() {
+            tokio::time::sleep(Duration::from_millis(100)).await;
+        }
+    });
+    tokio::time::sleep(Duration::from_millis(1500)).await;
+    assert!(!trickle.is_finished(), "attache stopped reading the upload");
+    running.shutdown().await;
+    tokio::time::timeout(WAIT, trickle)
+        .await
+        .expect("attache closed at the shutdown")
         .unwrap();
 }
 

@@ -9,7 +9,10 @@
 //!   [`ResponseBody`] that reads the rest from the same connection.
 //! - Once the body has been read to its end, the connection goes back to
 //!   its address's idle list, unless either side said `close` or the
-//!   request body was cut short by an early response.
+//!   request body was cut short by an early response. An upstream that
+//!   answers an upload early and closes makes the rest of the body fail
+//!   to write: the response it sent first is still read and is the
+//!   answer.
 //! - A body dropped before its end, or a connection that fails, is closed
 //!   and never reused.
 //! - Nobody reads an idle connection, so a close by the upstream is only
@@ -128,6 +131,7 @@ impl H1Connection {
             wrote_any: false,
             flushed: false,
             unparsed: false,
+            write_failed: None,
         };
         if request.body.is_none() {
             self.end_body(&mut request, None);
@@ -175,9 +179,18 @@ impl H1Connection {
         request: &mut Outgoing,
     ) -> Poll<Result<ResponseHead, Exchange>> {
         loop {
-            if !request.flushed {
-                if let Poll::Ready(Err(e)) = self.poll_write_request(cx, request) {
-                    return Poll::Ready(Err(e));
+            if !request.flushed && request.write_failed.is_none() {
+                match self.poll_write_request(cx, request) {
+                    // A response already on its way is the answer (the
+                    // rest of the body is dropped, unsent).
+                    Poll::Ready(Err(Exchange::Failed(cause))) => {
+                        request.write_failed = Some(cause);
+                        request.body = None;
+                        request.unparsed = !self.read.is_empty();
+                        continue;
+                    }
+                    Poll::Ready(Err(e)) => return Poll::Ready(Err(e)),
+                    _ => {}
                 }
             }
             // Parsed only when a read brought something new: a pooled
@@ -196,12 +209,17 @@ impl H1Connection {
                 Poll::Ready(Ok(0)) if !request.wrote_any => {
                     return Poll::Ready(Err(Exchange::Unsent(io::ErrorKind::UnexpectedEof.into())))
                 }
-                Poll::Ready(Ok(0)) => {
-                    let cause = "the upstream closed the connection before its response";
-                    return Poll::Ready(Err(Exchange::Failed(cause.into())));
+                Poll::Ready(Ok(n)) if n > 0 => request.unparsed = true,
+                Poll::Ready(Ok(_)) => {
+                    let cause = request.write_failed.take().unwrap_or_else(|| {
+                        "the upstream closed the connection before its response".into()
+                    });
+                    return Poll::Ready(Err(Exchange::Failed(cause)));
                 }
-                Poll::Ready(Ok(_)) => request.unparsed = true,
-                Poll::Ready(Err(e)) => return Poll::Ready(Err(Exchange::Failed(e.to_string()))),
+                Poll::Ready(Err(e)) => {
+                    let cause = request.write_failed.take().unwrap_or_else(|| e.to_string());
+                    return Poll::Ready(Err(Exchange::Failed(cause)));
+                }
             }
         }
     }
@@ -366,6 +384,10 @@ struct Outgoing {
     flushed: bool,
     /// Bytes were read since the response head was last looked for.
     unparsed: bool,
+    /// Writing failed after some of the request went out: why. The
+    /// response may have come before (an upstream that answers an upload
+    /// early and closes), so it is still read for.
+    write_failed: Option<String>,
 }
 
 /// How [`H1Connection::poll_exchange`] failed.

@@ -23,7 +23,10 @@
 //!   when the app sent `TE: trailers`; a `Date` is added when the
 //!   response has none;
 //! - a response body that fails, or a request body left unread, closes
-//!   the connection after the response;
+//!   the connection after the response; with an unread body it lingers
+//!   first, reading and dropping what the app still sends (for at most
+//!   10 s), so that an app writing all of an upload before it reads gets
+//!   the answer and not a reset;
 //! - at shutdown, an idle connection (or one with a head only begun)
 //!   closes at once and a busy one after its response (`connection:
 //!   close`).
@@ -36,7 +39,7 @@ use std::net::SocketAddr;
 use std::pin::{pin, Pin};
 use std::sync::{Arc, RwLock};
 use std::task::{Context, Poll};
-use std::time::{SystemTime, UNIX_EPOCH};
+use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
 use attache_http::h1::app::{
     encode_response_head, parse_request_head, BodyFraming, Parsed, RequestHead, ResponseBody,
@@ -70,6 +73,11 @@ const KEEP_MAX: usize = 64 * 1024;
 /// While a request is in flight, bytes of the next ones are read (to see
 /// a hang-up) up to this much.
 const PIPELINED_MAX: usize = 64 * 1024;
+/// After answering a request whose body was left unread, what the app
+/// still sends is read and dropped for at most this long in all...
+const LINGER_MAX: Duration = Duration::from_secs(10);
+/// ...and until it pauses this long.
+const LINGER_IDLE: Duration = Duration::from_secs(1);
 
 /// Serves one app connection until it closes, or hands it to hyper.
 pub(crate) async fn serve_h1(
@@ -193,7 +201,7 @@ impl AppConnection {
         service: Arc<HttpService>,
         head: RequestHead,
         peer: SocketAddr,
-        shutdown: &SessionShutdown,
+        shutdown: &Arc<SessionShutdown>,
     ) -> io::Result<bool> {
         let RequestHead {
             method,
@@ -223,6 +231,7 @@ impl AppConnection {
                     lent: Some(Lent {
                         half,
                         read: std::mem::take(&mut self.read),
+                        finished: false,
                     }),
                     back: Some(back),
                 }
@@ -236,35 +245,48 @@ impl AppConnection {
         *request.headers_mut() = headers;
         let mut handling = pin!(service.handle(request, peer));
         // A streamed body has the read half: the request is not watched
-        // until the body gives it back (read to its end).
+        // until the body gives it back (read to its end, or dropped).
         if let Some(returned) = lent.as_mut() {
             let first = tokio::select! {
                 biased;
                 response = handling.as_mut() => Ok(response),
                 back = &mut *returned => Err(back),
             };
-            match first {
-                Ok(response) => {
-                    // Not waited for: a body still out (an upload an early
-                    // answer cut short) leaves the connection unusable.
-                    match returned.try_recv() {
-                        Ok(lent) => self.take_back(lent),
-                        Err(_) => {
-                            debug!(%peer, "request body not read to its end; the connection closes after the response")
-                        }
+            let response = match first {
+                Err(Ok(lent)) if lent.finished => {
+                    self.take_back(lent);
+                    None
+                }
+                // Dropped before its end: the rest of the body may still
+                // be coming, so the request is not watched (what the app
+                // sends is not a next request).
+                Err(Ok(lent)) => {
+                    self.take_back(lent);
+                    Some(handling.as_mut().await)
+                }
+                // Failed: the app hung up or broke its framing.
+                Err(Err(_)) => Some(handling.as_mut().await),
+                // Answered first: the body was read to its end or dropped
+                // with the request (then it is back), or is still held
+                // somewhere (an HTTP/2 upstream stream).
+                Ok(response) => match returned.try_recv() {
+                    Ok(lent) if lent.finished => {
+                        self.take_back(lent);
+                        return self
+                            .respond(&method, response, keep_alive, trailers, shutdown)
+                            .await;
                     }
-                    return self
-                        .respond(&method, response, keep_alive, trailers, shutdown)
-                        .await;
-                }
-                Err(Ok(lent)) => self.take_back(lent),
-                // Dropped unread: nothing to watch the app with.
-                Err(Err(_)) => {
-                    let response = handling.await;
-                    return self
-                        .respond(&method, response, keep_alive, trailers, shutdown)
-                        .await;
-                }
+                    Ok(lent) => {
+                        self.take_back(lent);
+                        Some(response)
+                    }
+                    Err(_) => Some(response),
+                },
+            };
+            if let Some(response) = response {
+                return self
+                    .respond_unread(&method, response, trailers, shutdown, peer)
+                    .await;
             }
         }
         let response = match self.read_half.as_mut() {
@@ -285,9 +307,58 @@ impl AppConnection {
     }
 
     /// The read half and what follows the body, back from a request body.
-    fn take_back(&mut self, Lent { half, read }: Lent) {
+    fn take_back(&mut self, Lent { half, read, .. }: Lent) {
         self.read_half = Some(half);
         self.read = read;
+    }
+
+    /// Writes the response to a request whose body was not read to its
+    /// end, then closes the connection (where the body ends is unknown),
+    /// lingering first: the app may still be writing the body (most
+    /// clients write all of an upload before they read), and a close with
+    /// its bytes unread would reset the connection, which can cost the app
+    /// the response it has not read yet.
+    async fn respond_unread(
+        &mut self,
+        method: &Method,
+        response: Response<Body>,
+        trailers: bool,
+        shutdown: &Arc<SessionShutdown>,
+        peer: SocketAddr,
+    ) -> io::Result<bool> {
+        debug!(%peer, "request body not read to its end; the connection closes after the response");
+        // A response cut short closes at once: nothing to linger for.
+        if !self
+            .write_response(method, response, trailers, true)
+            .await?
+        {
+            return Ok(false);
+        }
+        let Some(half) = self.read_half.as_mut() else {
+            return Ok(false);
+        };
+        // The response is whole: the end of the stream tells the app so.
+        self.write_half.shutdown().await?;
+        let deadline = tokio::time::Instant::now() + LINGER_MAX;
+        let mut down = pin!(shutdown.wait());
+        loop {
+            self.read.clear();
+            self.read.reserve(READ_CHUNK);
+            let buf = &mut self.read;
+            let read = poll_fn(|cx| tokio_util::io::poll_read_buf(Pin::new(&mut *half), cx, buf));
+            let n = tokio::select! {
+                biased;
+                () = down.as_mut() => break,
+                () = tokio::time::sleep_until(deadline) => break,
+                n = tokio::time::timeout(LINGER_IDLE, read) => n,
+            };
+            // Until the app stops sending: its end of the stream, an
+            // error, or a pause.
+            if !matches!(n, Ok(Ok(1..))) {
+                break;
+            }
+        }
+        Ok(false)
     }
 
     /// Writes the response; `Ok(true)`: the connection can take another

@@ -383,6 +383,20 @@ pub async fn setup() -> (Upstream, attache::Running, SocketAddr) {
     (upstream, running, addr)
 }
 
+/// An upstream and attache in front of it for paths under `/v1` only
+/// (anything else is attache's own 404, its body never read).
+pub async fn setup_v1_only() -> (Upstream, attache::Running, SocketAddr) {
+    let upstream = Upstream::start().await;
+    let running = super::start_attache(&format!(
+        "[http.api]\nlisten = \"127.0.0.1:0\"\n\
+         [[http.api.routes]]\nprefix = \"/v1\"\nupstream = \"{}\"\n",
+        upstream.url()
+    ))
+    .await;
+    let addr = running.http_addr("api").unwrap();
+    (upstream, running, addr)
+}
+
 /// Connections of listener `api` that hyper's server took over (the rest
 /// are served by attache's own HTTP/1.1 path).
 pub fn handovers(attache: &attache::Running) -> u64 {

@@ -17,12 +17,15 @@ use crate::http::body::{poll_decoded, BoxError};
 pub(super) struct Lent {
     pub(super) half: OwnedReadHalf,
     pub(super) read: BytesMut,
+    /// The body was read to its end; if not, the rest of it may still be
+    /// coming (the connection closes after its response, lingering).
+    pub(super) finished: bool,
 }
 
 /// A request body read from the connection's read half, which goes back
-/// to the connection (through `back`) once the body has been read to its
-/// end; a body dropped or failed before that keeps it, and the connection
-/// closes after its response.
+/// to the connection (through `back`) when the body has been read to its
+/// end or is dropped before that; a body that failed (the app hung up, a
+/// broken chunk) keeps it, and the connection closes after its response.
 pub(super) struct RequestBody {
     pub(super) decoder: BodyDecoder,
     /// `None` once the body ended or failed.
@@ -33,7 +36,12 @@ pub(super) struct RequestBody {
 impl RequestBody {
     fn finish(&mut self) {
         self.decoder = BodyDecoder::Done;
-        if let (Some(lent), Some(back)) = (self.lent.take(), self.back.take()) {
+        self.give_back(true);
+    }
+
+    fn give_back(&mut self, finished: bool) {
+        if let (Some(mut lent), Some(back)) = (self.lent.take(), self.back.take()) {
+            lent.finished = finished;
             let _ = back.send(lent);
         }
     }
@@ -84,5 +92,13 @@ impl hyper::body::Body for RequestBody {
         self.decoder
             .exact()
             .map_or_else(SizeHint::default, SizeHint::with_exact)
+    }
+}
+
+impl Drop for RequestBody {
+    /// Dropped before its end (the request was answered without it): the
+    /// read half goes back all the same, for the connection to linger on.
+    fn drop(&mut self) {
+        self.give_back(false);
     }
 }
