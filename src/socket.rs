@@ -1,4 +1,5 @@
-//! Socket reads and writes that spend no syscall in vain.
+//! Socket reads and writes that spend no syscall in vain, and the
+//! lingering close both kinds of listener use after refusing a request.
 //!
 //! Tokio's readiness is edge-triggered and stays set after a read, so the
 //! usual `read().await` loop pays one `recvfrom` → `EAGAIN` per wakeup. A
@@ -7,10 +8,12 @@
 //! waits for epoll instead. On a pipeline-1 workload this is one syscall
 //! saved per request on each side of the proxy.
 
+use std::future::Future;
 use std::io;
+use std::time::Duration;
 
 use bytes::BytesMut;
-use tokio::io::Interest;
+use tokio::io::{AsyncRead, AsyncReadExt, Interest};
 use tokio::net::TcpStream;
 
 /// One non-blocking read into `buf`: `None` when nothing was there.
@@ -57,4 +60,36 @@ pub(crate) async fn write_all(stream: &TcpStream, mut data: &[u8]) -> io::Result
         }
     }
     Ok(())
+}
+
+/// A lingering close reads for at most this long in all...
+const LINGER_MAX: Duration = Duration::from_secs(10);
+/// ...and until the app pauses this long.
+const LINGER_IDLE: Duration = Duration::from_secs(1);
+
+/// Reads and drops what the app still sends, once its connection is to
+/// close with a request of it left unread (an upload answered before its
+/// body, a Redis request refused from its declared length) and the answer
+/// is written: until the app's end of the stream, an error, a pause of
+/// [`LINGER_IDLE`], [`LINGER_MAX`] in all, or `stop` (attache shutting
+/// down). Most clients write a whole request before they read; a close
+/// with its bytes unread would reset the connection, and the reset can
+/// cost the app the answer it has not read yet (it sees "broken pipe" or
+/// "connection reset" instead).
+pub(crate) async fn linger(reader: &mut (impl AsyncRead + Unpin), stop: impl Future<Output = ()>) {
+    let deadline = tokio::time::Instant::now() + LINGER_MAX;
+    let mut stop = std::pin::pin!(stop);
+    let mut sink = vec![0; 16 * 1024];
+    loop {
+        let read = tokio::time::timeout(LINGER_IDLE, reader.read(&mut sink));
+        let n = tokio::select! {
+            biased;
+            () = stop.as_mut() => return,
+            () = tokio::time::sleep_until(deadline) => return,
+            n = read => n,
+        };
+        if !matches!(n, Ok(Ok(1..))) {
+            return;
+        }
+    }
 }

@@ -230,3 +230,36 @@ async fn a_multi_that_cannot_start_runs_nothing() {
     assert!(lines[1].starts_with("-ERR attache: MULTI failed"), "{text}");
     assert!(lines[2].starts_with("-EXECABORT"), "{text}");
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_oversized_value_written_whole_gets_the_error_not_a_broken_pipe() {
+    let server = RedisServer::start();
+    let (_attache, addr) = attache_for(&server, "max_request_bytes = 65536").await;
+    // A client writes the whole command before it reads (16 MB: more than
+    // the sockets buffer). attache refuses it from its declared length and
+    // reads and drops the rest, so the client can finish writing and read
+    // the error, rather than fail its write on a reset.
+    let size = 16_000_000;
+    let mut c = client(addr).await;
+    let refused: redis::RedisResult<()> = c.set("k", "v".repeat(size)).await;
+    let message = refused.unwrap_err().to_string();
+    assert!(
+        message.contains("bulk length of 16000000 bytes exceeds the limit of 65536"),
+        "{message}"
+    );
+    let mut s = TcpStream::connect(addr).await.unwrap();
+    let mut request = format!("*3\r\n$3\r\nSET\r\n$1\r\nk\r\n${size}\r\n").into_bytes();
+    request.resize(request.len() + size, b'v');
+    request.extend_from_slice(b"\r\n");
+    let reply = raw_exchange(&mut s, &request, 1).await;
+    assert!(reply.starts_with(b"-ERR Protocol error: bulk length"));
+    // Then the connection closes.
+    let mut rest = Vec::new();
+    let closed = tokio::time::timeout(
+        Duration::from_secs(5),
+        tokio::io::AsyncReadExt::read_to_end(&mut s, &mut rest),
+    )
+    .await;
+    assert!(matches!(closed, Ok(Ok(0))), "{closed:?}");
+    assert_eq!(server.cli(&["EXISTS", "k"]).trim(), "0");
+}

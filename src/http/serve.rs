@@ -39,7 +39,7 @@ use std::net::SocketAddr;
 use std::pin::{pin, Pin};
 use std::sync::{Arc, RwLock};
 use std::task::{Context, Poll};
-use std::time::{Duration, SystemTime, UNIX_EPOCH};
+use std::time::{SystemTime, UNIX_EPOCH};
 
 use attache_http::h1::app::{
     encode_response_head, parse_request_head, BodyFraming, Parsed, RequestHead, ResponseBody,
@@ -73,11 +73,6 @@ const KEEP_MAX: usize = 64 * 1024;
 /// While a request is in flight, bytes of the next ones are read (to see
 /// a hang-up) up to this much.
 const PIPELINED_MAX: usize = 64 * 1024;
-/// After answering a request whose body was left unread, what the app
-/// still sends is read and dropped for at most this long in all...
-const LINGER_MAX: Duration = Duration::from_secs(10);
-/// ...and until it pauses this long.
-const LINGER_IDLE: Duration = Duration::from_secs(1);
 
 /// Serves one app connection until it closes, or hands it to hyper.
 pub(crate) async fn serve_h1(
@@ -314,10 +309,8 @@ impl AppConnection {
 
     /// Writes the response to a request whose body was not read to its
     /// end, then closes the connection (where the body ends is unknown),
-    /// lingering first: the app may still be writing the body (most
-    /// clients write all of an upload before they read), and a close with
-    /// its bytes unread would reset the connection, which can cost the app
-    /// the response it has not read yet.
+    /// lingering first ([`crate::socket::linger`]): the app may still be
+    /// writing the body.
     async fn respond_unread(
         &mut self,
         method: &Method,
@@ -339,25 +332,7 @@ impl AppConnection {
         };
         // The response is whole: the end of the stream tells the app so.
         self.write_half.shutdown().await?;
-        let deadline = tokio::time::Instant::now() + LINGER_MAX;
-        let mut down = pin!(shutdown.wait());
-        loop {
-            self.read.clear();
-            self.read.reserve(READ_CHUNK);
-            let buf = &mut self.read;
-            let read = poll_fn(|cx| tokio_util::io::poll_read_buf(Pin::new(&mut *half), cx, buf));
-            let n = tokio::select! {
-                biased;
-                () = down.as_mut() => break,
-                () = tokio::time::sleep_until(deadline) => break,
-                n = tokio::time::timeout(LINGER_IDLE, read) => n,
-            };
-            // Until the app stops sending: its end of the stream, an
-            // error, or a pause.
-            if !matches!(n, Ok(Ok(1..))) {
-                break;
-            }
-        }
+        crate::socket::linger(half, shutdown.wait()).await;
         Ok(false)
     }
 

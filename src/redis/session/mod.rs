@@ -103,6 +103,9 @@ pub(crate) struct Session {
     /// Close once every owed reply is written (QUIT, protocol error, the
     /// pinned upstream went away).
     closing: bool,
+    /// A request was refused unread (a protocol error): linger before the
+    /// close, the app may still be writing it.
+    linger: bool,
     /// Resolves when attache shuts down (or the listener goes away).
     shutdown: ShutdownWait,
     /// attache is shutting down: close as soon as the app is idle.
@@ -143,6 +146,7 @@ impl Session {
             cluster_tx: None,
             watch: false,
             closing: false,
+            linger: false,
             read_at: Instant::now(),
             family: Family::OTHER,
             meters: Meters::default(),
@@ -175,6 +179,9 @@ impl Session {
             }
             if self.closing && self.slots.is_empty() {
                 self.stream.shutdown().await.ok();
+                if self.linger && !self.draining {
+                    crate::socket::linger(&mut self.stream, &mut self.shutdown).await;
+                }
                 return Ok(());
             }
             if self.slots.is_empty() && self.rbuf.is_empty() && self.rbuf.capacity() > 0 {
@@ -249,6 +256,7 @@ impl Session {
                     self.push_local(reply::error(&format!("ERR {e}")));
                     self.rbuf.clear();
                     self.closing = true;
+                    self.linger = true;
                     break;
                 }
             };
