@@ -63,7 +63,7 @@ pub(crate) async fn write_all(stream: &TcpStream, mut data: &[u8]) -> io::Result
 }
 
 /// A lingering close reads for at most this long in all...
-const LINGER_MAX: Duration = Duration::from_secs(10);
+pub(crate) const LINGER_MAX: Duration = Duration::from_secs(10);
 /// ...and until the app pauses this long.
 const LINGER_IDLE: Duration = Duration::from_secs(1);
 
@@ -77,7 +77,15 @@ const LINGER_IDLE: Duration = Duration::from_secs(1);
 /// cost the app the answer it has not read yet (it sees "broken pipe" or
 /// "connection reset" instead).
 pub(crate) async fn linger(reader: &mut (impl AsyncRead + Unpin), stop: impl Future<Output = ()>) {
-    let deadline = tokio::time::Instant::now() + LINGER_MAX;
+    linger_until(reader, stop, tokio::time::Instant::now() + LINGER_MAX).await;
+}
+
+/// [`linger`] with its end (at the latest) given.
+pub(crate) async fn linger_until(
+    reader: &mut (impl AsyncRead + Unpin),
+    stop: impl Future<Output = ()>,
+    deadline: tokio::time::Instant,
+) {
     let mut stop = std::pin::pin!(stop);
     let mut sink = vec![0; 16 * 1024];
     loop {

@@ -106,6 +106,44 @@ async fn an_upload_answered_before_it_was_read_still_gets_its_answer() {
 }
 
 #[tokio::test]
+async fn an_upload_an_http2_upstream_answered_early_still_gets_its_answer() {
+    // Over HTTP/2 the request body is read by hyper's client in its own
+    // task, which may still hold it when the response comes: the app must
+    // get the 413 all the same, not a reset, as with an HTTP/1.1 upstream.
+    let pki = support::tls::TestPki::generate();
+    let refusing = support::http::TestUpstream::tls(
+        &pki,
+        &[b"h2"],
+        // The stream is reset (the body let go) a little after the answer,
+        // as a busy server would.
+        support::http::handler(|request| async move {
+            tokio::spawn(async move {
+                tokio::time::sleep(Duration::from_millis(300)).await;
+                drop(request);
+            });
+            status(413)
+        }),
+    )
+    .await;
+    let (_attache, addr) = attache_for(
+        &format!("https://localhost:{}", refusing.addr.port()),
+        &format!(
+            "[http.api.tls]\nca_file = \"{}\"",
+            pki.path("ca.pem").display()
+        ),
+    )
+    .await;
+    let body = vec![b'u'; 16 << 20];
+    for _ in 0..3 {
+        assert_eq!(upload_then_read(addr, "/up", &body).await, 413);
+    }
+    assert!(refusing
+        .seen()
+        .iter()
+        .all(|s| s.version == hyper::Version::HTTP_2));
+}
+
+#[tokio::test]
 async fn a_malformed_head_is_a_400_and_is_not_forwarded() {
     let (upstream, _attache, addr) = setup().await;
     for request in [

@@ -247,23 +247,24 @@ impl AppConnection {
                 response = handling.as_mut() => Ok(response),
                 back = &mut *returned => Err(back),
             };
-            let response = match first {
+            let (response, held) = match first {
                 Err(Ok(lent)) if lent.finished => {
                     self.take_back(lent);
-                    None
+                    (None, None)
                 }
                 // Dropped before its end: the rest of the body may still
                 // be coming, so the request is not watched (what the app
                 // sends is not a next request).
                 Err(Ok(lent)) => {
                     self.take_back(lent);
-                    Some(handling.as_mut().await)
+                    (Some(handling.as_mut().await), None)
                 }
                 // Failed: the app hung up or broke its framing.
-                Err(Err(_)) => Some(handling.as_mut().await),
+                Err(Err(_)) => (Some(handling.as_mut().await), None),
                 // Answered first: the body was read to its end or dropped
                 // with the request (then it is back), or is still held
-                // somewhere (an HTTP/2 upstream stream).
+                // somewhere (an HTTP/2 upstream stream: waited for after
+                // the response, to linger on).
                 Ok(response) => match returned.try_recv() {
                     Ok(lent) if lent.finished => {
                         self.take_back(lent);
@@ -273,14 +274,15 @@ impl AppConnection {
                     }
                     Ok(lent) => {
                         self.take_back(lent);
-                        Some(response)
+                        (Some(response), None)
                     }
-                    Err(_) => Some(response),
+                    Err(oneshot::error::TryRecvError::Empty) => (Some(response), Some(returned)),
+                    Err(oneshot::error::TryRecvError::Closed) => (Some(response), None),
                 },
             };
             if let Some(response) = response {
                 return self
-                    .respond_unread(&method, response, trailers, shutdown, peer)
+                    .respond_unread(&method, response, held, trailers, shutdown, peer)
                     .await;
             }
         }
@@ -311,10 +313,15 @@ impl AppConnection {
     /// end, then closes the connection (where the body ends is unknown),
     /// lingering first ([`crate::socket::linger`]): the app may still be
     /// writing the body.
+    ///
+    /// `held`: the body is still held elsewhere (an HTTP/2 upstream's
+    /// stream); the read half is waited for, within the lingering's time,
+    /// once the response is written.
     async fn respond_unread(
         &mut self,
         method: &Method,
         response: Response<Body>,
+        held: Option<&mut oneshot::Receiver<Lent>>,
         trailers: bool,
         shutdown: &Arc<SessionShutdown>,
         peer: SocketAddr,
@@ -327,12 +334,26 @@ impl AppConnection {
         {
             return Ok(false);
         }
-        let Some(half) = self.read_half.as_mut() else {
+        if self.read_half.is_none() && held.is_none() {
             return Ok(false);
-        };
+        }
         // The response is whole: the end of the stream tells the app so.
         self.write_half.shutdown().await?;
-        crate::socket::linger(half, shutdown.wait()).await;
+        let deadline = tokio::time::Instant::now() + crate::socket::LINGER_MAX;
+        if let Some(held) = held {
+            let back = tokio::select! {
+                biased;
+                () = shutdown.wait() => return Ok(false),
+                back = tokio::time::timeout_at(deadline, held) => back,
+            };
+            match back {
+                Ok(Ok(lent)) => self.take_back(lent),
+                _ => return Ok(false),
+            }
+        }
+        if let Some(half) = self.read_half.as_mut() {
+            crate::socket::linger_until(half, shutdown.wait(), deadline).await;
+        }
         Ok(false)
     }
 
