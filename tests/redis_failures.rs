@@ -263,3 +263,38 @@ async fn an_oversized_value_written_whole_gets_the_error_not_a_broken_pipe() {
     assert!(matches!(closed, Ok(Ok(0))), "{closed:?}");
     assert_eq!(server.cli(&["EXISTS", "k"]).trim(), "0");
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_protocol_error_in_a_multi_lets_its_dedicated_connection_go_at_once() {
+    let server = RedisServer::start();
+    let (_attache, addr) = attache_for(
+        &server,
+        "max_dedicated_connections = 1\ntimeout = \"1s\"\nmax_request_bytes = 65536\n\
+         [runtime]\nworkers = 1",
+    )
+    .await;
+    // An app in a MULTI (pinned to the only dedicated connection) sends a
+    // command over the limit: refused, and its connection is to close. It
+    // goes on writing (the rest of its command), so attache lingers.
+    let mut a = TcpStream::connect(addr).await.unwrap();
+    assert_eq!(raw_exchange(&mut a, &cmd(&["MULTI"]), 1).await, b"+OK\r\n");
+    let reply = raw_exchange(
+        &mut a,
+        b"*3\r\n$3\r\nSET\r\n$1\r\nk\r\n$100000000\r\nvvvv",
+        1,
+    )
+    .await;
+    assert!(reply.starts_with(b"-ERR Protocol error"), "{reply:?}");
+    let trickle = tokio::spawn(async move {
+        use tokio::io::AsyncWriteExt;
+        while a.write_all(&[b'v'; 100]).await.is_ok() {
+            tokio::time::sleep(Duration::from_millis(200)).await;
+        }
+    });
+    // The refused app's transaction is over: another app gets the
+    // dedicated connection without waiting for the lingering to end.
+    let mut b = TcpStream::connect(addr).await.unwrap();
+    let reply = raw_exchange(&mut b, &cmd(&["MULTI"]), 1).await;
+    assert_eq!(String::from_utf8_lossy(&reply), "+OK\r\n");
+    trickle.abort();
+}

@@ -180,6 +180,9 @@ impl Session {
             if self.closing && self.slots.is_empty() {
                 self.stream.shutdown().await.ok();
                 if self.linger && !self.draining {
+                    // Nothing is owed: what the app was pinned to (a MULTI,
+                    // a WATCH) goes now, not after the lingering.
+                    self.release_on_exit();
                     crate::socket::linger(&mut self.stream, &mut self.shutdown).await;
                 }
                 return Ok(());
