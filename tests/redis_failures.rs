@@ -298,3 +298,21 @@ async fn a_protocol_error_in_a_multi_lets_its_dedicated_connection_go_at_once() 
     assert_eq!(String::from_utf8_lossy(&reply), "+OK\r\n");
     trickle.abort();
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_protocol_error_while_subscribed_closes_the_connection() {
+    let server = RedisServer::start();
+    let (_attache, addr) = attache_for(&server, "max_request_bytes = 65536").await;
+    let mut a = TcpStream::connect(addr).await.unwrap();
+    let reply = raw_exchange(&mut a, &cmd(&["SUBSCRIBE", "ch"]), 1).await;
+    assert!(reply.starts_with(b"*3\r\n$9\r\nsubscribe"), "{reply:?}");
+    let reply = raw_exchange(&mut a, b"*2\r\n$4\r\nPING\r\n$100000000\r\nvvvv", 1).await;
+    assert!(reply.starts_with(b"-ERR Protocol error"), "{reply:?}");
+    let mut rest = Vec::new();
+    let closed = tokio::time::timeout(
+        Duration::from_secs(5),
+        tokio::io::AsyncReadExt::read_to_end(&mut a, &mut rest),
+    )
+    .await;
+    assert!(matches!(closed, Ok(Ok(_))), "not closed: {closed:?}");
+}

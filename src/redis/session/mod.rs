@@ -255,6 +255,11 @@ impl Session {
                 Err(e) => {
                     warn!(listener = %self.service.name, peer = %self.peer, error = %e, "bad request from the app: answered with the error, closing its connection");
                     self.flush_run();
+                    // Subscribed: the relay of pushes never ends, and the
+                    // error (and the close) would wait behind it forever.
+                    if matches!(self.slots.back(), Some(Slot::Stream(_))) {
+                        self.slots.pop_back();
+                    }
                     self.family = Family::OTHER;
                     self.push_local(reply::error(&format!("ERR {e}")));
                     self.rbuf.clear();
