@@ -286,6 +286,11 @@ impl RedisService {
         upstreams[server.min(upstreams.len() - 1)].clone()
     }
 
+    /// How long a command may wait for its reply.
+    pub(crate) fn timeout(&self) -> Duration {
+        self.template.timeout
+    }
+
     /// Cluster mode, just started: waits (up to `timeout`) for the first
     /// slot map, so that an app starting with attache is not refused.
     pub(crate) async fn await_topology(&self) {

@@ -242,9 +242,13 @@ where
         }
         // Every handle is gone: finish what is owed, then close. A stream
         // owes nothing (a subscriber whose app left), so it closes at once.
+        // Nor does a dedicated connection, whose one app left: once what it
+        // sent is written, the close cancels what still runs for it (a
+        // blocking pop would otherwise pop an element for nobody), as the
+        // app's own close would with Redis itself.
         if state.ops_done
             && state.out.is_empty()
-            && state.queue.iter().all(|p| matches!(p, Pending::Stream(_)))
+            && (settings.dedicated || state.queue.iter().all(|p| matches!(p, Pending::Stream(_))))
         {
             return DriveEnd::Closed;
         }

@@ -171,10 +171,29 @@ impl Session {
                     self.closing = true;
                 }
             }
+            if self.slots.is_empty() && self.run.is_none() {
+                self.release_finished_pin();
+            }
+            if self
+                .pin
+                .as_ref()
+                .is_some_and(|p| p.sticky && !p.streaming && p.conn.handle.is_closed())
+            {
+                // The connection holding the app's lasting state (SELECT,
+                // READONLY …) went away, and the state with it: the app's
+                // connection ends once what is owed is written, so that the
+                // app reconnects and sets it again, rather than every later
+                // command failing (or running without it).
+                self.closing = true;
+            }
             let draining = self.draining;
-            if draining && self.slots.is_empty() && self.rbuf.is_empty() && !self.multi {
+            if draining && self.rbuf.is_empty() && self.is_idle() {
                 // Shutting down and nothing owed: close while idle, so the
-                // app reconnects (to the next attache) between requests.
+                // app reconnects (to the next attache) between requests. A
+                // subscriber waiting for messages is idle: its relay goes.
+                if matches!(self.slots.back(), Some(Slot::Stream(_))) {
+                    self.slots.pop_back();
+                }
                 self.closing = true;
             }
             if self.closing && self.slots.is_empty() {
@@ -218,6 +237,37 @@ impl Session {
                 }
                 _ = wait_front(&mut self.slots, &self.service, self.protocol.is_resp3(), &mut self.meters), if !self.slots.is_empty() => {}
                 () = &mut self.shutdown, if !draining => self.draining = true,
+            }
+        }
+    }
+
+    /// Nothing owed and no transaction open (a subscriber's relay of
+    /// pushes owes nothing).
+    fn is_idle(&self) -> bool {
+        let owed = match self.slots.len() {
+            0 => false,
+            1 => !matches!(self.slots.front(), Some(Slot::Stream(_))),
+            _ => true,
+        };
+        !owed
+            && self.run.is_none()
+            && !self.multi
+            && !self.multi_deferred
+            && self.cluster_tx.is_none()
+    }
+
+    /// A transient state (MULTI…EXEC, WATCH, a blocking command) is over
+    /// and its replies are written: the dedicated connection goes back to
+    /// its pool now, not at the app's next command (an idle app would keep
+    /// it from every other app).
+    fn release_finished_pin(&mut self) {
+        if self.pin.as_ref().is_some_and(|p| !p.sticky) && !self.multi && !self.watch {
+            if let Some(pin) = self.pin.take() {
+                if pin.conn.handle.in_flight() > 0 {
+                    // A reply nobody waits for (a sharded DISCARD): closed
+                    // rather than reused.
+                    discard(pin.conn);
+                }
             }
         }
     }

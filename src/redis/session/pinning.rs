@@ -3,7 +3,7 @@
 //! connection an app is on (HELLO, RESET), and what happens to a pinned
 //! connection when the app leaves.
 
-use attache_resp::frame::reply;
+use attache_resp::frame::{self, reply};
 use bytes::{Bytes, BytesMut};
 use deadpool::managed::PoolError;
 use tokio::sync::mpsc;
@@ -14,6 +14,7 @@ use crate::redis::connector::Protocol;
 use crate::redis::dedicated::Dedicated;
 use crate::redis::error::UpstreamError;
 use crate::redis::slots::{wait_front, Slot};
+use crate::socket::write_all;
 
 impl Session {
     /// Waits until every reply owed so far is written to the app.
@@ -123,6 +124,7 @@ impl Session {
     }
 
     pub(super) async fn reset(&mut self) -> std::io::Result<()> {
+        self.relay_until_reset().await?;
         self.barrier().await?;
         if let Some(pin) = self.pin.take() {
             discard(pin.conn);
@@ -143,6 +145,56 @@ impl Session {
         Ok(())
     }
 
+    /// Streaming (subscribed, monitoring, tracking): what the server sent
+    /// before the app's RESET (a subscription's confirmation, messages) is
+    /// the app's, in order. RESET goes on the stream, and the relay is
+    /// written up to its `+RESET` (which the app gets from `reset`); the
+    /// rest is dropped with the connection. Without that reply within
+    /// `timeout` (a replication stream), the relay just goes.
+    async fn relay_until_reset(&mut self) -> std::io::Result<()> {
+        if !self.fanin.is_empty() || !matches!(self.slots.back(), Some(Slot::Stream(_))) {
+            return Ok(());
+        }
+        self.flush_run();
+        let Some(Slot::Stream(mut rx)) = self.slots.pop_back() else {
+            return Ok(());
+        };
+        let reset = reply::command(&[b"RESET"]);
+        if !self
+            .pin
+            .as_ref()
+            .is_some_and(|p| p.conn.handle.send(Op::Write(reset)))
+        {
+            return Ok(());
+        }
+        // The replies owed before the stream (attache's own) go first.
+        self.barrier().await?;
+        let resp3 = self.protocol.is_resp3();
+        let deadline = tokio::time::Instant::now() + self.service.timeout();
+        let mut relayed = BytesMut::new();
+        loop {
+            let mut end = 0;
+            let mut done = false;
+            while let Ok(Some(n)) = frame::reply_len(&relayed[end..], resp3) {
+                if &relayed[end..end + n] == reply::RESET {
+                    done = true;
+                    break;
+                }
+                end += n;
+            }
+            if end > 0 {
+                write_all(&self.stream, &relayed.split_to(end)).await?;
+            }
+            if done {
+                return Ok(());
+            }
+            match tokio::time::timeout_at(deadline, rx.recv()).await {
+                Ok(Some(chunk)) => relayed.extend_from_slice(&chunk),
+                _ => return Ok(()),
+            }
+        }
+    }
+
     /// Returns a pinned connection to its pool, or closes it when the app
     /// left state behind.
     pub(super) fn release_on_exit(&mut self) {
@@ -150,7 +202,14 @@ impl Session {
             discard(conn);
         }
         if let Some(pin) = self.pin.take() {
-            if pin.sticky || pin.streaming || self.multi || self.watch {
+            // Still busy (a blocking pop the app walked away from): closed
+            // now, so that it stops on the server too.
+            if pin.sticky
+                || pin.streaming
+                || self.multi
+                || self.watch
+                || pin.conn.handle.in_flight() > 0
+            {
                 discard(pin.conn);
             }
         }

@@ -1,0 +1,208 @@
+//! The Redis session's state machine at its edges: dedicated connections
+//! released when their state ends, an app leaving in each state, the
+//! upstream going away while pinned, shutdown in each state, and replies
+//! that must keep their order around a subscription.
+
+mod support;
+
+use std::time::Duration;
+
+use support::*;
+use tokio::io::AsyncReadExt;
+use tokio::net::TcpStream;
+
+/// Reads until the connection closes; panics if it stays open for `within`.
+async fn expect_closed(s: &mut TcpStream, within: Duration) -> Vec<u8> {
+    let mut rest = Vec::new();
+    let closed = tokio::time::timeout(within, s.read_to_end(&mut rest)).await;
+    assert!(
+        matches!(closed, Ok(Ok(_))),
+        "not closed: {closed:?}, read {:?}",
+        String::from_utf8_lossy(&rest)
+    );
+    rest
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_blocking_pop_whose_app_left_pops_nothing() {
+    let server = RedisServer::start();
+    let (_attache, addr) = attache_for(&server, "").await;
+    {
+        let mut a = TcpStream::connect(addr).await.unwrap();
+        tokio::io::AsyncWriteExt::write_all(&mut a, &cmd(&["BLPOP", "jobs", "0"]))
+            .await
+            .unwrap();
+        // Blocked on the server.
+        for _ in 0..100 {
+            if server
+                .cli(&["INFO", "clients"])
+                .contains("blocked_clients:1")
+            {
+                break;
+            }
+            tokio::time::sleep(Duration::from_millis(10)).await;
+        }
+        assert!(server
+            .cli(&["INFO", "clients"])
+            .contains("blocked_clients:1"));
+    }
+    // The app is gone: as with Redis itself, its pop is cancelled, and a
+    // job pushed now stays in the list for the next consumer.
+    for _ in 0..100 {
+        if server
+            .cli(&["INFO", "clients"])
+            .contains("blocked_clients:0")
+        {
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(10)).await;
+    }
+    assert_eq!(server.cli(&["RPUSH", "jobs", "j1"]), "1");
+    tokio::time::sleep(Duration::from_millis(100)).await;
+    assert_eq!(
+        server.cli(&["LLEN", "jobs"]),
+        "1",
+        "the job was popped by nobody"
+    );
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_finished_transaction_gives_its_dedicated_connection_back() {
+    let server = RedisServer::start();
+    let (_attache, addr) =
+        attache_for(&server, "max_dedicated_connections = 1\ntimeout = \"1s\"").await;
+    // A runs a transaction, then a blocking pop that is answered, and then
+    // stays connected, idle: its state is over, the connection is free.
+    let mut a = TcpStream::connect(addr).await.unwrap();
+    let mut request = cmd(&["MULTI"]);
+    request.extend(cmd(&["SET", "k", "1"]));
+    request.extend(cmd(&["EXEC"]));
+    let replies = raw_exchange(&mut a, &request, 3).await;
+    assert_eq!(replies, b"+OK\r\n+QUEUED\r\n*1\r\n+OK\r\n");
+    let mut b = TcpStream::connect(addr).await.unwrap();
+    let reply = raw_exchange(&mut b, &cmd(&["MULTI"]), 1).await;
+    assert_eq!(String::from_utf8_lossy(&reply), "+OK\r\n");
+    let reply = raw_exchange(&mut b, &cmd(&["DISCARD"]), 1).await;
+    assert_eq!(String::from_utf8_lossy(&reply), "+OK\r\n");
+
+    server.cli(&["RPUSH", "q", "x"]);
+    let reply = raw_exchange(&mut b, &cmd(&["BLPOP", "q", "1"]), 1).await;
+    assert_eq!(reply, b"*2\r\n$1\r\nq\r\n$1\r\nx\r\n");
+    let reply = raw_exchange(&mut a, &cmd(&["WATCH", "k"]), 1).await;
+    assert_eq!(String::from_utf8_lossy(&reply), "+OK\r\n");
+    let reply = raw_exchange(&mut a, &cmd(&["UNWATCH"]), 1).await;
+    assert_eq!(String::from_utf8_lossy(&reply), "+OK\r\n");
+    drop(b);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_lasting_state_whose_upstream_died_closes_the_app_connection() {
+    let mut server = RedisServer::start();
+    let (_attache, addr) = attache_for(&server, "connect_timeout = \"500ms\"").await;
+    let mut a = TcpStream::connect(addr).await.unwrap();
+    let mut request = cmd(&["SELECT", "3"]);
+    request.extend(cmd(&["SET", "where", "db3"]));
+    let replies = raw_exchange(&mut a, &request, 2).await;
+    assert_eq!(replies, b"+OK\r\n+OK\r\n");
+    // The server restarts: the connection that held SELECT 3 is gone, and
+    // with it the app's database. Its next commands must not run in db 0,
+    // nor fail forever: the app's connection ends, so it reconnects and
+    // selects again (as it would with Redis itself).
+    server.restart();
+    tokio::time::sleep(Duration::from_millis(200)).await;
+    tokio::io::AsyncWriteExt::write_all(&mut a, &cmd(&["GET", "where"]))
+        .await
+        .ok();
+    let rest = expect_closed(&mut a, Duration::from_secs(3)).await;
+    let text = String::from_utf8_lossy(&rest);
+    assert!(
+        rest.is_empty() || text.starts_with("-ERR attache"),
+        "{text}"
+    );
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn shutdown_closes_an_idle_subscriber() {
+    let server = RedisServer::start();
+    let attache = start_attache(&format!(
+        "[redis.test]\nlisten = \"127.0.0.1:0\"\nservers = [\"{}\"]\n\
+         [runtime]\nshutdown_grace = \"30s\"\n",
+        server.addr()
+    ))
+    .await;
+    let addr = attache.redis_addr("test").unwrap();
+    let mut a = TcpStream::connect(addr).await.unwrap();
+    let reply = raw_exchange(&mut a, &cmd(&["SUBSCRIBE", "ch"]), 1).await;
+    assert!(reply.starts_with(b"*3\r\n$9\r\nsubscribe"), "{reply:?}");
+    // Nothing is owed to a subscriber waiting for messages: it is idle, and
+    // is closed at once so that it reconnects to the next attache.
+    let stopping = tokio::spawn(attache.shutdown());
+    expect_closed(&mut a, Duration::from_secs(3)).await;
+    tokio::time::timeout(Duration::from_secs(3), stopping)
+        .await
+        .expect("attache stopped")
+        .unwrap();
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn subscribe_then_reset_in_one_write_gets_both_replies() {
+    let server = RedisServer::start();
+    let (_attache, addr) = attache_for(&server, "").await;
+    let mut a = TcpStream::connect(addr).await.unwrap();
+    let mut request = cmd(&["SUBSCRIBE", "ch"]);
+    request.extend(cmd(&["RESET"]));
+    request.extend(cmd(&["PING"]));
+    let replies = raw_exchange(&mut a, &request, 3).await;
+    assert_eq!(
+        String::from_utf8_lossy(&replies),
+        "*3\r\n$9\r\nsubscribe\r\n$2\r\nch\r\n:1\r\n+RESET\r\n+PONG\r\n"
+    );
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+#[ignore = "a command attache answers itself while streaming (AUTH, CLIENT SETINFO, HELLO 4) is queued before the relay, ahead of pushes the server has not sent yet; a fix needs a marker on the stream (see the review notes)"]
+async fn a_local_answer_while_subscribing_keeps_its_place() {
+    let server = RedisServer::start();
+    let (_attache, addr) = attache_for(&server, "").await;
+    let mut a = TcpStream::connect(addr).await.unwrap();
+    let mut request = cmd(&["SUBSCRIBE", "ch"]);
+    request.extend(cmd(&["AUTH", "pw"]));
+    let replies = raw_exchange(&mut a, &request, 2).await;
+    assert_eq!(
+        String::from_utf8_lossy(&replies),
+        "*3\r\n$9\r\nsubscribe\r\n$2\r\nch\r\n:1\r\n+OK\r\n"
+    );
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn shutdown_waits_for_a_sharded_multi_to_end() {
+    let servers = [RedisServer::start(), RedisServer::start()];
+    let attache = start_attache(&format!(
+        "[redis.shards]\nlisten = \"127.0.0.1:0\"\nmode = \"ketama\"\n\
+         servers = [\"{}:1 a\", \"{}:1 b\"]\n[runtime]\nshutdown_grace = \"30s\"\n",
+        servers[0].addr(),
+        servers[1].addr()
+    ))
+    .await;
+    let addr = attache.redis_addr("shards").unwrap();
+    let mut a = TcpStream::connect(addr).await.unwrap();
+    // MULTI is answered by attache; the transaction goes to the server of
+    // its first key. The app is inside a MULTI all the same: shutting
+    // down does not close it there.
+    assert_eq!(raw_exchange(&mut a, &cmd(&["MULTI"]), 1).await, b"+OK\r\n");
+    let stopping = tokio::spawn(attache.shutdown());
+    tokio::time::sleep(Duration::from_millis(300)).await;
+    let mut request = cmd(&["SET", "k", "v"]);
+    request.extend(cmd(&["EXEC"]));
+    let replies = raw_exchange(&mut a, &request, 2).await;
+    assert_eq!(
+        String::from_utf8_lossy(&replies),
+        "+QUEUED\r\n*1\r\n+OK\r\n"
+    );
+    // Then, idle, it is closed.
+    expect_closed(&mut a, Duration::from_secs(3)).await;
+    tokio::time::timeout(Duration::from_secs(3), stopping)
+        .await
+        .expect("attache stopped")
+        .unwrap();
+}
