@@ -79,15 +79,10 @@ impl Report<'_> {
                 );
                 let all = own + backend + generator;
                 let cores = all * s.ops_per_sec.median / 1e6;
-                let proxy = if s.backend_cpu_s_per_m.is_some() {
-                    fixed2(own)
-                } else {
-                    "–".into()
-                };
-                let redis = if s.backend_cpu_s_per_m.is_some() {
-                    fixed2(backend)
-                } else {
-                    fixed2(own)
+                // `direct`: the target is redis-server itself.
+                let (proxy, redis) = match s.backend_cpu_s_per_m {
+                    Some(_) => (fixed2(own), fixed2(backend)),
+                    None => ("–".into(), fixed2(own)),
                 };
                 let _ = writeln!(
                     rows,

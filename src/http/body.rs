@@ -15,7 +15,7 @@ use http::header::CONTENT_LENGTH;
 use http::HeaderMap;
 use http_body_util::combinators::UnsyncBoxBody;
 use http_body_util::{BodyExt, Empty, Full};
-use hyper::body::Frame;
+use hyper::body::{Frame, SizeHint};
 use tokio::io::AsyncRead;
 
 /// Every body attache sends.
@@ -95,40 +95,130 @@ impl AppBody {
     }
 }
 
-/// Reads a body's next frame from a connection: what `read` holds first,
-/// then what `io` brings (with `room` bytes of room per read). `Ok(None)`
-/// at its end; after its last frame the decoder [is
-/// done](BodyDecoder::is_done), and the connection can go back to whoever
-/// lent it. A close ends a body read until the close and fails any other
-/// (`closed` says how).
-pub(crate) fn poll_decoded<R: AsyncRead + Unpin>(
-    decoder: &mut BodyDecoder,
-    read: &mut BytesMut,
-    io: &mut R,
-    room: usize,
-    cx: &mut Context<'_>,
-    closed: &'static str,
-) -> Poll<Result<Option<Frame<Bytes>>, String>> {
-    loop {
-        match decoder.decode(read) {
-            Ok(Chunk::Data(data)) => return Poll::Ready(Ok(Some(Frame::data(data)))),
-            // Trailers are the last frame: hyper asks no further.
-            Ok(Chunk::Trailers(trailers)) => {
-                return Poll::Ready(Ok(Some(Frame::trailers(trailers))))
-            }
-            Ok(Chunk::End) => return Poll::Ready(Ok(None)),
-            Ok(Chunk::Incomplete) => {}
-            Err(e) => return Poll::Ready(Err(e.to_string())),
+/// What an HTTP/1.1 body read by a [`DecodedBody`] comes from: a
+/// connection lent to the body, which the lender gets back (or not) when
+/// the body ends, fails or is dropped.
+pub(crate) trait Lender: Sized + Unpin {
+    type Io: AsyncRead + Unpin;
+    /// Room asked for per read.
+    const ROOM: usize;
+    /// How a close before the body's end is told.
+    const CLOSED: &'static str;
+    /// What was read past the head, and the socket.
+    fn io(&mut self) -> (&mut BytesMut, &mut Self::Io);
+    /// The body was read to its end.
+    fn finished(self);
+    /// The body failed with `cause`; the connection is not to be reused.
+    fn failed(self, cause: &str);
+    /// The body was dropped before its end.
+    fn dropped(self);
+}
+
+/// An HTTP/1.1 body (the app's request, an upstream's response), decoded
+/// from the connection lent to it: what was read past the head first, then
+/// what the socket brings. A close ends a body read until the close and
+/// fails any other.
+pub(crate) struct DecodedBody<L: Lender> {
+    decoder: BodyDecoder,
+    /// `None` once the body ended or failed.
+    lender: Option<L>,
+}
+
+impl<L: Lender> DecodedBody<L> {
+    pub(crate) fn new(decoder: BodyDecoder, lender: L) -> Self {
+        let mut body = Self {
+            decoder,
+            lender: Some(lender),
+        };
+        if body.decoder.is_done() {
+            body.finish();
         }
-        read.reserve(room);
-        match std::task::ready!(tokio_util::io::poll_read_buf(Pin::new(&mut *io), cx, read)) {
-            Ok(0) if *decoder == BodyDecoder::UntilClose => {
-                *decoder = BodyDecoder::Done;
-                return Poll::Ready(Ok(None));
+        body
+    }
+
+    fn finish(&mut self) {
+        self.decoder = BodyDecoder::Done;
+        if let Some(lender) = self.lender.take() {
+            lender.finished();
+        }
+    }
+
+    fn fail(&mut self, cause: String) -> BoxError {
+        self.decoder = BodyDecoder::Done;
+        if let Some(lender) = self.lender.take() {
+            lender.failed(&cause);
+        }
+        cause.into()
+    }
+
+    /// The next frame: `Ok(None)` at the body's end.
+    fn poll_decoded(&mut self, cx: &mut Context<'_>) -> Poll<Result<Option<Frame<Bytes>>, String>> {
+        let Some(lender) = self.lender.as_mut() else {
+            return Poll::Ready(Ok(None));
+        };
+        let (read, io) = lender.io();
+        loop {
+            match self.decoder.decode(read) {
+                Ok(Chunk::Data(data)) => return Poll::Ready(Ok(Some(Frame::data(data)))),
+                // Trailers are the last frame: hyper asks no further.
+                Ok(Chunk::Trailers(trailers)) => {
+                    return Poll::Ready(Ok(Some(Frame::trailers(trailers))))
+                }
+                Ok(Chunk::End) => return Poll::Ready(Ok(None)),
+                Ok(Chunk::Incomplete) => {}
+                Err(e) => return Poll::Ready(Err(e.to_string())),
             }
-            Ok(0) => return Poll::Ready(Err(closed.into())),
-            Ok(_) => {}
-            Err(e) => return Poll::Ready(Err(e.to_string())),
+            read.reserve(L::ROOM);
+            match std::task::ready!(tokio_util::io::poll_read_buf(Pin::new(&mut *io), cx, read)) {
+                Ok(0) if self.decoder == BodyDecoder::UntilClose => {
+                    self.decoder = BodyDecoder::Done;
+                    return Poll::Ready(Ok(None));
+                }
+                Ok(0) => return Poll::Ready(Err(L::CLOSED.into())),
+                Ok(_) => {}
+                Err(e) => return Poll::Ready(Err(e.to_string())),
+            }
+        }
+    }
+}
+
+impl<L: Lender> hyper::body::Body for DecodedBody<L> {
+    type Data = Bytes;
+    type Error = BoxError;
+
+    fn poll_frame(
+        self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+    ) -> Poll<Option<Result<Frame<Bytes>, BoxError>>> {
+        let this = self.get_mut();
+        match std::task::ready!(this.poll_decoded(cx)) {
+            Ok(frame) => {
+                // After its last frame the decoder is done, and the
+                // connection goes back at once.
+                if this.decoder.is_done() {
+                    this.finish();
+                }
+                Poll::Ready(frame.map(Ok))
+            }
+            Err(cause) => Poll::Ready(Some(Err(this.fail(cause)))),
+        }
+    }
+
+    fn is_end_stream(&self) -> bool {
+        self.decoder.is_done()
+    }
+
+    fn size_hint(&self) -> SizeHint {
+        self.decoder
+            .exact()
+            .map_or_else(SizeHint::default, SizeHint::with_exact)
+    }
+}
+
+impl<L: Lender> Drop for DecodedBody<L> {
+    fn drop(&mut self) {
+        if let Some(lender) = self.lender.take() {
+            lender.dropped();
         }
     }
 }

@@ -38,12 +38,12 @@ use attache_http::h1::{
 use bytes::{Bytes, BytesMut};
 use http::header::CONTENT_LENGTH;
 use http::{HeaderMap, Method, Response};
-use hyper::body::{Body as _, Frame, SizeHint};
+use hyper::body::Body as _;
 use tokio::io::{AsyncRead, AsyncWrite, ReadBuf};
 use tracing::debug;
 
 use super::balance::Endpoint;
-use super::body::{Body, BoxError};
+use super::body::{Body, BoxError, DecodedBody, Lender};
 use super::pool::{self, OpenConnection, PoolSettings};
 use crate::tls::UpstreamStream;
 
@@ -156,14 +156,13 @@ impl H1Connection {
             framing,
             keep_alive: _,
         } = head;
-        let mut body = ResponseBody {
-            decoder: BodyDecoder::of(framing),
-            connection: Some(self),
-            home: reusable.then_some(home),
-        };
-        if body.decoder.is_done() {
-            body.finish();
-        }
+        let body = ResponseBody::new(
+            BodyDecoder::of(framing),
+            Borrowed {
+                connection: self,
+                home: reusable.then_some(home),
+            },
+        );
         let mut response = Response::new(http_body_util::BodyExt::boxed_unsync(body));
         *response.status_mut() = status;
         *response.headers_mut() = headers;
@@ -404,83 +403,44 @@ pub(crate) struct Home {
 }
 
 /// A response body read from its [`H1Connection`], which then goes home.
-pub(crate) struct ResponseBody {
-    decoder: BodyDecoder,
-    /// `None` once the body is complete, or the connection failed.
-    connection: Option<H1Connection>,
-    /// `None` if the connection is not to be reused.
+pub(crate) type ResponseBody = DecodedBody<Borrowed>;
+
+/// The connection a [`ResponseBody`] reads from, and where it goes once
+/// the body is whole (`None`: it is not to be reused).
+pub(crate) struct Borrowed {
+    connection: H1Connection,
     home: Option<Home>,
 }
 
-impl ResponseBody {
+impl Lender for Borrowed {
+    type Io = UpstreamStream;
+    const ROOM: usize = READ_CHUNK;
+    const CLOSED: &'static str = "the upstream closed the connection before the body's end";
+
+    fn io(&mut self) -> (&mut BytesMut, &mut UpstreamStream) {
+        (&mut self.connection.read, &mut self.connection.io)
+    }
+
     /// The body is complete: the connection goes home if it may.
-    fn finish(&mut self) {
-        self.decoder = BodyDecoder::Done;
-        let (Some(mut connection), Some(home)) = (self.connection.take(), self.home.take()) else {
-            return;
-        };
+    fn finished(self) {
+        let Self {
+            mut connection,
+            home,
+        } = self;
         // Bytes past the response's end were never asked for.
-        if connection.read.is_empty() {
+        if let Some(home) = home.filter(|_| connection.read.is_empty()) {
             connection.trim();
             pool::park(&home.endpoint, home.settings, connection);
         }
     }
 
-    fn failed(&mut self, cause: &str) -> BoxError {
-        if let Some(connection) = self.connection.take() {
-            debug!(addr = %connection.addr, cause, "HTTP/1.1 response body failed; connection closed");
-        }
-        self.decoder = BodyDecoder::Done;
-        cause.to_owned().into()
-    }
-}
-
-impl hyper::body::Body for ResponseBody {
-    type Data = Bytes;
-    type Error = BoxError;
-
-    fn poll_frame(
-        self: Pin<&mut Self>,
-        cx: &mut Context<'_>,
-    ) -> Poll<Option<Result<Frame<Bytes>, BoxError>>> {
-        let this = self.get_mut();
-        let Some(connection) = this.connection.as_mut() else {
-            return Poll::Ready(None);
-        };
-        let polled = std::task::ready!(super::body::poll_decoded(
-            &mut this.decoder,
-            &mut connection.read,
-            &mut connection.io,
-            READ_CHUNK,
-            cx,
-            "the upstream closed the connection before the body's end",
-        ));
-        match polled {
-            Ok(frame) => {
-                if this.decoder.is_done() {
-                    this.finish();
-                }
-                Poll::Ready(frame.map(Ok))
-            }
-            Err(cause) => Poll::Ready(Some(Err(this.failed(&cause)))),
-        }
+    fn failed(self, cause: &str) {
+        let addr = self.connection.addr;
+        debug!(%addr, cause, "HTTP/1.1 response body failed; connection closed");
     }
 
-    fn is_end_stream(&self) -> bool {
-        self.decoder.is_done()
-    }
-
-    fn size_hint(&self) -> SizeHint {
-        self.decoder
-            .exact()
-            .map_or_else(SizeHint::default, SizeHint::with_exact)
-    }
-}
-
-impl Drop for ResponseBody {
-    fn drop(&mut self) {
-        if let Some(connection) = self.connection.take() {
-            debug!(addr = %connection.addr, "response body dropped before its end; connection closed");
-        }
+    fn dropped(self) {
+        let addr = self.connection.addr;
+        debug!(%addr, "response body dropped before its end; connection closed");
     }
 }

@@ -11,7 +11,8 @@
 //! # Layout
 //!
 //! - `serve`: the app's side: attache's own HTTP/1.1 server for plain
-//!   requests, hyper's for the rest (HTTP/2, upgrades, anything unusual).
+//!   requests; `handover`: hyper's for the rest (HTTP/2, upgrades,
+//!   anything unusual), taking the connection over.
 //! - `service`: one listener's request path: admit, headers, token,
 //!   forward with retries and `timeout`, response or local error.
 //! - `pool`: connections per upstream and address (HTTP/1.1 keep-alive,
@@ -33,22 +34,16 @@
 mod balance;
 mod body;
 mod h1;
+mod handover;
 pub(crate) mod metrics;
 mod pool;
 mod serve;
 mod service;
 
-use std::convert::Infallible;
-use std::future::Future;
 use std::net::SocketAddr;
-use std::pin::{pin, Pin};
 use std::sync::{Arc, RwLock};
 
-use hyper_util::rt::{TokioExecutor, TokioIo};
-use hyper_util::server::conn::auto;
-use tokio::io::{AsyncRead, AsyncWrite};
 use tokio::net::TcpStream;
-use tracing::debug;
 
 use crate::shutdown::SessionShutdown;
 
@@ -77,74 +72,4 @@ pub(crate) async fn serve_client(
 ) {
     let _ = stream.set_nodelay(true);
     serve::serve_h1(current, stream, peer, shutdown).await;
-}
-
-/// Which protocols hyper's server may find on a connection handed to it.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-enum Protocols {
-    /// HTTP/1.x, or HTTP/2 with prior knowledge (the connection's start).
-    Any,
-    /// HTTP/1.x only: HTTP/1.1 requests were served on it already.
-    Http1,
-}
-
-/// Serves an app connection with hyper's server (HTTP/1 and HTTP/2, with
-/// upgrades), from where attache's own HTTP/1.1 path handed it over.
-async fn serve_hyper<I>(
-    current: Arc<RwLock<Arc<HttpService>>>,
-    io: I,
-    peer: SocketAddr,
-    shutdown: Arc<SessionShutdown>,
-    protocols: Protocols,
-) where
-    I: AsyncRead + AsyncWrite + Send + Unpin + 'static,
-{
-    let service = hyper::service::service_fn(move |request| {
-        let service = current.read().unwrap_or_else(|e| e.into_inner()).clone();
-        // Boxed: the request's future is large, and hyper would otherwise
-        // move it into its dispatcher by value for every request.
-        Box::pin(async move { Ok::<_, Infallible>(service.handle(request, peer).await) })
-    });
-    let io = TokioIo::new(io);
-    let result = match protocols {
-        Protocols::Any => {
-            let builder = auto::Builder::new(TokioExecutor::new());
-            let connection = builder.serve_connection_with_upgrades(io, service);
-            until_shutdown(connection, &shutdown, |c| c.graceful_shutdown()).await
-        }
-        Protocols::Http1 => {
-            // Not the auto builder's `http1_only`: with upgrades it still
-            // looks for the HTTP/2 preface (hyper-util 0.1.21).
-            let connection = hyper::server::conn::http1::Builder::new()
-                .serve_connection(io, service)
-                .with_upgrades();
-            until_shutdown(connection, &shutdown, |c| c.graceful_shutdown())
-                .await
-                .map_err(Into::into)
-        }
-    };
-    if let Err(e) = result {
-        debug!(%peer, error = %e, "app connection ended");
-    }
-}
-
-/// Runs a hyper connection to its end; when `shutdown` flips first, asks it
-/// to finish gracefully (HTTP/1: after the response in flight; HTTP/2:
-/// GOAWAY) and waits for that.
-async fn until_shutdown<C, E>(
-    connection: C,
-    shutdown: &Arc<SessionShutdown>,
-    graceful: impl FnOnce(Pin<&mut C>),
-) -> Result<(), E>
-where
-    C: Future<Output = Result<(), E>>,
-{
-    let mut connection = pin!(connection);
-    tokio::select! {
-        biased;
-        result = connection.as_mut() => return result,
-        () = shutdown.wait() => {}
-    }
-    graceful(connection.as_mut());
-    connection.await
 }

@@ -8,7 +8,7 @@
 //! `Expect: 100-continue`, other target forms, and every head that is
 //! malformed, ambiguous or too large) goes to hyper's server: the
 //! connection is handed over with the bytes read so far, at the request
-//! that needs it, and hyper serves it from then on (see [`serve_hyper`]).
+//! that needs it, and hyper serves it from then on (see `handover`).
 //!
 //! What this side does as hyper's server did:
 //! - keep-alive unless the app says `close`; pipelined requests are
@@ -47,19 +47,18 @@ use attache_http::h1::app::{
 use attache_http::h1::{
     encode_chunk_header, encode_last_chunk, BodyDecoder, ChunkedDecoder, LAST_CHUNK,
 };
-use bytes::{Buf, Bytes, BytesMut};
+use bytes::{Bytes, BytesMut};
 use http::{HeaderMap, Method, Request, Response, Version};
 use http_body_util::BodyExt;
 use hyper::body::Body as _;
-use tokio::io::{AsyncRead, AsyncWrite, AsyncWriteExt, ReadBuf};
+use tokio::io::AsyncWriteExt;
 use tokio::net::tcp::{OwnedReadHalf, OwnedWriteHalf};
 use tokio::net::TcpStream;
 use tokio::sync::oneshot;
 use tracing::debug;
 
-use self::request_body::{Lent, RequestBody};
+use self::request_body::{Lent, Loan, RequestBody};
 use super::body::{self, Body};
-use super::metrics::HttpMetrics;
 use super::service::HttpService;
 use crate::shutdown::SessionShutdown;
 
@@ -97,22 +96,7 @@ pub(crate) async fn serve_h1(
         }
     };
     if let Some((stream, read)) = handover {
-        let service = current.read().unwrap_or_else(|e| e.into_inner()).clone();
-        HttpMetrics::add(&service.metrics().handovers);
-        drop(service);
-        let io = Rewind {
-            prefix: read.freeze(),
-            inner: stream,
-        };
-        // HTTP/2 with prior knowledge starts a connection; after HTTP/1.1
-        // requests its preface is a malformed HTTP/1.1 request (hyper's
-        // server alone answers it so).
-        let protocols = if fresh {
-            super::Protocols::Any
-        } else {
-            super::Protocols::Http1
-        };
-        super::serve_hyper(current, io, peer, shutdown, protocols).await;
+        super::handover::serve_hyper(current, stream, read, peer, shutdown, fresh).await;
     }
 }
 
@@ -218,19 +202,16 @@ impl AppConnection {
                 };
                 let (back, returned) = oneshot::channel();
                 lent = Some(returned);
-                RequestBody {
-                    decoder: match framing {
-                        BodyFraming::Length(n) => BodyDecoder::Length(n),
-                        _ => BodyDecoder::Chunked(ChunkedDecoder::default()),
-                    },
-                    lent: Some(Lent {
-                        half,
-                        read: std::mem::take(&mut self.read),
-                        finished: false,
-                    }),
-                    back: Some(back),
-                }
-                .boxed_unsync()
+                let decoder = match framing {
+                    BodyFraming::Length(n) => BodyDecoder::Length(n),
+                    _ => BodyDecoder::Chunked(ChunkedDecoder::default()),
+                };
+                let lent = Lent {
+                    half,
+                    read: std::mem::take(&mut self.read),
+                    finished: false,
+                };
+                RequestBody::new(decoder, Loan { lent, back }).boxed_unsync()
             }
         };
         let mut request = Request::new(body);
@@ -556,57 +537,4 @@ fn with_date<R>(f: impl FnOnce(&[u8]) -> R) -> R {
         }
         f(date.as_bytes())
     })
-}
-
-/// A connection with bytes already read from it in front: what hyper's
-/// server reads first.
-pub(crate) struct Rewind {
-    prefix: Bytes,
-    inner: TcpStream,
-}
-
-impl AsyncRead for Rewind {
-    fn poll_read(
-        mut self: Pin<&mut Self>,
-        cx: &mut Context<'_>,
-        buf: &mut ReadBuf<'_>,
-    ) -> Poll<io::Result<()>> {
-        if !self.prefix.is_empty() {
-            let n = self.prefix.len().min(buf.remaining());
-            buf.put_slice(&self.prefix[..n]);
-            self.prefix.advance(n);
-            return Poll::Ready(Ok(()));
-        }
-        Pin::new(&mut self.inner).poll_read(cx, buf)
-    }
-}
-
-impl AsyncWrite for Rewind {
-    fn poll_write(
-        mut self: Pin<&mut Self>,
-        cx: &mut Context<'_>,
-        buf: &[u8],
-    ) -> Poll<io::Result<usize>> {
-        Pin::new(&mut self.inner).poll_write(cx, buf)
-    }
-
-    fn poll_write_vectored(
-        mut self: Pin<&mut Self>,
-        cx: &mut Context<'_>,
-        bufs: &[io::IoSlice<'_>],
-    ) -> Poll<io::Result<usize>> {
-        Pin::new(&mut self.inner).poll_write_vectored(cx, bufs)
-    }
-
-    fn is_write_vectored(&self) -> bool {
-        self.inner.is_write_vectored()
-    }
-
-    fn poll_flush(mut self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<io::Result<()>> {
-        Pin::new(&mut self.inner).poll_flush(cx)
-    }
-
-    fn poll_shutdown(mut self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<io::Result<()>> {
-        Pin::new(&mut self.inner).poll_shutdown(cx)
-    }
 }
