@@ -37,43 +37,6 @@ pub(super) fn secondary_sink(out: mpsc::Sender<Bytes>, resp3: bool) -> mpsc::Sen
     tx
 }
 
-/// A sink that drops the first `skip` frames (the confirmations of a
-/// resubscription the app did not ask for) and relays the rest.
-pub(super) fn skip_first(
-    out: mpsc::Sender<Bytes>,
-    mut skip: usize,
-    resp3: bool,
-) -> mpsc::Sender<Bytes> {
-    let (tx, mut rx) = mpsc::channel::<Bytes>(STREAM_BUFFER);
-    tokio::spawn(async move {
-        let mut pending = BytesMut::new();
-        while let Some(chunk) = rx.recv().await {
-            if skip == 0 {
-                if out.send(chunk).await.is_err() {
-                    return;
-                }
-                continue;
-            }
-            pending.extend_from_slice(&chunk);
-            while skip > 0 {
-                match frame::reply_len(&pending, resp3) {
-                    Ok(Some(len)) => {
-                        let _ = pending.split_to(len);
-                        skip -= 1;
-                    }
-                    Ok(None) => break,
-                    Err(_) => return,
-                }
-            }
-            if skip == 0 && !pending.is_empty() && out.send(pending.split().freeze()).await.is_err()
-            {
-                return;
-            }
-        }
-    });
-    tx
-}
-
 /// A published message (`message`, `pmessage`, `smessage`), as opposed to
 /// a subscription confirmation or a PING reply.
 fn is_message(reply: &Bytes, resp3: bool) -> bool {

@@ -3,6 +3,8 @@
 //!
 //! - [`service`]: one listener's upstream side (servers, connections, pools).
 //! - `fanin`: pub/sub on a sharded listener, subscribed on every server.
+//! - `relay`: a streaming connection's frames to the app, with attache's own
+//!   answers in their place.
 //! - `topology`: the Redis Cluster slot map, refreshed in the background.
 //! - `router`: key → server (twemproxy's ketama/modula/random), ejection.
 //! - `session`: one app connection: decode, classify, batch, reply in order.
@@ -23,6 +25,7 @@ mod fanin;
 mod meter;
 pub(crate) mod metrics;
 mod policy;
+mod relay;
 mod router;
 pub(crate) mod service;
 mod session;

@@ -28,12 +28,12 @@ use tracing::{debug, warn};
 
 use attache_resp::shard;
 
-use super::connection::Op;
 use super::connector::Protocol;
 use super::dedicated::Dedicated;
 use super::meter::Meters;
 use super::metrics::{Family, RedisMetrics};
 use super::policy::{classify, Action, Transient};
+use super::relay::Marks;
 use super::service::RedisService;
 use super::slots::{collect_ready, wait_front, ReadyReplies, Slot};
 use crate::shutdown::ShutdownWait;
@@ -96,6 +96,9 @@ pub(crate) struct Session {
     /// Cluster pub/sub: what the app is subscribed to, to subscribe again
     /// on another node when its node goes away.
     subscriptions: Subscriptions,
+    /// Streaming: where attache's own answers go in the stream (none for a
+    /// stream that is not RESP, or has no replies: SYNC, CLIENT REPLY).
+    marks: Option<Marks>,
     /// The streaming upstream went away (cluster: resubscribe elsewhere).
     stream_lost: bool,
     /// Cluster mode: a transaction queued by attache, sent whole at EXEC.
@@ -142,6 +145,7 @@ impl Session {
             keys: Vec::new(),
             fanin: Vec::new(),
             subscriptions: Subscriptions::default(),
+            marks: None,
             stream_lost: false,
             cluster_tx: None,
             watch: false,
@@ -335,31 +339,7 @@ impl Session {
         let (action, family) = classify(&req, &self.rbuf, self.pin.is_some());
         self.family = family;
         if streaming {
-            // Replies no longer pair with requests: everything but RESET
-            // goes to the pinned connection as it is.
-            return match action {
-                Action::Reset => {
-                    self.rbuf.advance(req.len);
-                    self.reset().await
-                }
-                Action::Reply(bytes) => {
-                    self.rbuf.advance(req.len);
-                    self.slots
-                        .insert(self.slots.len().saturating_sub(1), Slot::Ready(bytes));
-                    Ok(())
-                }
-                _ => {
-                    self.subscriptions.track(&req, &self.rbuf);
-                    let bytes = self.take_request(&req).freeze();
-                    for conn in &self.fanin {
-                        conn.handle.send(Op::Write(bytes.clone()));
-                    }
-                    if let Some(pin) = &self.pin {
-                        pin.conn.handle.send(Op::Write(bytes));
-                    }
-                    Ok(())
-                }
-            };
+            return self.dispatch_streaming(req, action).await;
         }
         if self.cluster_tx.is_some() && !matches!(action, Action::Reset | Action::Quit) {
             self.queue_in_transaction(&req, action);
@@ -490,13 +470,14 @@ impl Session {
                     }
                 }
                 self.subscriptions.track(&req, &self.rbuf);
+                let framed = routing::is_framed_stream(&req, &self.rbuf);
                 let bytes = self.take_request(&req);
                 if let Err(e) = self.pin(server, true, stream).await {
                     self.reply_error(&e);
                     return Ok(());
                 }
                 if stream {
-                    self.start_streaming(bytes.freeze());
+                    self.start_streaming(bytes.freeze(), framed);
                 } else {
                     self.push_run(bytes, Target::Pinned, false);
                 }

@@ -3,16 +3,18 @@
 //! connection an app is on (HELLO, RESET), and what happens to a pinned
 //! connection when the app leaves.
 
-use attache_resp::frame::{self, reply};
-use bytes::{Bytes, BytesMut};
+use attache_resp::frame::{self, reply, Request};
+use bytes::{Buf, Bytes, BytesMut};
 use deadpool::managed::PoolError;
 use tokio::sync::mpsc;
 
-use super::{Pin, Session, Subscriptions, Target};
+use super::{routing, Pin, Session, Subscriptions, Target};
 use crate::redis::connection::{Op, STREAM_BUFFER};
 use crate::redis::connector::Protocol;
 use crate::redis::dedicated::Dedicated;
 use crate::redis::error::UpstreamError;
+use crate::redis::policy::Action;
+use crate::redis::relay;
 use crate::redis::slots::{wait_front, Slot};
 use crate::socket::write_all;
 
@@ -71,13 +73,82 @@ impl Session {
         Ok(())
     }
 
-    pub(super) fn start_streaming(&mut self, bytes: Bytes) {
+    /// From `bytes` on, the pinned connection streams to the app. A RESP
+    /// stream goes through a relay, which places attache's own answers.
+    pub(super) fn start_streaming(&mut self, bytes: Bytes, framed: bool) {
         self.flush_run();
         let (sink, rx) = mpsc::channel(STREAM_BUFFER);
+        let sink = if framed {
+            let (sink, marks) = relay::spawn(sink, self.protocol.is_resp3(), 0);
+            self.marks = Some(marks);
+            sink
+        } else {
+            self.marks = None;
+            sink
+        };
         if let Some(pin) = &self.pin {
             pin.conn.handle.send(Op::Stream { bytes, sink });
         }
         self.slots.push_back(Slot::Stream(rx));
+    }
+
+    /// Streaming: replies no longer pair with requests. Everything but
+    /// RESET and attache's own answers goes to the pinned connection as it
+    /// is.
+    pub(super) async fn dispatch_streaming(
+        &mut self,
+        req: Request,
+        action: Action,
+    ) -> std::io::Result<()> {
+        match action {
+            Action::Reset => {
+                self.rbuf.advance(req.len);
+                self.reset().await
+            }
+            Action::Reply(bytes) => {
+                self.rbuf.advance(req.len);
+                self.answer_in_stream(bytes);
+                Ok(())
+            }
+            _ => {
+                self.subscriptions.track(&req, &self.rbuf);
+                if !routing::is_framed_stream(&req, &self.rbuf) {
+                    // Its replies may not be RESP, or not come at all: the
+                    // answers after it go ahead of the stream.
+                    self.marks = None;
+                }
+                let bytes = self.take_request(&req).freeze();
+                for conn in &self.fanin {
+                    conn.handle.send(Op::Write(bytes.clone()));
+                }
+                if let Some(pin) = &self.pin {
+                    pin.conn.handle.send(Op::Write(bytes));
+                }
+                Ok(())
+            }
+        }
+    }
+
+    /// attache's own answer while streaming: in the stream, after the
+    /// replies to what the app sent before it (see `relay`); ahead of the
+    /// stream when it has no relay.
+    fn answer_in_stream(&mut self, answer: Bytes) {
+        let answer = match (&mut self.marks, &self.pin) {
+            (Some(marks), Some(pin)) if matches!(self.slots.back(), Some(Slot::Stream(_))) => {
+                match marks.mark(answer) {
+                    Ok(ping) => {
+                        // Not sent (the connection is gone): the relay
+                        // gives the answer when its stream ends.
+                        pin.conn.handle.send(Op::Write(ping));
+                        return;
+                    }
+                    Err(answer) => answer,
+                }
+            }
+            _ => answer,
+        };
+        self.slots
+            .insert(self.slots.len().saturating_sub(1), Slot::Ready(answer));
     }
 
     pub(super) async fn hello(
@@ -133,6 +204,7 @@ impl Session {
             discard(conn);
         }
         self.subscriptions = Subscriptions::default();
+        self.marks = None;
         self.cluster_tx = None;
         self.multi = false;
         self.watch = false;
@@ -146,13 +218,15 @@ impl Session {
     }
 
     /// Streaming (subscribed, monitoring, tracking): what the server sent
-    /// before the app's RESET (a subscription's confirmation, messages) is
-    /// the app's, in order. RESET goes on the stream, and the relay is
+    /// before the app's RESET (a subscription's confirmation, messages,
+    /// attache's answers placed in the stream) is the app's, in order.
+    /// RESET goes on the stream (server 0's, for a sharded subscription:
+    /// the others' are closed), and the relay is
     /// written up to its `+RESET` (which the app gets from `reset`); the
     /// rest is dropped with the connection. Without that reply within
     /// `timeout` (a replication stream), the relay just goes.
     async fn relay_until_reset(&mut self) -> std::io::Result<()> {
-        if !self.fanin.is_empty() || !matches!(self.slots.back(), Some(Slot::Stream(_))) {
+        if !matches!(self.slots.back(), Some(Slot::Stream(_))) {
             return Ok(());
         }
         self.flush_run();

@@ -15,7 +15,7 @@ use tokio::sync::mpsc;
 use super::{discard, Session};
 use crate::redis::connection::{Op, STREAM_BUFFER};
 use crate::redis::error::UpstreamError;
-use crate::redis::fanin;
+use crate::redis::relay;
 use crate::redis::router::Router;
 use crate::redis::slots::Slot;
 
@@ -85,7 +85,8 @@ impl Session {
     fn subscribe_again(&mut self) {
         let (commands, confirmations) = self.subscriptions.commands();
         let (sink, rx) = mpsc::channel(STREAM_BUFFER);
-        let quiet = fanin::skip_first(sink, confirmations, self.protocol.is_resp3());
+        let (quiet, marks) = relay::spawn(sink, self.protocol.is_resp3(), confirmations);
+        self.marks = Some(marks);
         if let Some(pin) = &self.pin {
             pin.conn.handle.send(Op::Stream {
                 bytes: commands,

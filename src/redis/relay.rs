@@ -1,0 +1,205 @@
+//! The relay of a streaming connection (pub/sub, MONITOR, client
+//! tracking): what the server sends goes to the app as it comes, cut at
+//! frame boundaries, so that other frames can go between two of them
+//! without splitting one (the messages of a sharded subscription's other
+//! servers, the answers attache gives itself).
+//!
+//! An answer attache gives itself while streaming (`AUTH`, `CLIENT
+//! SETINFO`) must come after the replies to what the app sent before it,
+//! which the server has not necessarily sent yet. So attache sends
+//! `PING <token>` on the stream in its place, and the answer takes the
+//! place of that PING's reply. The token is unguessable: an app's own PING
+//! is never taken for it. A MONITOR feed's line for the PING is dropped.
+
+use std::collections::VecDeque;
+
+use attache_resp::frame::{self, reply};
+use bytes::{Bytes, BytesMut};
+use memchr::memmem;
+use tokio::sync::mpsc;
+
+use super::connection::STREAM_BUFFER;
+
+/// The session's side of a relay: where its answers are placed.
+pub(super) struct Marks {
+    tx: mpsc::UnboundedSender<Mark>,
+    /// `attache:<random>:`, the start of every token of this relay.
+    prefix: Bytes,
+    next: u64,
+}
+
+struct Mark {
+    /// The PING's reply as a bulk string (RESP3, or RESP2 unsubscribed);
+    /// subscribed RESP2 connections answer `*2 pong <token>` around it.
+    bulk: Bytes,
+    answer: Bytes,
+}
+
+impl Mark {
+    fn is_reply(&self, frame: &[u8]) -> bool {
+        const PONG: &[u8] = b"*2\r\n$4\r\npong\r\n";
+        frame == &self.bulk[..]
+            || (frame.len() == PONG.len() + self.bulk.len()
+                && frame.starts_with(PONG)
+                && frame.ends_with(&self.bulk))
+    }
+}
+
+impl Marks {
+    /// Registers `answer` to take the place of the reply to the command
+    /// returned, which the caller sends on the stream. Gives the answer
+    /// back when the relay has ended.
+    pub(super) fn mark(&mut self, answer: Bytes) -> Result<Bytes, Bytes> {
+        let mut token = BytesMut::from(&self.prefix[..]);
+        token.extend_from_slice(self.next.to_string().as_bytes());
+        self.next += 1;
+        let bulk = reply::bulk(&token);
+        let ping = reply::command(&[b"PING", &token]);
+        self.tx
+            .send(Mark { bulk, answer })
+            .map(|()| ping)
+            .map_err(|e| e.0.answer)
+    }
+}
+
+/// Starts a relay to `out`: returns the sink the streaming connection
+/// writes to, and where the session places its answers. The first `skip`
+/// frames are dropped (the confirmations of a resubscription the app did
+/// not ask for).
+pub(super) fn spawn(
+    out: mpsc::Sender<Bytes>,
+    resp3: bool,
+    skip: usize,
+) -> (mpsc::Sender<Bytes>, Marks) {
+    let (sink, input) = mpsc::channel(STREAM_BUFFER);
+    let (tx, marks) = mpsc::unbounded_channel();
+    let prefix = Bytes::from(format!(
+        "attache:{:016x}{:016x}:",
+        fastrand::u64(..),
+        fastrand::u64(..)
+    ));
+    let relay = Relay {
+        out,
+        marks,
+        waiting: VecDeque::new(),
+        prefix: prefix.clone(),
+        resp3,
+        skip,
+        pending: BytesMut::new(),
+        framed: true,
+    };
+    tokio::spawn(relay.run(input));
+    (
+        sink,
+        Marks {
+            tx,
+            prefix,
+            next: 0,
+        },
+    )
+}
+
+struct Relay {
+    out: mpsc::Sender<Bytes>,
+    marks: mpsc::UnboundedReceiver<Mark>,
+    /// Answers whose PING has not come back, in the order sent.
+    waiting: VecDeque<Mark>,
+    prefix: Bytes,
+    resp3: bool,
+    skip: usize,
+    /// Received, not yet a whole frame.
+    pending: BytesMut,
+    /// False once the stream stopped parsing (a replication stream after
+    /// `SYNC`): from then on bytes pass as they come.
+    framed: bool,
+}
+
+impl Relay {
+    async fn run(mut self, mut input: mpsc::Receiver<Bytes>) {
+        loop {
+            let chunk = tokio::select! {
+                chunk = input.recv() => chunk,
+                // The app's session let go: so does the relay, and with it
+                // the connection's sink.
+                () = self.out.closed() => return,
+            };
+            let Some(chunk) = chunk else { break };
+            let pieces = if self.framed {
+                while let Ok(mark) = self.marks.try_recv() {
+                    self.waiting.push_back(mark);
+                }
+                self.pending.extend_from_slice(&chunk);
+                self.cut()
+            } else {
+                vec![chunk]
+            };
+            for piece in pieces {
+                if self.out.send(piece).await.is_err() {
+                    return;
+                }
+            }
+        }
+        // The connection is gone: what was whole goes out, then the
+        // answers still waiting (nothing the app is owed is lost).
+        self.marks.close();
+        while let Ok(mark) = self.marks.try_recv() {
+            self.waiting.push_back(mark);
+        }
+        let mut pieces = if self.framed { self.cut() } else { Vec::new() };
+        pieces.extend(self.waiting.drain(..).map(|m| m.answer));
+        for piece in pieces {
+            if self.out.send(piece).await.is_err() {
+                return;
+            }
+        }
+    }
+
+    /// Takes the whole frames off `pending`, in pieces to send in order:
+    /// runs of the server's frames as they are, answers in place of their
+    /// PINGs' replies.
+    fn cut(&mut self) -> Vec<Bytes> {
+        let mut pieces = Vec::new();
+        let mut whole = 0;
+        loop {
+            let n = match frame::reply_len(&self.pending[whole..], self.resp3) {
+                Ok(Some(n)) => n,
+                Ok(None) => break,
+                Err(_) => {
+                    // Not RESP (a replication stream): pass it all on, and
+                    // the answers now, since their PINGs cannot be found.
+                    self.framed = false;
+                    pieces.push(self.pending.split().freeze());
+                    pieces.extend(self.waiting.drain(..).map(|m| m.answer));
+                    return pieces;
+                }
+            };
+            let one = &self.pending[whole..whole + n];
+            let instead = if self.skip > 0 {
+                self.skip -= 1;
+                Some(None)
+            } else if self.waiting.front().is_some_and(|m| m.is_reply(one)) {
+                self.waiting.pop_front().map(|m| Some(m.answer))
+            } else if one.first() == Some(&b'+') && memmem::find(one, &self.prefix).is_some() {
+                // MONITOR's line for attache's own PING.
+                Some(None)
+            } else {
+                None
+            };
+            match instead {
+                None => whole += n,
+                Some(answer) => {
+                    if whole > 0 {
+                        pieces.push(self.pending.split_to(whole).freeze());
+                        whole = 0;
+                    }
+                    let _ = self.pending.split_to(n);
+                    pieces.extend(answer);
+                }
+            }
+        }
+        if whole > 0 {
+            pieces.push(self.pending.split_to(whole).freeze());
+        }
+        pieces
+    }
+}
