@@ -70,9 +70,18 @@ async fn an_unread_body_is_never_taken_for_a_request() {
 /// clients do), then reads its answer: the status, and the connection
 /// closed after it.
 async fn upload_then_read(addr: std::net::SocketAddr, path: &str, body: &[u8]) -> u16 {
+    upload_then_read_as(addr, "HTTP/1.1", path, body).await
+}
+
+async fn upload_then_read_as(
+    addr: std::net::SocketAddr,
+    version: &str,
+    path: &str,
+    body: &[u8],
+) -> u16 {
     let mut app = App::connect(addr).await;
     let head = format!(
-        "POST {path} HTTP/1.1\r\nHost: localhost\r\nContent-Length: {}\r\n\r\n",
+        "POST {path} {version}\r\nHost: localhost\r\nContent-Length: {}\r\n\r\n",
         body.len()
     );
     app.write(head.as_bytes()).await;
@@ -81,7 +90,9 @@ async fn upload_then_read(addr: std::net::SocketAddr, path: &str, body: &[u8]) -
         .expect("the upload was taken")
         .expect("the upload was not reset");
     let answer = app.response("POST").await;
-    assert_eq!(answer.header("connection"), Some("close"));
+    if version == "HTTP/1.1" {
+        assert_eq!(answer.header("connection"), Some("close"));
+    }
     app.assert_closed().await;
     answer.status
 }
@@ -103,6 +114,24 @@ async fn an_upload_answered_before_it_was_read_still_gets_its_answer() {
         support::http::TestUpstream::plain(support::http::handler(|_| async { status(413) })).await;
     let (_attache, addr) = attache_for(&format!("http://{}", refusing.addr), "").await;
     assert_eq!(upload_then_read(addr, "/up", &body).await, 413);
+}
+
+#[tokio::test]
+async fn an_upload_hyper_answered_before_it_was_read_still_gets_its_answer() {
+    // HTTP/1.0 is served by hyper's server (the handover): refused before
+    // its body was read, the connection lingers there too.
+    let (upstream, running, addr) = setup_v1_only().await;
+    let body = vec![b'u'; 16 << 20];
+    for _ in 0..3 {
+        assert_eq!(
+            upload_then_read_as(addr, "HTTP/1.0", "/v2/upload", &body).await,
+            404
+        );
+    }
+    assert!(upstream.server.seen().is_empty());
+    assert!(running
+        .http_metrics()
+        .contains("attache_http_app_handovers_total{listener=\"api\"} 3"));
 }
 
 #[tokio::test]

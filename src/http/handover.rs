@@ -7,6 +7,7 @@ use std::convert::Infallible;
 use std::future::Future;
 use std::io;
 use std::net::SocketAddr;
+use std::os::fd::AsFd;
 use std::pin::{pin, Pin};
 use std::sync::{Arc, RwLock};
 use std::task::{Context, Poll};
@@ -14,7 +15,7 @@ use std::task::{Context, Poll};
 use bytes::{Buf, Bytes, BytesMut};
 use hyper_util::rt::{TokioExecutor, TokioIo};
 use hyper_util::server::conn::auto;
-use tokio::io::{AsyncRead, AsyncWrite, ReadBuf};
+use tokio::io::{AsyncRead, AsyncWrite, AsyncWriteExt, ReadBuf};
 use tokio::net::TcpStream;
 use tracing::debug;
 
@@ -39,6 +40,8 @@ pub(super) async fn serve_hyper(
     let io = Rewind {
         prefix: read.freeze(),
         inner: stream,
+        ended: false,
+        shutdown: shutdown.clone(),
     };
     // HTTP/2 with prior knowledge starts a connection; after HTTP/1.1
     // requests its preface is a malformed HTTP/1.1 request (hyper's server
@@ -121,10 +124,45 @@ where
 }
 
 /// A connection with bytes already read from it in front: what hyper's
-/// server reads first.
+/// server reads first. When hyper lets it go before the app's end of the
+/// stream (a response before the upload it refused, an HTTP/1.0 close),
+/// the connection lingers ([`crate::socket::linger`]), so the app reads its
+/// answer instead of a reset, as on attache's own path.
 struct Rewind {
     prefix: Bytes,
     inner: TcpStream,
+    /// The app's end of the stream was read (or the connection failed).
+    ended: bool,
+    shutdown: Arc<SessionShutdown>,
+}
+
+impl Drop for Rewind {
+    fn drop(&mut self) {
+        if self.ended {
+            return;
+        }
+        let Ok(runtime) = tokio::runtime::Handle::try_current() else {
+            return;
+        };
+        // The same socket, kept open by a second descriptor once this one
+        // is closed.
+        let Ok(fd) = self.inner.as_fd().try_clone_to_owned() else {
+            return;
+        };
+        let socket = std::net::TcpStream::from(fd);
+        let shutdown = self.shutdown.clone();
+        runtime.spawn(async move {
+            let Ok(mut stream) = socket
+                .set_nonblocking(true)
+                .and_then(|()| TcpStream::from_std(socket))
+            else {
+                return;
+            };
+            // What was written is the whole answer.
+            let _ = stream.shutdown().await;
+            crate::socket::linger(&mut stream, shutdown.wait()).await;
+        });
+    }
 }
 
 impl AsyncRead for Rewind {
@@ -139,7 +177,16 @@ impl AsyncRead for Rewind {
             self.prefix.advance(n);
             return Poll::Ready(Ok(()));
         }
-        Pin::new(&mut self.inner).poll_read(cx, buf)
+        let before = buf.filled().len();
+        let polled = Pin::new(&mut self.inner).poll_read(cx, buf);
+        match &polled {
+            Poll::Ready(Ok(())) if buf.filled().len() == before && buf.remaining() > 0 => {
+                self.ended = true;
+            }
+            Poll::Ready(Err(_)) => self.ended = true,
+            _ => {}
+        }
+        polled
     }
 }
 
