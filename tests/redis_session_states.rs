@@ -344,3 +344,93 @@ async fn a_replication_stream_passes_as_it_comes() {
         }
     }
 }
+
+/// A bad frame while an answer of attache's waits in the stream: the app
+/// still gets the answer, then the error.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_protocol_error_while_subscribed_keeps_the_answers_before_it() {
+    let server = RedisServer::start();
+    let (_attache, addr) = attache_for(&server, "").await;
+    let mut a = TcpStream::connect(addr).await.unwrap();
+    raw_exchange(&mut a, &cmd(&["SUBSCRIBE", "ch"]), 1).await;
+    let mut request = cmd(&["AUTH", "pw"]);
+    request.extend(b"*1\r\n$abc\r\n");
+    let replies = raw_exchange(&mut a, &request, 2).await;
+    assert!(
+        replies.starts_with(b"+OK\r\n-ERR Protocol error"),
+        "{}",
+        String::from_utf8_lossy(&replies)
+    );
+}
+
+/// Inside a MULTI on a tracking connection, a PING would be queued: an
+/// answer of attache's cannot be placed with one, and is not lost.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_local_answer_inside_a_multi_while_tracking() {
+    let server = RedisServer::start();
+    let (_attache, addr) = attache_for(&server, "").await;
+    let mut a = TcpStream::connect(addr).await.unwrap();
+    let reply = raw_exchange(&mut a, &cmd(&["CLIENT", "TRACKING", "ON"]), 1).await;
+    assert_eq!(reply, b"+OK\r\n");
+    assert_eq!(raw_exchange(&mut a, &cmd(&["MULTI"]), 1).await, b"+OK\r\n");
+    let reply = raw_exchange(&mut a, &cmd(&["AUTH", "pw"]), 1).await;
+    assert_eq!(String::from_utf8_lossy(&reply), "+OK\r\n");
+    let mut request = cmd(&["SET", "k", "v"]);
+    request.extend(cmd(&["EXEC"]));
+    request.extend(cmd(&["AUTH", "pw"]));
+    request.extend(cmd(&["GET", "k"]));
+    let replies = raw_exchange(&mut a, &request, 4).await;
+    assert_eq!(
+        String::from_utf8_lossy(&replies),
+        "+QUEUED\r\n*1\r\n+OK\r\n+OK\r\n$1\r\nv\r\n"
+    );
+}
+
+/// A stream the relay stops framing (here the app switched the connection
+/// to RESP3 behind attache's back): attache's answers still reach the app,
+/// and its tokens do not.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_local_answer_after_the_stream_stopped_parsing() {
+    let server = RedisServer::start();
+    let (_attache, addr) = attache_for(&server, "").await;
+    let mut a = TcpStream::connect(addr).await.unwrap();
+    let reply = raw_exchange(&mut a, &cmd(&["CLIENT", "TRACKING", "ON"]), 1).await;
+    assert_eq!(reply, b"+OK\r\n");
+    let reply = raw_exchange(&mut a, &cmd(&["HELLO", "3"]), 1).await;
+    assert!(
+        reply.starts_with(b"%"),
+        "{}",
+        String::from_utf8_lossy(&reply)
+    );
+    let reply = raw_exchange(&mut a, &cmd(&["AUTH", "pw"]), 1).await;
+    assert_eq!(String::from_utf8_lossy(&reply), "+OK\r\n");
+}
+
+/// Shutting down closes an idle subscriber, but not before the answer
+/// attache placed in its stream.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn shutdown_gives_a_subscriber_the_answers_in_its_stream() {
+    let server = RedisServer::start();
+    let attache = start_attache(&format!(
+        "[redis.test]\nlisten = \"127.0.0.1:0\"\nservers = [\"{}\"]\n\
+         [runtime]\nshutdown_grace = \"30s\"\n",
+        server.addr()
+    ))
+    .await;
+    let addr = attache.redis_addr("test").unwrap();
+    let mut a = TcpStream::connect(addr).await.unwrap();
+    raw_exchange(&mut a, &cmd(&["SUBSCRIBE", "ch"]), 1).await;
+    // The server holds attache's PING for a while.
+    assert_eq!(server.cli(&["CLIENT", "PAUSE", "1000", "ALL"]), "OK");
+    tokio::io::AsyncWriteExt::write_all(&mut a, &cmd(&["AUTH", "pw"]))
+        .await
+        .unwrap();
+    tokio::time::sleep(Duration::from_millis(200)).await;
+    let stopping = tokio::spawn(attache.shutdown());
+    let rest = expect_closed(&mut a, Duration::from_secs(5)).await;
+    assert_eq!(String::from_utf8_lossy(&rest), "+OK\r\n");
+    tokio::time::timeout(Duration::from_secs(5), stopping)
+        .await
+        .expect("attache stopped")
+        .unwrap();
+}

@@ -167,7 +167,13 @@ impl Relay {
                 Err(_) => {
                     // Not RESP (a replication stream): pass it all on, and
                     // the answers now, since their PINGs cannot be found.
+                    // Later answers cannot be placed: the session gives
+                    // them ahead of the stream, and sends no more PINGs.
                     self.framed = false;
+                    self.marks.close();
+                    while let Ok(mark) = self.marks.try_recv() {
+                        self.waiting.push_back(mark);
+                    }
                     pieces.push(self.pending.split().freeze());
                     pieces.extend(self.waiting.drain(..).map(|m| m.answer));
                     return pieces;

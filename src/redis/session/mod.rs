@@ -195,9 +195,7 @@ impl Session {
                 // Shutting down and nothing owed: close while idle, so the
                 // app reconnects (to the next attache) between requests. A
                 // subscriber waiting for messages is idle: its relay goes.
-                if matches!(self.slots.back(), Some(Slot::Stream(_))) {
-                    self.slots.pop_back();
-                }
+                self.end_stream().await?;
                 self.closing = true;
             }
             if self.closing && self.slots.is_empty() {
@@ -311,9 +309,7 @@ impl Session {
                     self.flush_run();
                     // Subscribed: the relay of pushes never ends, and the
                     // error (and the close) would wait behind it forever.
-                    if matches!(self.slots.back(), Some(Slot::Stream(_))) {
-                        self.slots.pop_back();
-                    }
+                    self.end_stream().await?;
                     self.family = Family::OTHER;
                     self.push_local(reply::error(&format!("ERR {e}")));
                     self.rbuf.clear();

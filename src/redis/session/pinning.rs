@@ -13,7 +13,7 @@ use crate::redis::connection::{Op, STREAM_BUFFER};
 use crate::redis::connector::Protocol;
 use crate::redis::dedicated::Dedicated;
 use crate::redis::error::UpstreamError;
-use crate::redis::policy::Action;
+use crate::redis::policy::{Action, Transient};
 use crate::redis::relay;
 use crate::redis::slots::{wait_front, Slot};
 use crate::socket::write_all;
@@ -111,6 +111,13 @@ impl Session {
                 Ok(())
             }
             _ => {
+                // Inside a MULTI a PING is queued, not answered: attache's
+                // answers cannot be placed with one until EXEC / DISCARD.
+                match action {
+                    Action::PinTransient(Transient::Multi) => self.multi = true,
+                    Action::EndsState { multi: true } => self.multi = false,
+                    _ => {}
+                }
                 self.subscriptions.track(&req, &self.rbuf);
                 if !routing::is_framed_stream(&req, &self.rbuf) {
                     // Its replies may not be RESP, or not come at all: the
@@ -134,7 +141,9 @@ impl Session {
     /// stream when it has no relay.
     fn answer_in_stream(&mut self, answer: Bytes) {
         let answer = match (&mut self.marks, &self.pin) {
-            (Some(marks), Some(pin)) if matches!(self.slots.back(), Some(Slot::Stream(_))) => {
+            (Some(marks), Some(pin))
+                if !self.multi && matches!(self.slots.back(), Some(Slot::Stream(_))) =>
+            {
                 match marks.mark(answer) {
                     Ok(ping) => {
                         // Not sent (the connection is gone): the relay
@@ -214,6 +223,19 @@ impl Session {
         self.protocol = Protocol::Resp2;
         self.slots
             .push_back(Slot::Ready(Bytes::from_static(reply::RESET)));
+        Ok(())
+    }
+
+    /// The app's stream ends (a protocol error, shutdown): what its relay
+    /// owes the app (attache's answers placed in it) is written first, as
+    /// for RESET; a stream without a relay just goes.
+    pub(super) async fn end_stream(&mut self) -> std::io::Result<()> {
+        if self.marks.is_some() {
+            return self.relay_until_reset().await;
+        }
+        if matches!(self.slots.back(), Some(Slot::Stream(_))) {
+            self.slots.pop_back();
+        }
         Ok(())
     }
 
