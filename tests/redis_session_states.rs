@@ -434,3 +434,28 @@ async fn shutdown_gives_a_subscriber_the_answers_in_its_stream() {
         .expect("attache stopped")
         .unwrap();
 }
+
+/// `CLIENT CACHING yes` applies to the next command: a PING attache sends
+/// to place an answer must not take it from the app's read.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_local_answer_after_client_caching_keeps_the_read_tracked() {
+    let server = RedisServer::start();
+    let (_attache, addr) = attache_for(&server, "").await;
+    let mut a = TcpStream::connect(addr).await.unwrap();
+    raw_exchange(&mut a, &cmd(&["HELLO", "3"]), 1).await;
+    let on = raw_exchange(&mut a, &cmd(&["CLIENT", "TRACKING", "ON", "OPTIN"]), 1).await;
+    assert_eq!(on, b"+OK\r\n");
+    let mut request = cmd(&["CLIENT", "CACHING", "yes"]);
+    request.extend(cmd(&["CLIENT", "SETINFO", "LIB-NAME", "x"]));
+    request.extend(cmd(&["GET", "k"]));
+    let replies = raw_exchange(&mut a, &request, 3).await;
+    assert_eq!(String::from_utf8_lossy(&replies), "+OK\r\n+OK\r\n_\r\n");
+    assert_eq!(server.cli(&["SET", "k", "1"]), "OK");
+    let invalidation = tokio::time::timeout(Duration::from_secs(2), read_replies(&mut a, 1))
+        .await
+        .expect("the read was tracked: its key is invalidated");
+    assert_eq!(
+        String::from_utf8_lossy(&invalidation),
+        ">2\r\n$10\r\ninvalidate\r\n*1\r\n$1\r\nk\r\n"
+    );
+}

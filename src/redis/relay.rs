@@ -26,6 +26,9 @@ pub(super) struct Marks {
     /// `attache:<random>:`, the start of every token of this relay.
     prefix: Bytes,
     next: u64,
+    /// The app's last command on the stream was `CLIENT CACHING`, which
+    /// applies to the next command: a PING now would take it.
+    pub(super) caching: bool,
 }
 
 struct Mark {
@@ -95,6 +98,7 @@ pub(super) fn spawn(
             tx,
             prefix,
             next: 0,
+            caching: false,
         },
     )
 }

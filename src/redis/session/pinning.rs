@@ -118,6 +118,14 @@ impl Session {
                     Action::EndsState { multi: true } => self.multi = false,
                     _ => {}
                 }
+                if let Some(marks) = &mut self.marks {
+                    marks.caching = req
+                        .arg(&self.rbuf, 0)
+                        .is_some_and(|n| n.eq_ignore_ascii_case(b"client"))
+                        && req
+                            .arg(&self.rbuf, 1)
+                            .is_some_and(|s| s.eq_ignore_ascii_case(b"caching"));
+                }
                 self.subscriptions.track(&req, &self.rbuf);
                 if !routing::is_framed_stream(&req, &self.rbuf) {
                     // Its replies may not be RESP, or not come at all: the
@@ -142,7 +150,9 @@ impl Session {
     fn answer_in_stream(&mut self, answer: Bytes) {
         let answer = match (&mut self.marks, &self.pin) {
             (Some(marks), Some(pin))
-                if !self.multi && matches!(self.slots.back(), Some(Slot::Stream(_))) =>
+                if !self.multi
+                    && !marks.caching
+                    && matches!(self.slots.back(), Some(Slot::Stream(_))) =>
             {
                 match marks.mark(answer) {
                     Ok(ping) => {
