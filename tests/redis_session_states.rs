@@ -386,11 +386,11 @@ async fn a_local_answer_inside_a_multi_while_tracking() {
     );
 }
 
-/// A stream the relay stops framing (here the app switched the connection
-/// to RESP3 behind attache's back): attache's answers still reach the app,
-/// and its tokens do not.
+/// The app switched its tracking connection to RESP3 behind attache's back
+/// (HELLO is forwarded on a stream): the relay still frames it, attache's
+/// answers reach the app in their place, and its tokens do not.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn a_local_answer_after_the_stream_stopped_parsing() {
+async fn a_local_answer_after_hello_3_on_a_resp2_stream() {
     let server = RedisServer::start();
     let (_attache, addr) = attache_for(&server, "").await;
     let mut a = TcpStream::connect(addr).await.unwrap();
@@ -404,6 +404,18 @@ async fn a_local_answer_after_the_stream_stopped_parsing() {
     );
     let reply = raw_exchange(&mut a, &cmd(&["AUTH", "pw"]), 1).await;
     assert_eq!(String::from_utf8_lossy(&reply), "+OK\r\n");
+    // The same, HELLO and AUTH in one write.
+    let mut b = TcpStream::connect(addr).await.unwrap();
+    raw_exchange(&mut b, &cmd(&["CLIENT", "TRACKING", "ON"]), 1).await;
+    let mut request = cmd(&["HELLO", "3"]);
+    request.extend(cmd(&["AUTH", "pw"]));
+    request.extend(cmd(&["PING"]));
+    let replies = String::from_utf8_lossy(&raw_exchange(&mut b, &request, 3).await).into_owned();
+    assert!(
+        replies.starts_with("%7") && replies.ends_with("*0\r\n+OK\r\n+PONG\r\n"),
+        "{replies}"
+    );
+    assert!(!replies.contains("attache:"), "{replies}");
 }
 
 /// Shutting down closes an idle subscriber, but not before the answer

@@ -165,19 +165,18 @@ impl Relay {
         let mut pieces = Vec::new();
         let mut whole = 0;
         loop {
-            let n = match frame::reply_len(&self.pending[whole..], self.resp3) {
+            // The app's HELLO may switch the stream's protocol under the
+            // relay: a frame of the other protocol is still a frame.
+            let rest = &self.pending[whole..];
+            let n = match frame::reply_len(rest, self.resp3)
+                .or_else(|_| frame::reply_len(rest, !self.resp3))
+            {
                 Ok(Some(n)) => n,
                 Ok(None) => break,
                 Err(_) => {
                     // Not RESP (a replication stream): pass it all on, and
                     // the answers now, since their PINGs cannot be found.
-                    // Later answers cannot be placed: the session gives
-                    // them ahead of the stream, and sends no more PINGs.
                     self.framed = false;
-                    self.marks.close();
-                    while let Ok(mark) = self.marks.try_recv() {
-                        self.waiting.push_back(mark);
-                    }
                     pieces.push(self.pending.split().freeze());
                     pieces.extend(self.waiting.drain(..).map(|m| m.answer));
                     return pieces;
