@@ -471,3 +471,28 @@ async fn a_local_answer_after_client_caching_keeps_the_read_tracked() {
         ">2\r\n$10\r\ninvalidate\r\n*1\r\n$1\r\nk\r\n"
     );
 }
+
+/// The upstream's ACL user may not run PING: attache's answer takes the
+/// refusal's place, and later answers still come (ahead of the stream).
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_local_answer_while_subscribed_as_a_user_without_ping() {
+    let server = RedisServer::start();
+    let (_attache, addr) = attache_for(&server, "").await;
+    assert_eq!(server.cli(&["ACL", "SETUSER", "default", "-ping"]), "OK");
+    let mut a = TcpStream::connect(addr).await.unwrap();
+    let mut request = cmd(&["SUBSCRIBE", "ch"]);
+    request.extend(cmd(&["AUTH", "pw"]));
+    assert_eq!(
+        String::from_utf8_lossy(&raw_exchange(&mut a, &request, 2).await),
+        "*3\r\n$9\r\nsubscribe\r\n$2\r\nch\r\n:1\r\n+OK\r\n"
+    );
+    assert_eq!(
+        raw_exchange(&mut a, &cmd(&["AUTH", "pw"]), 1).await,
+        b"+OK\r\n"
+    );
+    assert_eq!(server.cli(&["PUBLISH", "ch", "hi"]), "1");
+    assert_eq!(
+        String::from_utf8_lossy(&read_replies(&mut a, 1).await),
+        "*3\r\n$7\r\nmessage\r\n$2\r\nch\r\n$2\r\nhi\r\n"
+    );
+}

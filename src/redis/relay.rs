@@ -45,7 +45,16 @@ impl Mark {
             || (frame.len() == PONG.len() + self.bulk.len()
                 && frame.starts_with(PONG)
                 && frame.ends_with(&self.bulk))
+            || is_ping_refused(frame)
     }
+}
+
+/// The upstream's ACL user may not run PING (`-NOPERM … 'ping' …`): the
+/// answer takes the refusal's place, and the next ones go ahead of the
+/// stream. (An app PING refused just before would be taken for it: the app
+/// then gets the answer and the refusal in swapped places, none lost.)
+fn is_ping_refused(frame: &[u8]) -> bool {
+    frame.starts_with(b"-NOPERM") && memmem::find(frame, b"'ping'").is_some()
 }
 
 impl Marks {
@@ -187,6 +196,10 @@ impl Relay {
                 self.skip -= 1;
                 Some(None)
             } else if self.waiting.front().is_some_and(|m| m.is_reply(one)) {
+                if is_ping_refused(one) {
+                    // No more PINGs: `mark` gives the next answers back.
+                    self.marks.close();
+                }
                 self.waiting.pop_front().map(|m| Some(m.answer))
             } else if one.first() == Some(&b'+') && memmem::find(one, &self.prefix).is_some() {
                 // MONITOR's line for attache's own PING.
