@@ -315,6 +315,16 @@ async fn subscribers_hear_messages_published_on_any_node() {
             "{m} exactly once: {text}"
         );
     }
+    // QUIT ends the subscription and the connection: it does not move to
+    // another node as a lost one would.
+    assert_eq!(raw_exchange(&mut sub, &cmd(&["QUIT"]), 1).await, b"+OK\r\n");
+    let mut rest = Vec::new();
+    let closed = tokio::time::timeout(
+        std::time::Duration::from_secs(5),
+        tokio::io::AsyncReadExt::read_to_end(&mut sub, &mut rest),
+    )
+    .await;
+    assert!(matches!(closed, Ok(Ok(0))), "{closed:?} {rest:?}");
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

@@ -496,3 +496,34 @@ async fn a_local_answer_while_subscribed_as_a_user_without_ping() {
         "*3\r\n$7\r\nmessage\r\n$2\r\nch\r\n$2\r\nhi\r\n"
     );
 }
+
+/// A sharded listener subscribes on every server: when one is down, the
+/// SUBSCRIBE gets the error and the app goes on as before it.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_sharded_subscribe_that_failed_leaves_the_app_unsubscribed() {
+    let mut servers = [RedisServer::start(), RedisServer::start()];
+    let attache = start_attache(&format!(
+        "[redis.shards]\nlisten = \"127.0.0.1:0\"\nmode = \"ketama\"\n\
+         servers = [\"{}:1 a\", \"{}:1 b\"]\n",
+        servers[0].addr(),
+        servers[1].addr()
+    ))
+    .await;
+    let addr = attache.redis_addr("shards").unwrap();
+    servers[1].kill();
+    let mut a = TcpStream::connect(addr).await.unwrap();
+    let refused = raw_exchange(&mut a, &cmd(&["SUBSCRIBE", "ch"]), 1).await;
+    assert!(
+        refused.starts_with(b"-"),
+        "{}",
+        String::from_utf8_lossy(&refused)
+    );
+    let mut request = cmd(&["PING"]);
+    request.extend(cmd(&["ECHO", "still here"]));
+    assert_eq!(
+        String::from_utf8_lossy(&raw_exchange(&mut a, &request, 2).await),
+        "+PONG\r\n$10\r\nstill here\r\n"
+    );
+    // Server 0 holds no subscriber for it.
+    assert_eq!(servers[0].cli(&["PUBSUB", "NUMSUB", "ch"]), "ch\n0");
+}

@@ -549,7 +549,8 @@ impl Session {
             // move to another node, or attache itself closed it to renew
             // its credential.
             let renewed = self.pin.as_ref().is_some_and(|p| p.conn.was_renewed());
-            if !self.subscriptions.is_empty()
+            if !self.closing
+                && !self.subscriptions.is_empty()
                 && (self.service.router.is_cluster() || (renewed && self.fanin.is_empty()))
             {
                 self.stream_lost = true;

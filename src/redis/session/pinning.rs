@@ -111,6 +111,12 @@ impl Session {
                 Ok(())
             }
             _ => {
+                if action == Action::Quit {
+                    // The server answers and closes: so does the app's
+                    // connection, after the stream's last bytes (a
+                    // cluster subscription does not move elsewhere).
+                    self.closing = true;
+                }
                 // Inside a MULTI a PING is queued, not answered: attache's
                 // answers cannot be placed with one until EXEC / DISCARD.
                 match action {

@@ -363,13 +363,23 @@ impl Session {
         let mut others = Vec::new();
         for server in 1..self.service.servers() {
             let pool = self.service.dedicated(server, self.protocol);
-            let conn = pool.get().await.map_err(|e| match e {
-                PoolError::Backend(e) => e,
-                other => {
-                    UpstreamError::Io(self.service.upstream_id(server), other.to_string().into())
+            match pool.get().await {
+                Ok(conn) => others.push(conn),
+                Err(e) => {
+                    // Not subscribed anywhere: the app stays on the shared
+                    // connections, as before its SUBSCRIBE.
+                    if let Some(pin) = self.pin.take() {
+                        super::discard(pin.conn);
+                    }
+                    return Err(match e {
+                        PoolError::Backend(e) => e,
+                        other => UpstreamError::Io(
+                            self.service.upstream_id(server),
+                            other.to_string().into(),
+                        ),
+                    });
                 }
-            })?;
-            others.push(conn);
+            }
         }
         self.flush_run();
         let (sink, rx) = mpsc::channel(STREAM_BUFFER);
