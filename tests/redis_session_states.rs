@@ -23,6 +23,22 @@ async fn expect_closed(s: &mut TcpStream, within: Duration) -> Vec<u8> {
     rest
 }
 
+/// attache with a ketama listener `shards` over two servers.
+async fn ketama_attache(
+    servers: &[RedisServer; 2],
+    extra: &str,
+) -> (attache::Running, std::net::SocketAddr) {
+    let attache = start_attache(&format!(
+        "[redis.shards]\nlisten = \"127.0.0.1:0\"\nmode = \"ketama\"\n\
+         servers = [\"{}:1 a\", \"{}:1 b\"]\n{extra}",
+        servers[0].addr(),
+        servers[1].addr()
+    ))
+    .await;
+    let addr = attache.redis_addr("shards").unwrap();
+    (attache, addr)
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_blocking_pop_whose_app_left_pops_nothing() {
     let server = RedisServer::start();
@@ -219,14 +235,7 @@ async fn a_local_answer_keeps_its_place_in_a_resp3_subscription_and_in_monitor()
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_sharded_subscription_keeps_large_messages_whole() {
     let servers = [RedisServer::start(), RedisServer::start()];
-    let attache = start_attache(&format!(
-        "[redis.shards]\nlisten = \"127.0.0.1:0\"\nmode = \"ketama\"\n\
-         servers = [\"{}:1 a\", \"{}:1 b\"]\n",
-        servers[0].addr(),
-        servers[1].addr()
-    ))
-    .await;
-    let addr = attache.redis_addr("shards").unwrap();
+    let (_attache, addr) = ketama_attache(&servers, "").await;
     let mut a = TcpStream::connect(addr).await.unwrap();
     let confirmation = raw_exchange(&mut a, &cmd(&["SUBSCRIBE", "ch"]), 1).await;
     assert_eq!(confirmation, b"*3\r\n$9\r\nsubscribe\r\n$2\r\nch\r\n:1\r\n");
@@ -287,14 +296,7 @@ async fn a_sharded_subscription_keeps_large_messages_whole() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn shutdown_waits_for_a_sharded_multi_to_end() {
     let servers = [RedisServer::start(), RedisServer::start()];
-    let attache = start_attache(&format!(
-        "[redis.shards]\nlisten = \"127.0.0.1:0\"\nmode = \"ketama\"\n\
-         servers = [\"{}:1 a\", \"{}:1 b\"]\n[runtime]\nshutdown_grace = \"30s\"\n",
-        servers[0].addr(),
-        servers[1].addr()
-    ))
-    .await;
-    let addr = attache.redis_addr("shards").unwrap();
+    let (attache, addr) = ketama_attache(&servers, "[runtime]\nshutdown_grace = \"30s\"\n").await;
     let mut a = TcpStream::connect(addr).await.unwrap();
     // MULTI is answered by attache; the transaction goes to the server of
     // its first key. The app is inside a MULTI all the same: shutting
@@ -502,14 +504,7 @@ async fn a_local_answer_while_subscribed_as_a_user_without_ping() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_sharded_subscribe_that_failed_leaves_the_app_unsubscribed() {
     let mut servers = [RedisServer::start(), RedisServer::start()];
-    let attache = start_attache(&format!(
-        "[redis.shards]\nlisten = \"127.0.0.1:0\"\nmode = \"ketama\"\n\
-         servers = [\"{}:1 a\", \"{}:1 b\"]\n",
-        servers[0].addr(),
-        servers[1].addr()
-    ))
-    .await;
-    let addr = attache.redis_addr("shards").unwrap();
+    let (_attache, addr) = ketama_attache(&servers, "").await;
     servers[1].kill();
     let mut a = TcpStream::connect(addr).await.unwrap();
     let refused = raw_exchange(&mut a, &cmd(&["SUBSCRIBE", "ch"]), 1).await;
