@@ -94,7 +94,22 @@ impl BoundListener {
             )
         })?;
         socket.set_nonblocking(true)?;
-        Ok(Self {
+        Ok(Self::on(name, socket, max_connections))
+    }
+
+    /// Takes over the socket of `other`, a listener going away (removed,
+    /// renamed or moved by a reload) whose address a new one uses: that
+    /// address is still bound in this process, so it cannot be bound again.
+    pub(crate) fn take_over(
+        name: &str,
+        other: &BoundListener,
+        max_connections: usize,
+    ) -> std::io::Result<Self> {
+        Ok(Self::on(name, other.socket.try_clone()?, max_connections))
+    }
+
+    fn on(name: &str, socket: std::net::TcpListener, max_connections: usize) -> Self {
+        Self {
             socket,
             stats: ListenerStats {
                 name: name.into(),
@@ -105,7 +120,7 @@ impl BoundListener {
                 open: Arc::new(AtomicUsize::new(0)),
                 withdraw: Arc::new(AtomicUsize::new(0)),
             },
-        })
+        }
     }
 
     pub(crate) fn stats(&self) -> ListenerStats {

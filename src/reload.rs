@@ -12,7 +12,8 @@
 //!   connections, which close when the last one leaves;
 //! - an added listener starts accepting; a removed one (or one whose
 //!   address changed, which is a remove and an add) stops accepting and its
-//!   app connections close when idle.
+//!   app connections close when idle. A new listener on the address of one
+//!   going away (renamed, or two swapping ports) takes its socket over.
 //!
 //! HTTP listeners (`[http.NAME]`) follow the same rules; a reconfigured one
 //! serves each new request with the new service, even on an app connection
@@ -128,6 +129,26 @@ pub fn prepare(current: &Generation, config: Config) -> Result<Generation, Reloa
     if config.tokens != old.tokens {
         return Err(ReloadError::NeedsRestart("tokens"));
     }
+    // Sockets of listeners going away (removed, renamed or moved), by
+    // address: a new listener there takes the socket over, since this
+    // process still holds the address until they have drained.
+    let mut released = BTreeMap::new();
+    for (name, bound) in &current.listeners {
+        let addr = old.redis[name].listen;
+        if addr.port() != 0 && config.redis.get(name).is_none_or(|l| l.listen != addr) {
+            released.insert(addr, bound.clone());
+        }
+    }
+    for (name, bound) in &current.http_listeners {
+        let addr = old.http[name].listen;
+        if addr.port() != 0 && config.http.get(name).is_none_or(|l| l.listen != addr) {
+            released.insert(addr, bound.clone());
+        }
+    }
+    let mut bind = |name: &str, addr, max| match released.remove(&addr) {
+        Some(other) => BoundListener::take_over(name, &other, max).map(Arc::new),
+        None => BoundListener::bind(name, addr, max).map(Arc::new),
+    };
     let mut listeners = BTreeMap::new();
     for (name, l) in &config.redis {
         // Same address: same socket, with the new `max_connections`.
@@ -137,7 +158,7 @@ pub fn prepare(current: &Generation, config: Config) -> Result<Generation, Reloa
             .filter(|_| old.redis[name].listen == l.listen);
         let bound = match reuse {
             Some(bound) => bound.clone(),
-            None => Arc::new(BoundListener::bind(name, l.listen, l.max_connections)?),
+            None => bind(name, l.listen, l.max_connections)?,
         };
         listeners.insert(name.clone(), bound);
     }
@@ -149,7 +170,7 @@ pub fn prepare(current: &Generation, config: Config) -> Result<Generation, Reloa
             .filter(|_| old.http.get(name).is_some_and(|o| o.listen == l.listen));
         let bound = match reuse {
             Some(bound) => bound.clone(),
-            None => Arc::new(BoundListener::bind(name, l.listen, l.max_connections)?),
+            None => bind(name, l.listen, l.max_connections)?,
         };
         http_listeners.insert(name.clone(), bound);
     }

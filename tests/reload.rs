@@ -219,3 +219,67 @@ async fn max_connections_refuses_with_an_error_and_follows_a_reload() {
     assert_eq!(got, REFUSED);
     attache.shutdown().await;
 }
+
+/// `[redis.NAME]` sections on fixed ports, in order.
+fn on_ports(listeners: &[(&str, u16, &RedisServer)]) -> String {
+    listeners
+        .iter()
+        .map(|(name, port, server)| {
+            format!(
+                "[redis.{name}]\nlisten = \"127.0.0.1:{port}\"\nservers = [\"{}\"]\n",
+                server.addr()
+            )
+        })
+        .collect()
+}
+
+#[tokio::test]
+async fn a_renamed_listener_or_two_swapping_ports_keep_their_sockets() {
+    let (a, b) = (RedisServer::start(), RedisServer::start());
+    let (p1, p2) = (support::free_port(), support::free_port());
+    let attache = attache::start(config(&on_ports(&[("one", p1, &a), ("two", p2, &b)])))
+        .await
+        .unwrap();
+    let mut held = support::client(([127, 0, 0, 1], p1).into()).await;
+    let _: () = redis::cmd("SET")
+        .arg("k")
+        .arg("1")
+        .query_async(&mut held)
+        .await
+        .unwrap();
+
+    // Renamed, same address: the socket is still open in this process, so
+    // binding it again would fail with "address in use".
+    attache
+        .reload(config(&on_ports(&[("uno", p1, &a), ("two", p2, &b)])))
+        .expect("a renamed listener keeps its address");
+    assert_eq!(attache.redis_addr("uno").unwrap().port(), p1);
+    assert!(attache.redis_addr("one").is_none());
+    let mut fresh = support::client(([127, 0, 0, 1], p1).into()).await;
+    let got: String = redis::cmd("GET")
+        .arg("k")
+        .query_async(&mut fresh)
+        .await
+        .unwrap();
+    assert_eq!(got, "1");
+
+    // Two listeners swap their ports: each takes the other's socket.
+    attache
+        .reload(config(&on_ports(&[("uno", p2, &a), ("two", p1, &b)])))
+        .expect("two listeners swap their addresses");
+    let mut on_p2 = support::client(([127, 0, 0, 1], p2).into()).await;
+    let got: String = redis::cmd("GET")
+        .arg("k")
+        .query_async(&mut on_p2)
+        .await
+        .unwrap();
+    assert_eq!(got, "1", "p2 now serves upstream a");
+    let mut on_p1 = support::client(([127, 0, 0, 1], p1).into()).await;
+    let got: Option<String> = redis::cmd("GET")
+        .arg("k")
+        .query_async(&mut on_p1)
+        .await
+        .unwrap();
+    assert_eq!(got, None, "p1 now serves upstream b");
+    attache.shutdown().await;
+}
