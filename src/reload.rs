@@ -26,7 +26,8 @@
 //! changes them is refused and the running config stays.
 
 use std::collections::BTreeMap;
-use std::sync::{Arc, RwLock};
+use std::net::SocketAddr;
+use std::sync::{Arc, RwLock, Weak};
 
 use tokio::sync::watch;
 use tokio::task::JoinSet;
@@ -45,6 +46,10 @@ pub struct Generation {
     pub(crate) listeners: BTreeMap<String, Arc<BoundListener>>,
     pub(crate) http_listeners: BTreeMap<String, Arc<BoundListener>>,
     pub(crate) services: Arc<UpstreamServices>,
+    /// Sockets of listeners that earlier reloads let go of, while a worker
+    /// may still hold them (by address): a reload that comes right after
+    /// can take them over too.
+    retired: BTreeMap<SocketAddr, Weak<BoundListener>>,
 }
 
 /// Why a new config was not applied (the running one stays).
@@ -81,6 +86,7 @@ impl Generation {
                 .map(|l| (l.name().to_string(), l.clone()))
                 .collect(),
             services,
+            retired: BTreeMap::new(),
         }
     }
 
@@ -132,7 +138,11 @@ pub fn prepare(current: &Generation, config: Config) -> Result<Generation, Reloa
     // Sockets of listeners going away (removed, renamed or moved), by
     // address: a new listener there takes the socket over, since this
     // process still holds the address until they have drained.
-    let mut released = BTreeMap::new();
+    let mut released: BTreeMap<SocketAddr, Arc<BoundListener>> = current
+        .retired
+        .iter()
+        .filter_map(|(addr, bound)| Some((*addr, bound.upgrade()?)))
+        .collect();
     for (name, bound) in &current.listeners {
         let addr = old.redis[name].listen;
         if addr.port() != 0 && config.redis.get(name).is_none_or(|l| l.listen != addr) {
@@ -182,11 +192,16 @@ pub fn prepare(current: &Generation, config: Config) -> Result<Generation, Reloa
     for (name, bound) in &http_listeners {
         bound.set_max_connections(config.http[name].max_connections);
     }
+    let retired = released
+        .iter()
+        .map(|(addr, bound)| (*addr, Arc::downgrade(bound)))
+        .collect();
     Ok(Generation {
         config: Arc::new(config),
         listeners,
         http_listeners,
         services,
+        retired,
     })
 }
 
@@ -281,15 +296,18 @@ fn apply(
         let service = RedisService::start(name, config, &generation.services, stopped.clone());
         let service = Arc::new(RwLock::new(service));
         let current = service.clone();
-        accepting.spawn(listener::accept_loop(
-            bound.stats(),
-            bound.for_this_worker()?,
-            stopped,
-            redis::MAX_CLIENTS_REFUSAL,
-            move |stream, peer| {
-                let service = current.read().unwrap_or_else(|e| e.into_inner()).clone();
-                redis::serve_client(service, stream, peer)
-            },
+        accepting.spawn(holding(
+            bound.clone(),
+            listener::accept_loop(
+                bound.stats(),
+                bound.for_this_worker()?,
+                stopped,
+                redis::MAX_CLIENTS_REFUSAL,
+                move |stream, peer| {
+                    let service = current.read().unwrap_or_else(|e| e.into_inner()).clone();
+                    redis::serve_client(service, stream, peer)
+                },
+            ),
         ));
         served.insert(
             name.clone(),
@@ -302,6 +320,12 @@ fn apply(
         );
     }
     Ok(())
+}
+
+/// Runs an accept loop holding its listener, so that a reload can take
+/// over the socket (see `Generation::retired`) as long as it is open.
+async fn holding(_bound: Arc<BoundListener>, accepting: impl std::future::Future<Output = ()>) {
+    accepting.await
 }
 
 /// Stops serving the listeners that are not in `listeners` any more, or
@@ -360,12 +384,17 @@ fn apply_http(
         let service = Arc::new(RwLock::new(service));
         let current = service.clone();
         let shutdown = SessionShutdown::following(stopped.clone());
-        accepting.spawn(listener::accept_loop(
-            bound.stats(),
-            bound.for_this_worker()?,
-            stopped,
-            http::MAX_CONNECTIONS_REFUSAL,
-            move |stream, peer| http::serve_client(current.clone(), stream, peer, shutdown.clone()),
+        accepting.spawn(holding(
+            bound.clone(),
+            listener::accept_loop(
+                bound.stats(),
+                bound.for_this_worker()?,
+                stopped,
+                http::MAX_CONNECTIONS_REFUSAL,
+                move |stream, peer| {
+                    http::serve_client(current.clone(), stream, peer, shutdown.clone())
+                },
+            ),
         ));
         served.insert(
             name.clone(),

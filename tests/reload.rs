@@ -283,3 +283,35 @@ async fn a_renamed_listener_or_two_swapping_ports_keep_their_sockets() {
     assert_eq!(got, None, "p1 now serves upstream b");
     attache.shutdown().await;
 }
+
+#[tokio::test]
+async fn a_listener_removed_and_added_back_at_once_serves_again() {
+    let (a, b) = (RedisServer::start(), RedisServer::start());
+    let (p1, p2) = (support::free_port(), support::free_port());
+    let both = config(&on_ports(&[("one", p1, &a), ("two", p2, &b)]));
+    let attache = attache::start(both.clone()).await.unwrap();
+    let mut held = support::client(([127, 0, 0, 1], p2).into()).await;
+    let _: () = redis::cmd("SET")
+        .arg("k")
+        .arg("b")
+        .query_async(&mut held)
+        .await
+        .unwrap();
+
+    // Two reloads in quick succession: the worker has not yet let go of the
+    // removed listener's socket when it comes back.
+    attache
+        .reload(config(&on_ports(&[("one", p1, &a)])))
+        .unwrap();
+    attache
+        .reload(both)
+        .expect("the listener comes back on its address");
+    let mut fresh = support::client(([127, 0, 0, 1], p2).into()).await;
+    let got: String = redis::cmd("GET")
+        .arg("k")
+        .query_async(&mut fresh)
+        .await
+        .unwrap();
+    assert_eq!(got, "b");
+    attache.shutdown().await;
+}
