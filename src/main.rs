@@ -329,9 +329,10 @@ async fn wait_for_signal(quit: &mut watch::Receiver<bool>) -> &'static str {
 /// `attache wait`: polls `GET /ready` until it answers 200.
 fn wait_ready(admin: SocketAddr, timeout: Duration) -> ExitCode {
     use std::io::{Read, Write};
-    let deadline = Instant::now() + timeout;
+    // A timeout past what the clock can add means no deadline.
+    let deadline = Instant::now().checked_add(timeout);
     let mut last = String::from("no answer yet");
-    while Instant::now() < deadline {
+    while deadline.is_none_or(|deadline| Instant::now() < deadline) {
         let attempt = (|| -> std::io::Result<String> {
             let mut stream = std::net::TcpStream::connect_timeout(&admin, Duration::from_secs(1))?;
             stream.set_read_timeout(Some(Duration::from_secs(2)))?;

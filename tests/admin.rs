@@ -345,3 +345,34 @@ fn a_configmap_update_is_reloaded_under_load_and_a_bad_one_is_refused() {
         .expect("exit");
     assert!(status.success());
 }
+
+#[test]
+fn attache_wait_with_a_timeout_past_the_clock_waits_instead_of_panicking() {
+    // Parses (about 5·10¹¹ years), but is past what a clock can add.
+    let mut process = Process(
+        attache()
+            .args([
+                "wait",
+                "--admin",
+                &format!("127.0.0.1:{}", free_port()),
+                "--timeout",
+                "500000000000years",
+            ])
+            .stderr(std::process::Stdio::piped())
+            .spawn()
+            .unwrap(),
+    );
+    let exited = process.wait_for_exit(Duration::from_secs(2));
+    let mut stderr = String::new();
+    if exited.is_some() {
+        use std::io::Read;
+        process
+            .0
+            .stderr
+            .take()
+            .unwrap()
+            .read_to_string(&mut stderr)
+            .unwrap();
+    }
+    assert!(exited.is_none(), "exited with {exited:?}: {stderr}");
+}

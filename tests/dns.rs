@@ -306,3 +306,19 @@ async fn watchers_of_one_name_share_one_refresh() {
     sleep(Duration::from_secs(3)).await;
     assert_eq!(dns.a_queries("shared"), stopped);
 }
+
+#[tokio::test]
+async fn ttl_bounds_past_what_the_clock_can_add_are_served_not_a_panic() {
+    let dns = TestDns::start().await;
+    dns.set_a("redis", 30, &[[10, 0, 0, 1]]).await;
+    let runtime = DnsRuntime::new();
+    // `min_ttl = max_ttl = "500000000000years"`: valid, but no clock can
+    // add it (nor its 10% jitter) to now.
+    let forever = 500_000_000_000 * 31_557_600;
+    let resolver = runtime.resolver(&dns.config(forever, forever));
+    let watched = resolver
+        .watch("redis.attache.test", 6379)
+        .await
+        .expect("the first answer, with its refresh put off indefinitely");
+    assert_eq!(&*watched.addrs(), addrs(&[[10, 0, 0, 1]], 6379));
+}

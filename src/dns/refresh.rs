@@ -51,7 +51,15 @@ impl RefreshPolicy {
     pub(crate) fn delay(&self, ttl: Duration) -> Duration {
         let base = ttl.clamp(self.min_ttl, self.max_ttl);
         let tenth = u64::try_from(base.as_nanos() / 10).unwrap_or(u64::MAX);
-        base + Duration::from_nanos(fastrand::u64(0..=tenth))
+        base.saturating_add(Duration::from_nanos(fastrand::u64(0..=tenth)))
+    }
+
+    /// `now` plus [`delay`](Self::delay): a `[dns]` TTL bound that the
+    /// clock cannot add (they are checked for order, not size) puts the
+    /// refresh off by 30 years instead.
+    fn due(&self, now: Instant, ttl: Duration) -> Instant {
+        now.checked_add(self.delay(ttl))
+            .unwrap_or_else(|| now + Duration::from_secs(30 * 365 * 24 * 3600))
     }
 }
 
@@ -147,7 +155,7 @@ impl Refresher {
         let answer = match outcome {
             Ok(answer) => answer,
             Err(error) => {
-                let retry = now + self.policy.delay(Duration::ZERO);
+                let retry = self.policy.due(now, Duration::ZERO);
                 self.update_status(|s| {
                     s.consecutive_failures += 1;
                     s.total_failures += 1;
@@ -157,7 +165,7 @@ impl Refresher {
                 return Err((error, retry));
             }
         };
-        let due = now + self.policy.delay(answer.ttl);
+        let due = self.policy.due(now, answer.ttl);
         let failures = self.update_status(|s| {
             s.last_success = Some(now);
             s.next_refresh = Some(due);
