@@ -14,7 +14,7 @@ use attache::upstream::UpstreamServices;
 use attache::{ListenerStats, Listeners};
 use clap::{Parser, Subcommand};
 use tokio::sync::watch;
-use tracing::{error, info, warn};
+use tracing::{debug, error, info, warn};
 
 #[derive(Parser)]
 #[command(name = "attache", version, about = "An ambassador sidecar for Redis")]
@@ -249,16 +249,23 @@ async fn watch_config(
     use tokio::signal::unix::{signal, SignalKind};
     let mut hup = signal(SignalKind::hangup()).ok();
     let mut seen = std::fs::read(&path).ok();
+    // A config refused for what can pass without an edit (a port another
+    // process holds, TLS files not mounted yet) is tried again every second
+    // until it applies or the file changes; the refusal is logged and
+    // counted once.
+    let mut pending = false;
     loop {
         let forced = tokio::select! {
             _ = tokio::time::sleep(Duration::from_secs(1)) => false,
             Some(()) = async { match &mut hup { Some(h) => h.recv().await, None => std::future::pending().await } } => true,
         };
         let contents = std::fs::read(&path).ok();
-        if !forced && contents == seen {
+        let retry = !forced && contents == seen;
+        if retry && !pending {
             continue;
         }
         seen = contents;
+        pending = false;
         let config = match attache::config::load(&path) {
             Ok(config) => config,
             Err(e) => {
@@ -278,8 +285,16 @@ async fn watch_config(
                 info!(file = %path.display(), "config reloaded");
             }
             Err(e) => {
-                warn!(error = %e, "config reload refused: the running config stays");
-                admin.record_reload(false);
+                pending = matches!(
+                    e,
+                    attache::ReloadError::Bind(_) | attache::ReloadError::Services(_)
+                );
+                if retry {
+                    debug!(error = %e, "config reload still refused; trying again in 1s");
+                } else {
+                    warn!(error = %e, retry = pending, "config reload refused: the running config stays");
+                    admin.record_reload(false);
+                }
             }
         }
     }

@@ -376,3 +376,47 @@ fn attache_wait_with_a_timeout_past_the_clock_waits_instead_of_panicking() {
     }
     assert!(exited.is_none(), "exited with {exited:?}: {stderr}");
 }
+
+#[test]
+fn a_reload_refused_for_a_port_in_use_is_applied_once_the_port_is_free() {
+    let upstream = RedisServer::start();
+    let setup = start(&upstream, "");
+    eventually("/ready", &setup.log, || {
+        matches!(http(setup.admin, "GET", "/ready"), Some((200, _)))
+    });
+    // Another process (here: the test) holds the new listener's port.
+    let taken = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+    let port = taken.local_addr().unwrap().port();
+    let file = setup.log.with_file_name("attache.toml");
+    let mut config = std::fs::read_to_string(&file).unwrap();
+    config += &format!(
+        "\n[redis.extra]\nlisten = \"127.0.0.1:{port}\"\nservers = [\"{}\"]\n",
+        upstream.addr()
+    );
+    std::fs::write(&file, config).unwrap();
+    let failures = || {
+        let metrics = http(setup.admin, "GET", "/metrics").map(|(_, m)| m);
+        metric(
+            &metrics.unwrap_or_default(),
+            "attache_config_reloads_total{result=\"failure\"}",
+        )
+    };
+    eventually("the refused reload", &setup.log, || failures() == Some(1.0));
+
+    // The port comes free: the file did not change, but the config it
+    // holds is not applied yet, so attache tries again.
+    drop(taken);
+    eventually("the added listener", &setup.log, || {
+        let Ok(stream) = TcpStream::connect(("127.0.0.1", port)) else {
+            return false;
+        };
+        stream
+            .set_read_timeout(Some(Duration::from_secs(2)))
+            .unwrap();
+        let mut app = BufReader::new(stream);
+        app.get_mut().write_all(&support::cmd(&["PING"])).unwrap();
+        let mut line = String::new();
+        app.read_line(&mut line).is_ok() && line == "+PONG\r\n"
+    });
+    assert_eq!(failures(), Some(1.0), "the retries are not counted again");
+}
