@@ -274,7 +274,9 @@ async fn watch_config(
                 continue;
             }
         };
-        if *generations.borrow().config() == config {
+        // SIGHUP applies even an unchanged config: files it names (HTTP
+        // `headers`' value_file) may have changed.
+        if !forced && *generations.borrow().config() == config {
             continue;
         }
         let prepared = attache::reload::prepare(&generations.borrow(), config);

@@ -352,6 +352,8 @@ fn drain_removed<S>(
 struct ServedHttp {
     bound: Arc<BoundListener>,
     config: HttpListenerConfig,
+    /// Its policy, whose headers may change with their files alone.
+    policy: Arc<attache_http::Policy>,
     service: Arc<RwLock<Arc<HttpService>>>,
     stop: watch::Sender<bool>,
 }
@@ -371,7 +373,10 @@ fn apply_http(
             continue;
         };
         if let Some(s) = served.get_mut(name) {
-            if &s.config != config {
+            // `headers` read from files (or the environment) may have
+            // changed under an unchanged config.
+            if &s.config != config || s.policy.headers != policy.headers {
+                s.policy = policy.clone();
                 let next = HttpService::start(name, config, policy, &generation.services);
                 *s.service.write().unwrap_or_else(|e| e.into_inner()) = next;
                 s.config = config.clone();
@@ -380,7 +385,7 @@ fn apply_http(
             continue;
         }
         let (stop, stopped) = watch::channel(false);
-        let service = HttpService::start(name, config, policy, &generation.services);
+        let service = HttpService::start(name, config, policy.clone(), &generation.services);
         let service = Arc::new(RwLock::new(service));
         let current = service.clone();
         let shutdown = SessionShutdown::following(stopped.clone());
@@ -401,6 +406,7 @@ fn apply_http(
             ServedHttp {
                 bound: bound.clone(),
                 config: config.clone(),
+                policy,
                 service,
                 stop,
             },

@@ -526,3 +526,38 @@ async fn a_connection_beyond_max_connections_gets_a_503_and_is_closed() {
     let (status, _, _) = support::http::read(first.send(request).await.unwrap()).await;
     assert_eq!(status, 200);
 }
+
+#[tokio::test]
+async fn a_reload_rereads_a_header_value_file_though_the_config_is_unchanged() {
+    let upstream = TestUpstream::plain(echo_path()).await;
+    let dir = tempfile::tempdir().unwrap();
+    let key = dir.path().join("api-key");
+    std::fs::write(&key, "k1").unwrap();
+    let path = dir.path().join("attache.toml");
+    std::fs::write(
+        &path,
+        format!(
+            "[http.api]\nlisten = \"127.0.0.1:0\"\nupstream = \"http://{}\"\n\
+             [http.api.headers]\nx-api-key = {{ value_file = \"{}\" }}\n",
+            upstream.addr,
+            key.display()
+        ),
+    )
+    .unwrap();
+    let running = attache::start(attache::config::load(&path).unwrap())
+        .await
+        .unwrap();
+    let mut client = AppClient::connect(running.http_addr("api").unwrap()).await;
+    assert_eq!(client.get("/a").await.0, 200);
+
+    // The Secret behind the file rotates; the config file stays as it was.
+    std::fs::write(&key, "k2").unwrap();
+    running
+        .reload(attache::config::load(&path).unwrap())
+        .unwrap();
+    assert_eq!(client.get("/b").await.0, 200);
+    let seen = upstream.seen();
+    assert_eq!(seen[0].headers["x-api-key"], "k1");
+    assert_eq!(seen[1].headers["x-api-key"], "k2", "read at reload");
+    running.shutdown().await;
+}
