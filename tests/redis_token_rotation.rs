@@ -412,3 +412,79 @@ async fn a_resp2_subscriber_keeps_its_subscription_across_rotations() {
     rotation.stop().await;
     attache.shutdown().await;
 }
+
+/// `servers` with user `app` accepting `t1`, and attache in front of them
+/// (`mode` "single" or "ketama") with the token read from a file that a
+/// test rotates with [`rotate_file_token`].
+async fn file_token_attache(
+    servers: &[&RedisServer],
+    mode: &str,
+    dir: &std::path::Path,
+) -> (attache::Running, std::net::SocketAddr) {
+    for server in servers {
+        server.cli(&["ACL", "SETUSER", "app", "on", ">t1", "~*", "&*", "+@all"]);
+    }
+    std::fs::write(dir.join("token"), "t1").unwrap();
+    let list: Vec<String> = servers
+        .iter()
+        .map(|s| format!("\"{}\"", s.addr()))
+        .collect();
+    let attache = support::start_attache(&format!(
+        "[redis.test]\nlisten = \"127.0.0.1:0\"\nmode = \"{mode}\"\nservers = [{}]\n\
+         timeout = \"1s\"\n\n[redis.test.auth]\nusername = \"app\"\ntoken = \"file\"\n\n\
+         [tokens.file]\nprovider = \"static\"\ntoken_file = \"{}\"\n",
+        list.join(", "),
+        dir.join("token").display()
+    ))
+    .await;
+    let addr = attache.redis_addr("test").unwrap();
+    (attache, addr)
+}
+
+/// Adds `token` to user `app` on `servers`, then puts it in the token file;
+/// returns once attache has read it (the file is polled every second).
+async fn rotate_file_token(servers: &[&RedisServer], dir: &std::path::Path, token: &str) {
+    for server in servers {
+        server.cli(&["ACL", "SETUSER", "app", &format!(">{token}")]);
+    }
+    std::fs::write(dir.join("token"), token).unwrap();
+    tokio::time::sleep(Duration::from_millis(2500)).await;
+}
+
+/// A request queued behind a re-`AUTH` to a server that stopped answering
+/// fails at its timeout (1 s) instead of waiting for the server.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_request_behind_a_reauth_to_a_stalled_server_times_out() {
+    let server = RedisServer::start_with(&["--enable-debug-command", "yes"]);
+    let dir = tempfile::tempdir().unwrap();
+    let (attache, addr) = file_token_attache(&[&server], "single", dir.path()).await;
+    let mut conn = support::client(addr).await;
+    redis::cmd("SET")
+        .arg("k")
+        .arg("v")
+        .exec_async(&mut conn)
+        .await
+        .unwrap();
+    // The server stops answering for 6 s; meanwhile the token rotates, so
+    // the re-AUTH is the first thing the connection waits for.
+    server.cli(&["ACL", "SETUSER", "app", ">t2"]);
+    let port = server.port.to_string();
+    let mut sleep = std::process::Command::new("redis-cli")
+        .args(["-p", &port, "DEBUG", "SLEEP", "6"])
+        .stdout(std::process::Stdio::null())
+        .spawn()
+        .unwrap();
+    tokio::time::sleep(Duration::from_millis(300)).await;
+    rotate_file_token(&[], dir.path(), "t2").await;
+    let started = Instant::now();
+    let result = redis::cmd("GET")
+        .arg("k")
+        .query_async::<String>(&mut conn)
+        .await;
+    let waited = started.elapsed();
+    println!("{result:?} after {waited:?}");
+    assert!(result.is_err(), "answered only once the server resumed");
+    assert!(waited < Duration::from_secs(3), "waited {waited:?}");
+    let _ = sleep.wait();
+    attache.shutdown().await;
+}

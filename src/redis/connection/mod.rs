@@ -256,7 +256,9 @@ where
             debug!(upstream = %settings.id, "drained: the name no longer resolves to this address");
             return DriveEnd::Drained;
         }
-        let front_deadline = match state.queue.front() {
+        // A re-AUTH has no deadline of its own: the batch behind it does
+        // (a server that stops answering at the AUTH times that batch out).
+        let front_deadline = match state.queue.iter().find(|p| !matches!(p, Pending::Reauth)) {
             Some(Pending::Replies { deadline, .. }) => *deadline,
             _ => None,
         };
