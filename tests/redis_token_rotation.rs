@@ -451,6 +451,60 @@ async fn rotate_file_token(servers: &[&RedisServer], dir: &std::path::Path, toke
     tokio::time::sleep(Duration::from_millis(2500)).await;
 }
 
+/// Reads `stream` until `what` shows up; panics if it closes or 5 s pass.
+async fn read_until(stream: &mut tokio::net::TcpStream, what: &str) -> String {
+    use tokio::io::AsyncReadExt;
+    let mut seen = Vec::new();
+    let mut buf = [0u8; 16 * 1024];
+    while !String::from_utf8_lossy(&seen).contains(what) {
+        match tokio::time::timeout(Duration::from_secs(5), stream.read(&mut buf)).await {
+            Ok(Ok(0)) | Ok(Err(_)) => panic!(
+                "closed before {what:?}; got {:?}",
+                String::from_utf8_lossy(&seen)
+            ),
+            Ok(Ok(n)) => seen.extend_from_slice(&buf[..n]),
+            Err(_) => panic!("no {what:?}; got {:?}", String::from_utf8_lossy(&seen)),
+        }
+    }
+    String::from_utf8_lossy(&seen).into_owned()
+}
+
+/// MONITOR is not renewed (README): it keeps the session it authenticated
+/// across a rotation instead of the app's connection being closed.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_monitor_keeps_its_session_across_a_rotation() {
+    let server = RedisServer::start();
+    let dir = tempfile::tempdir().unwrap();
+    let (attache, addr) = file_token_attache(&[&server], "single", dir.path()).await;
+    let mut monitor = tokio::net::TcpStream::connect(addr).await.unwrap();
+    let ok = support::raw_exchange(&mut monitor, &support::cmd(&["MONITOR"]), 1).await;
+    assert_eq!(ok, b"+OK\r\n");
+    rotate_file_token(&[&server], dir.path(), "t2").await;
+    server.cli(&["SET", "after-rotation", "1"]);
+    read_until(&mut monitor, "after-rotation").await;
+    attache.shutdown().await;
+}
+
+/// A sharded listener's fan-in subscription is not renewed (README): it
+/// keeps hearing every server across a rotation.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_sharded_subscriber_keeps_hearing_every_server_across_a_rotation() {
+    let servers = [RedisServer::start(), RedisServer::start()];
+    let servers: Vec<&RedisServer> = servers.iter().collect();
+    let dir = tempfile::tempdir().unwrap();
+    let (attache, addr) = file_token_attache(&servers, "ketama", dir.path()).await;
+    let mut sub = tokio::net::TcpStream::connect(addr).await.unwrap();
+    let confirmation =
+        support::raw_exchange(&mut sub, &support::cmd(&["SUBSCRIBE", "ch"]), 1).await;
+    assert!(String::from_utf8_lossy(&confirmation).contains("subscribe"));
+    rotate_file_token(&servers, dir.path(), "t2").await;
+    for (i, server) in servers.iter().enumerate() {
+        server.cli(&["PUBLISH", "ch", &format!("from-{i}")]);
+        read_until(&mut sub, &format!("from-{i}")).await;
+    }
+    attache.shutdown().await;
+}
+
 /// A request queued behind a re-`AUTH` to a server that stopped answering
 /// fails at its timeout (1 s) instead of waiting for the server.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

@@ -56,6 +56,10 @@ pub(crate) enum Op {
     Stream {
         bytes: Bytes,
         sink: mpsc::Sender<Bytes>,
+        /// When the credential changes, close the connection so that the
+        /// session subscribes again on a fresh one; otherwise (MONITOR,
+        /// CLIENT REPLY OFF, a sharded fan-in) it keeps its session.
+        renew: bool,
     },
     /// Bytes for a connection already streaming.
     Write(Bytes),
@@ -198,6 +202,7 @@ where
         draining: false,
         in_multi: false,
         streaming: false,
+        renewable: false,
         reauth_due: false,
         renew: false,
         reauth_failures: 0,
@@ -362,6 +367,8 @@ struct DriverState {
     in_multi: bool,
     /// Subscribed, monitoring or replies off: every byte goes to a sink.
     streaming: bool,
+    /// The stream is one the session renews (see `Op::Stream`).
+    renewable: bool,
     /// The credential changed while an `AUTH` could not be sent.
     reauth_due: bool,
     /// A streaming connection to close for a fresh one (new credential).
@@ -389,9 +396,10 @@ impl DriverState {
                 });
                 bytes
             }
-            Op::Stream { bytes, sink } => {
+            Op::Stream { bytes, sink, renew } => {
                 self.queue.push_back(Pending::Stream(sink));
                 self.streaming = true;
+                self.renewable = renew;
                 bytes
             }
             Op::Write(bytes) => bytes,
@@ -432,9 +440,9 @@ impl DriverState {
         }
         if self.streaming {
             // Replies no longer pair with requests, so an AUTH reply could
-            // not be told from the stream: a dedicated connection is
+            // not be told from the stream: a dedicated subscriber is
             // replaced instead, and its session subscribes again.
-            if let Some(renewed) = &settings.renewed {
+            if let (Some(renewed), true) = (&settings.renewed, self.renewable) {
                 renewed.store(true, Ordering::Relaxed);
                 self.renew = true;
             }

@@ -87,7 +87,10 @@ impl Session {
             sink
         };
         if let Some(pin) = &self.pin {
-            pin.conn.handle.send(Op::Stream { bytes, sink });
+            // Subscriptions are renewed with the credential (see
+            // `subscriptions`); MONITOR and CLIENT REPLY are not.
+            let renew = !self.subscriptions.is_empty() && self.fanin.is_empty();
+            pin.conn.handle.send(Op::Stream { bytes, sink, renew });
         }
         self.slots.push_back(Slot::Stream(rx));
     }

@@ -388,6 +388,8 @@ impl Session {
             conn.handle.send(Op::Stream {
                 bytes: bytes.clone(),
                 sink: filtered,
+                // Not renewed: the fan-in keeps the session it authenticated.
+                renew: false,
             });
         }
         // Server 0's stream goes to the app in whole frames, so the others'
@@ -395,7 +397,11 @@ impl Session {
         let (sink, marks) = relay::spawn(sink, self.protocol.is_resp3(), 0);
         self.marks = Some(marks);
         if let Some(pin) = &self.pin {
-            pin.conn.handle.send(Op::Stream { bytes, sink });
+            pin.conn.handle.send(Op::Stream {
+                bytes,
+                sink,
+                renew: false,
+            });
         }
         self.fanin = others;
         self.slots.push_back(Slot::Stream(rx));

@@ -91,6 +91,7 @@ impl Session {
             pin.conn.handle.send(Op::Stream {
                 bytes: commands,
                 sink: quiet,
+                renew: true,
             });
         }
         self.slots.push_back(Slot::Stream(rx));
