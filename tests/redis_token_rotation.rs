@@ -542,3 +542,22 @@ async fn a_request_behind_a_reauth_to_a_stalled_server_times_out() {
     let _ = sleep.wait();
     attache.shutdown().await;
 }
+
+/// No token yet (the endpoint fails from the start): once the connect
+/// has waited for one, the app is told which credential and why.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn no_first_token_names_the_credential() {
+    let rotation = Rotation::start().await;
+    rotation.endpoint.set_mode(Mode::Error500).await;
+    let attache = attache_with_tokens(&rotation.server, &rotation.endpoint).await;
+    let addr = attache.redis_addr("test").unwrap();
+    for _ in 0..3 {
+        let mut s = tokio::net::TcpStream::connect(addr).await.unwrap();
+        let reply = support::raw_exchange(&mut s, &support::cmd(&["PING"]), 1).await;
+        let text = String::from_utf8_lossy(&reply).into_owned();
+        println!("{text}");
+        assert!(text.contains("credential \"redis\""), "{text}");
+    }
+    rotation.stop().await;
+    attache.shutdown().await;
+}

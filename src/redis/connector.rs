@@ -168,10 +168,13 @@ impl Connector {
     }
 
     async fn connect_once(&self, protocol: Protocol) -> Result<UpstreamStream, UpstreamError> {
+        // Outside the connect's own timeout: a source that gets no first
+        // token is then reported by name (at the handshake), not as a
+        // connect timeout.
+        if let Some(credentials) = &self.credentials {
+            credentials.wait_ready(self.connect_timeout).await;
+        }
         let attempt = async {
-            if let Some(credentials) = &self.credentials {
-                credentials.wait_ready(self.connect_timeout).await;
-            }
             let tcp = self.connect_tcp().await?;
             tcp.set_nodelay(true)
                 .map_err(|e| UpstreamError::Connect(self.id.clone(), e.to_string().into()))?;
