@@ -561,3 +561,33 @@ async fn no_first_token_names_the_credential() {
     rotation.stop().await;
     attache.shutdown().await;
 }
+
+/// A refused token and a token endpoint that hangs: the connect still
+/// gives up within its timeouts (2 s) rather than the fetch's (10 s).
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_refused_token_and_a_hanging_endpoint_fail_within_the_connect_timeout() {
+    std::env::set_var("ATTACHE_TEST_CLIENT_SECRET", "client-secret");
+    let (server, endpoint) = (RedisServer::start(), TokenEndpoint::start(60).await);
+    let acl = RotatingAcl::new(&server);
+    let hook_acl = acl.clone();
+    endpoint.on_issue(Arc::new(move |token| hook_acl.add(token)));
+    let attache = attache_with_tokens(&server, &endpoint).await;
+    let mut conn = support::client(attache.redis_addr("test").unwrap()).await;
+    redis::cmd("PING").exec_async(&mut conn).await.unwrap();
+    // Past the 1 s in which a forced refresh reuses the last token.
+    tokio::time::sleep(Duration::from_millis(1500)).await;
+    endpoint.set_mode(Mode::Slow(Duration::from_secs(60))).await;
+    server.cli(&["ACL", "SETUSER", "app", "resetpass"]);
+    acl.kill_app_clients();
+    tokio::time::sleep(Duration::from_millis(300)).await; // attache reconnects
+    let started = Instant::now();
+    let result = redis::cmd("PING").exec_async(&mut conn).await;
+    println!("{result:?} after {:?}", started.elapsed());
+    assert!(result.is_err());
+    assert!(
+        started.elapsed() < Duration::from_secs(5),
+        "{:?}",
+        started.elapsed()
+    );
+    attache.shutdown().await;
+}

@@ -153,8 +153,14 @@ impl Connector {
             Err(UpstreamError::Handshake(id, reason))
                 if reason.contains("WRONGPASS") || reason.contains("NOAUTH") =>
             {
+                // No longer than a connect: a hanging token endpoint is
+                // bounded by the fetch's own (longer) timeout only.
                 let refreshed = match &self.credentials {
-                    Some(credentials) => credentials.refresh_now().await,
+                    Some(credentials) => {
+                        tokio::time::timeout(self.connect_timeout, credentials.refresh_now())
+                            .await
+                            .unwrap_or(false)
+                    }
                     None => false,
                 };
                 if refreshed {
