@@ -12,7 +12,7 @@ use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
-use support::RedisServer;
+use support::{token_file, RedisServer};
 use token_endpoint::{Mode, TokenEndpoint};
 
 const LIFETIME_SECS: u64 = 3;
@@ -413,75 +413,19 @@ async fn a_resp2_subscriber_keeps_its_subscription_across_rotations() {
     attache.shutdown().await;
 }
 
-/// `servers` with user `app` accepting `t1`, and attache in front of them
-/// (`mode` "single" or "ketama") with the token read from a file that a
-/// test rotates with [`rotate_file_token`].
-async fn file_token_attache(
-    servers: &[&RedisServer],
-    mode: &str,
-    dir: &std::path::Path,
-) -> (attache::Running, std::net::SocketAddr) {
-    for server in servers {
-        server.cli(&["ACL", "SETUSER", "app", "on", ">t1", "~*", "&*", "+@all"]);
-    }
-    std::fs::write(dir.join("token"), "t1").unwrap();
-    let list: Vec<String> = servers
-        .iter()
-        .map(|s| format!("\"{}\"", s.addr()))
-        .collect();
-    let attache = support::start_attache(&format!(
-        "[redis.test]\nlisten = \"127.0.0.1:0\"\nmode = \"{mode}\"\nservers = [{}]\n\
-         timeout = \"1s\"\n\n[redis.test.auth]\nusername = \"app\"\ntoken = \"file\"\n\n\
-         [tokens.file]\nprovider = \"static\"\ntoken_file = \"{}\"\n",
-        list.join(", "),
-        dir.join("token").display()
-    ))
-    .await;
-    let addr = attache.redis_addr("test").unwrap();
-    (attache, addr)
-}
-
-/// Adds `token` to user `app` on `servers`, then puts it in the token file;
-/// returns once attache has read it (the file is polled every second).
-async fn rotate_file_token(servers: &[&RedisServer], dir: &std::path::Path, token: &str) {
-    for server in servers {
-        server.cli(&["ACL", "SETUSER", "app", &format!(">{token}")]);
-    }
-    std::fs::write(dir.join("token"), token).unwrap();
-    tokio::time::sleep(Duration::from_millis(2500)).await;
-}
-
-/// Reads `stream` until `what` shows up; panics if it closes or 5 s pass.
-async fn read_until(stream: &mut tokio::net::TcpStream, what: &str) -> String {
-    use tokio::io::AsyncReadExt;
-    let mut seen = Vec::new();
-    let mut buf = [0u8; 16 * 1024];
-    while !String::from_utf8_lossy(&seen).contains(what) {
-        match tokio::time::timeout(Duration::from_secs(5), stream.read(&mut buf)).await {
-            Ok(Ok(0)) | Ok(Err(_)) => panic!(
-                "closed before {what:?}; got {:?}",
-                String::from_utf8_lossy(&seen)
-            ),
-            Ok(Ok(n)) => seen.extend_from_slice(&buf[..n]),
-            Err(_) => panic!("no {what:?}; got {:?}", String::from_utf8_lossy(&seen)),
-        }
-    }
-    String::from_utf8_lossy(&seen).into_owned()
-}
-
 /// MONITOR is not renewed (README): it keeps the session it authenticated
 /// across a rotation instead of the app's connection being closed.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_monitor_keeps_its_session_across_a_rotation() {
     let server = RedisServer::start();
     let dir = tempfile::tempdir().unwrap();
-    let (attache, addr) = file_token_attache(&[&server], "single", dir.path()).await;
+    let (attache, addr) = token_file::attache(&[&server], "single", dir.path()).await;
     let mut monitor = tokio::net::TcpStream::connect(addr).await.unwrap();
     let ok = support::raw_exchange(&mut monitor, &support::cmd(&["MONITOR"]), 1).await;
     assert_eq!(ok, b"+OK\r\n");
-    rotate_file_token(&[&server], dir.path(), "t2").await;
+    token_file::rotate(&[&server], dir.path(), "t2").await;
     server.cli(&["SET", "after-rotation", "1"]);
-    read_until(&mut monitor, "after-rotation").await;
+    token_file::read_until(&mut monitor, "after-rotation").await;
     attache.shutdown().await;
 }
 
@@ -492,15 +436,15 @@ async fn a_sharded_subscriber_keeps_hearing_every_server_across_a_rotation() {
     let servers = [RedisServer::start(), RedisServer::start()];
     let servers: Vec<&RedisServer> = servers.iter().collect();
     let dir = tempfile::tempdir().unwrap();
-    let (attache, addr) = file_token_attache(&servers, "ketama", dir.path()).await;
+    let (attache, addr) = token_file::attache(&servers, "ketama", dir.path()).await;
     let mut sub = tokio::net::TcpStream::connect(addr).await.unwrap();
     let confirmation =
         support::raw_exchange(&mut sub, &support::cmd(&["SUBSCRIBE", "ch"]), 1).await;
     assert!(String::from_utf8_lossy(&confirmation).contains("subscribe"));
-    rotate_file_token(&servers, dir.path(), "t2").await;
+    token_file::rotate(&servers, dir.path(), "t2").await;
     for (i, server) in servers.iter().enumerate() {
         server.cli(&["PUBLISH", "ch", &format!("from-{i}")]);
-        read_until(&mut sub, &format!("from-{i}")).await;
+        token_file::read_until(&mut sub, &format!("from-{i}")).await;
     }
     attache.shutdown().await;
 }
@@ -511,7 +455,7 @@ async fn a_sharded_subscriber_keeps_hearing_every_server_across_a_rotation() {
 async fn a_request_behind_a_reauth_to_a_stalled_server_times_out() {
     let server = RedisServer::start_with(&["--enable-debug-command", "yes"]);
     let dir = tempfile::tempdir().unwrap();
-    let (attache, addr) = file_token_attache(&[&server], "single", dir.path()).await;
+    let (attache, addr) = token_file::attache(&[&server], "single", dir.path()).await;
     let mut conn = support::client(addr).await;
     redis::cmd("SET")
         .arg("k")
@@ -529,7 +473,7 @@ async fn a_request_behind_a_reauth_to_a_stalled_server_times_out() {
         .spawn()
         .unwrap();
     tokio::time::sleep(Duration::from_millis(300)).await;
-    rotate_file_token(&[], dir.path(), "t2").await;
+    token_file::rotate(&[], dir.path(), "t2").await;
     let started = Instant::now();
     let result = redis::cmd("GET")
         .arg("k")

@@ -210,4 +210,5 @@ pub mod cluster;
 pub mod dns;
 pub mod http;
 pub mod tls;
+pub mod token_file;
 pub mod wire;
