@@ -535,3 +535,35 @@ async fn a_refused_token_and_a_hanging_endpoint_fail_within_the_connect_timeout(
     );
     attache.shutdown().await;
 }
+
+/// A SUBSCRIBE still unanswered when the token rotates (the server is
+/// busy): the app gets its confirmation, then its messages.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_subscribe_unanswered_at_a_rotation_is_confirmed() {
+    let server = RedisServer::start_with(&["--enable-debug-command", "yes"]);
+    let dir = tempfile::tempdir().unwrap();
+    let (attache, addr) = token_file::attache(&[&server], "single", dir.path()).await;
+    let mut sub = tokio::net::TcpStream::connect(addr).await.unwrap();
+    // A transaction leaves a dedicated connection in the pool, authenticated.
+    let multi = [&["MULTI"][..], &["SET", "k", "v"], &["EXEC"]]
+        .map(support::cmd)
+        .concat();
+    support::raw_exchange(&mut sub, &multi, 3).await;
+    server.cli(&["ACL", "SETUSER", "app", ">t2"]);
+    let mut sleep = std::process::Command::new("redis-cli")
+        .args(["-p", &server.port.to_string(), "DEBUG", "SLEEP", "2.5"])
+        .stdout(std::process::Stdio::null())
+        .spawn()
+        .unwrap();
+    tokio::time::sleep(Duration::from_millis(300)).await;
+    use tokio::io::AsyncWriteExt;
+    sub.write_all(&support::cmd(&["SUBSCRIBE", "news"]))
+        .await
+        .unwrap();
+    token_file::rotate(&[], dir.path(), "t2").await;
+    let _ = sleep.wait();
+    token_file::read_until(&mut sub, "subscribe").await;
+    server.cli(&["PUBLISH", "news", "hello"]);
+    token_file::read_until(&mut sub, "hello").await;
+    attache.shutdown().await;
+}

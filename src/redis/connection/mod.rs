@@ -203,6 +203,7 @@ where
         in_multi: false,
         streaming: false,
         renewable: false,
+        stream_fed: false,
         reauth_due: false,
         renew: false,
         reauth_failures: 0,
@@ -233,6 +234,7 @@ where
             &in_flight,
             &settings,
             &mut refused,
+            &mut state.stream_fed,
         )
         .await
         {
@@ -369,6 +371,9 @@ struct DriverState {
     streaming: bool,
     /// The stream is one the session renews (see `Op::Stream`).
     renewable: bool,
+    /// The stream got bytes since its `Op::Stream`: the replies to what
+    /// started it (a SUBSCRIBE's confirmation) reached the app.
+    stream_fed: bool,
     /// The credential changed while an `AUTH` could not be sent.
     reauth_due: bool,
     /// A streaming connection to close for a fresh one (new credential).
@@ -400,6 +405,7 @@ impl DriverState {
                 self.queue.push_back(Pending::Stream(sink));
                 self.streaming = true;
                 self.renewable = renew;
+                self.stream_fed = false;
                 bytes
             }
             Op::Write(bytes) => bytes,
@@ -441,7 +447,12 @@ impl DriverState {
         if self.streaming {
             // Replies no longer pair with requests, so an AUTH reply could
             // not be told from the stream: a dedicated subscriber is
-            // replaced instead, and its session subscribes again.
+            // replaced instead, and its session subscribes again: once
+            // the server answered what started the stream and all the app
+            // sent is written (the session resubscribes quietly).
+            if self.renewable && (!self.stream_fed || !self.out.is_empty()) {
+                return;
+            }
             if let (Some(renewed), true) = (&settings.renewed, self.renewable) {
                 renewed.store(true, Ordering::Relaxed);
                 self.renew = true;

@@ -118,7 +118,9 @@ impl Outgoing {
     }
 }
 
-/// Hands complete replies in `buf` to the batches waiting for them.
+/// Hands complete replies in `buf` to the batches waiting for them; sets
+/// `fed` when bytes went to a stream.
+#[allow(clippy::too_many_arguments)]
 pub(super) async fn deliver(
     buf: &mut BytesMut,
     queue: &mut VecDeque<Pending>,
@@ -127,6 +129,7 @@ pub(super) async fn deliver(
     in_flight: &AtomicUsize,
     settings: &DriverSettings,
     refused: &mut Option<Bytes>,
+    fed: &mut bool,
 ) -> Result<(), UpstreamError> {
     let resp3 = settings.protocol.is_resp3();
     let protocol_error = |e: frame::ProtocolError| {
@@ -160,6 +163,7 @@ pub(super) async fn deliver(
                     if sink.send(chunk).await.is_err() {
                         return Err(UpstreamError::Closed(settings.id.clone()));
                     }
+                    *fed = true;
                 }
                 return Ok(());
             }
