@@ -233,6 +233,27 @@ async fn force_refresh_fetches_now_and_callers_share_it() {
     assert_eq!(source.generation(), 2);
 }
 
+/// An upstream that refuses the token while the endpoint fails cannot
+/// drive the endpoint faster than once a second through forced refreshes.
+#[tokio::test]
+async fn forced_refreshes_against_a_failing_endpoint_are_coalesced() {
+    let endpoint = TokenEndpoint::start(60).await;
+    let dir = tempfile::tempdir().unwrap();
+    let secret = write(dir.path(), "secret", "client-s3cr3t");
+    let registry = start(&oauth2_config(&endpoint, &secret, "5s"));
+    let source = registry.get("payments").unwrap();
+    source.wait_ready(READY).await.unwrap();
+    tokio::time::sleep(Duration::from_millis(1500)).await;
+    endpoint.set_mode(Mode::Error500).await;
+    let before = endpoint.seen().len();
+    for _ in 0..20 {
+        let error = source.force_refresh().await.unwrap_err().to_string();
+        assert!(error.contains("HTTP 500"), "{error}");
+    }
+    let fetches = endpoint.seen().len() - before;
+    assert!(fetches <= 2, "{fetches} fetches for 20 forced refreshes");
+}
+
 fn azure_config(endpoint: &TokenEndpoint, credential: &str) -> String {
     format!(
         "[entra]\nprovider = \"azure_entra\"\ntenant_id = \"tenant-1\"\n\

@@ -84,6 +84,8 @@ struct State {
     force_pending: bool,
     rounds: u64,
     last_success: Option<Instant>,
+    /// When the last fetch failed, if it did.
+    last_failure: Option<Instant>,
 }
 
 impl Shared {
@@ -124,6 +126,7 @@ impl Shared {
         state.token = Some(token);
         state.last_error = None;
         state.last_success = Some(Instant::now());
+        state.last_failure = None;
         self.end_round(state);
         if changed {
             self.generation.send_modify(|g| *g += 1);
@@ -135,6 +138,7 @@ impl Shared {
         let mut state = self.lock();
         state.failures += 1;
         state.last_error = Some(error);
+        state.last_failure = Some(Instant::now());
         self.end_round(state);
     }
 
@@ -233,7 +237,7 @@ impl TokenSource {
     /// Fetches a new token now (upstream rejected the current one:
     /// `WRONGPASS`, HTTP 401) and returns it. Concurrent callers share one
     /// fetch, as do callers within 1 s of the last successful fetch (they
-    /// get its token).
+    /// get its token) or of a failed one (they get its error).
     pub async fn force_refresh(&self) -> Result<Token, CredentialError> {
         let mut rounds = self.shared.rounds.subscribe();
         let target = {
@@ -242,6 +246,16 @@ impl TokenSource {
             if let (Some(at), Some(token)) = (state.last_success, &state.token) {
                 if now.duration_since(at) < FORCE_COALESCE && token.is_valid_at(now) {
                     return Ok(token.clone());
+                }
+            }
+            // Nor faster than that while fetches fail: the last failure
+            // is the answer.
+            if let (Some(at), Some(error)) = (state.last_failure, &state.last_error) {
+                if now.duration_since(at) < FORCE_COALESCE {
+                    return Err(CredentialError::RefreshFailed {
+                        name: self.shared.name.clone(),
+                        error: error.clone(),
+                    });
                 }
             }
             if !state.fetching {
