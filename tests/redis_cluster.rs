@@ -473,3 +473,39 @@ async fn the_first_command_waits_for_the_topology() {
         b"+OK\r\n"
     );
 }
+
+/// A sharded subscription (SSUBSCRIBE) is not among those renewed with the
+/// credential: across a rotation it keeps its session and its messages.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_sharded_subscription_keeps_its_messages_across_a_rotation() {
+    let cluster = start_cluster().await;
+    for port in cluster.ports() {
+        cluster.cli(
+            port,
+            &["ACL", "SETUSER", "app", "on", ">t1", "~*", "&*", "+@all"],
+        );
+    }
+    let dir = tempfile::tempdir().unwrap();
+    let token = dir.path().join("token");
+    std::fs::write(&token, "t1").unwrap();
+    let auth = format!(
+        "[redis.c.auth]\nusername = \"app\"\ntoken = \"file\"\n\n[tokens.file]\n\
+         provider = \"static\"\ntoken_file = \"{}\"\n",
+        token.display()
+    );
+    let (_attache, addr) = attache_for_cluster(&cluster, &auth).await;
+    let channel = "orders:eu";
+    let owner = cluster.primary_for_slot(key_slot(channel.as_bytes()));
+    let mut sub = TcpStream::connect(addr).await.unwrap();
+    let confirm = raw_exchange(&mut sub, &cmd(&["SSUBSCRIBE", channel]), 1).await;
+    assert!(String::from_utf8_lossy(&confirm).contains("ssubscribe"));
+    for port in cluster.ports() {
+        cluster.cli(port, &["ACL", "SETUSER", "app", ">t2"]);
+    }
+    std::fs::write(&token, "t2").unwrap();
+    tokio::time::sleep(Duration::from_millis(2500)).await;
+    let receivers = cluster.cli(owner, &["SPUBLISH", channel, "o1"]);
+    assert_eq!(receivers, "1", "the subscription was lost at the rotation");
+    let message = read_replies(&mut sub, 1).await;
+    assert!(String::from_utf8_lossy(&message).contains("o1"));
+}
