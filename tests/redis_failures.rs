@@ -316,3 +316,45 @@ async fn a_protocol_error_while_subscribed_closes_the_connection() {
     .await;
     assert!(matches!(closed, Ok(Ok(_))), "not closed: {closed:?}");
 }
+
+/// The token rotates while a new connection's handshake waits for a busy
+/// server: once connected, that connection re-`AUTH`s with the new token
+/// like the others (it was authenticated with the old one).
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_connection_made_during_a_rotation_reauths() {
+    let server = RedisServer::start_with(&["--enable-debug-command", "yes"]);
+    let dir = tempfile::tempdir().unwrap();
+    let (_attache, addr) = support::token_file::attache(&[&server], "single", dir.path()).await;
+    let mut s = TcpStream::connect(addr).await.unwrap();
+    assert_eq!(raw_exchange(&mut s, &cmd(&["PING"]), 1).await, b"+PONG\r\n");
+    let clients = server.cli(&["CLIENT", "LIST"]);
+    let shared = clients.lines().filter(|l| l.contains(" user=app ")).count();
+    server.cli(&["ACL", "SETUSER", "app", ">t2"]);
+    server.cli(&["CONFIG", "RESETSTAT"]);
+    let mut sleep = std::process::Command::new("redis-cli")
+        .args(["-p", &server.port.to_string(), "DEBUG", "SLEEP", "1.8"])
+        .stdout(std::process::Stdio::null())
+        .spawn()
+        .unwrap();
+    tokio::time::sleep(Duration::from_millis(200)).await;
+    // A transaction: a new dedicated connection, its handshake held up.
+    let multi = [&["MULTI"][..], &["SET", "k", "v"]].map(cmd).concat();
+    tokio::io::AsyncWriteExt::write_all(&mut s, &multi)
+        .await
+        .unwrap();
+    support::token_file::rotate(&[], dir.path(), "t2").await;
+    let _ = sleep.wait();
+    let reply = raw_exchange(&mut s, &cmd(&["EXEC"]), 3).await;
+    assert!(
+        String::from_utf8_lossy(&reply).ends_with("*1\r\n+OK\r\n"),
+        "{reply:?}"
+    );
+    let stats = server.cli(&["INFO", "commandstats"]);
+    let auths: usize = stats
+        .lines()
+        .find_map(|l| l.strip_prefix("cmdstat_auth:calls="))
+        .and_then(|rest| rest.split(',').next()?.parse().ok())
+        .unwrap_or(0);
+    // Each shared connection's re-AUTH, the handshake, and its re-AUTH.
+    assert_eq!(auths, shared + 2, "{shared} shared connections");
+}

@@ -71,6 +71,8 @@ impl managed::Manager for DedicatedManager {
     type Error = UpstreamError;
 
     async fn create(&self) -> Result<DedicatedConnection, UpstreamError> {
+        // Before the handshake: a change during it is re-sent.
+        let changes = self.connector.credential_changes();
         let stream = self.connector.connect(self.protocol).await?;
         let peer = self
             .connector
@@ -90,7 +92,7 @@ impl managed::Manager for DedicatedManager {
             // No draining while a session holds it: a dedicated connection
             // is checked against the addresses when it comes back instead.
             if let DriveEnd::Failed(e) =
-                drive(stream, None, &mut ops, in_flight, settings, None).await
+                drive(stream, None, &mut ops, in_flight, settings, None, changes).await
             {
                 debug!(error = %e, "dedicated connection ended");
             }

@@ -60,6 +60,8 @@ async fn supervise(
         }
     }
     loop {
+        // Before the handshake: a change during it is re-sent.
+        let changes = connector.credential_changes();
         match connector.connect(settings.protocol).await {
             Ok(stream) => {
                 info!(upstream = %settings.id, protocol = ?settings.protocol, "connected");
@@ -80,6 +82,7 @@ async fn supervise(
                     in_flight.clone(),
                     settings.clone(),
                     address,
+                    changes,
                 )
                 .await;
                 open.fetch_sub(1, Ordering::Relaxed);

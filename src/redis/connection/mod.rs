@@ -177,6 +177,8 @@ pub(crate) enum DriveEnd {
 
 /// Runs `stream` until it fails, serving `ops`, and says why it stopped.
 /// Every request not answered by then has been failed with the error.
+/// `changes` (from `Connector::credential_changes`) was taken before the
+/// handshake, so a credential that changed during it is sent again.
 ///
 /// One task does both directions: it writes whatever the sessions queued
 /// (gathered into one write) and reads replies, so a request costs one task
@@ -188,6 +190,7 @@ pub(crate) async fn drive<S>(
     in_flight: Arc<AtomicUsize>,
     settings: DriverSettings,
     address: Option<AddressWatch>,
+    changes: Option<watch::Receiver<u64>>,
 ) -> DriveEnd
 where
     S: AsyncRead + AsyncWrite + Unpin,
@@ -209,11 +212,7 @@ where
         reauth_failures: 0,
     };
     let mut watches = Watches {
-        credential: settings
-            .reauth
-            .as_ref()
-            .and_then(|c| c.credential_changes())
-            .map(next_change),
+        credential: changes.map(next_change),
         address: address.map(next_address_change),
     };
     if let Some(op) = first {
