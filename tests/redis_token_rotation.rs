@@ -566,3 +566,28 @@ async fn a_subscribe_unanswered_at_a_rotation_is_confirmed() {
     token_file::read_until(&mut sub, "hello").await;
     attache.shutdown().await;
 }
+
+/// The same for a SUBSCRIBE sent while already subscribed.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_second_subscribe_unanswered_at_a_rotation_is_confirmed() {
+    let server = RedisServer::start_with(&["--enable-debug-command", "yes"]);
+    let dir = tempfile::tempdir().unwrap();
+    let (attache, addr) = token_file::attache(&[&server], "single", dir.path()).await;
+    let mut sub = tokio::net::TcpStream::connect(addr).await.unwrap();
+    support::raw_exchange(&mut sub, &support::cmd(&["SUBSCRIBE", "a"]), 1).await;
+    server.cli(&["ACL", "SETUSER", "app", ">t2"]);
+    let mut sleep = std::process::Command::new("redis-cli")
+        .args(["-p", &server.port.to_string(), "DEBUG", "SLEEP", "1.8"])
+        .stdout(std::process::Stdio::null())
+        .spawn()
+        .unwrap();
+    tokio::time::sleep(Duration::from_millis(200)).await;
+    use tokio::io::AsyncWriteExt;
+    sub.write_all(&support::cmd(&["SUBSCRIBE", "b"]))
+        .await
+        .unwrap();
+    token_file::rotate(&[], dir.path(), "t2").await;
+    let _ = sleep.wait();
+    token_file::read_until(&mut sub, "$1\r\nb\r\n").await;
+    attache.shutdown().await;
+}

@@ -370,8 +370,9 @@ struct DriverState {
     streaming: bool,
     /// The stream is one the session renews (see `Op::Stream`).
     renewable: bool,
-    /// The stream got bytes since its `Op::Stream`: the replies to what
-    /// started it (a SUBSCRIBE's confirmation) reached the app.
+    /// The stream got bytes since its last `Op::Stream` or `Op::Write`: the
+    /// replies to what the app sent (a SUBSCRIBE's confirmation) reached it
+    /// (on a busy channel, messages may come first: a heuristic).
     stream_fed: bool,
     /// The credential changed while an `AUTH` could not be sent.
     reauth_due: bool,
@@ -407,7 +408,11 @@ impl DriverState {
                 self.stream_fed = false;
                 bytes
             }
-            Op::Write(bytes) => bytes,
+            Op::Write(bytes) => {
+                // Awaits an answer too (a further SUBSCRIBE's confirmation).
+                self.stream_fed = false;
+                bytes
+            }
         };
         if settings.dedicated && !self.streaming {
             self.in_multi = transaction_open_after(self.in_multi, &bytes);
