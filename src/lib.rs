@@ -41,6 +41,7 @@
 //! and ~40% more CPU per request on 2 cores).
 
 pub mod admin;
+mod clock;
 pub mod config;
 pub mod credentials;
 pub mod dns;

@@ -358,3 +358,18 @@ async fn a_connection_made_during_a_rotation_reauths() {
     // Each shared connection's re-AUTH, the handshake, and its re-AUTH.
     assert_eq!(auths, shared + 2, "{shared} shared connections");
 }
+
+/// A `timeout` past what the clock can add parses; it means no timeout,
+/// not a panic in every connection (the config check bounds order, not size).
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_timeout_past_the_clock_serves_without_a_deadline() {
+    let server = RedisServer::start();
+    let (_attache, addr) = attache_for(&server, "timeout = \"500000000000years\"").await;
+    let mut a = TcpStream::connect(addr).await.unwrap();
+    let mut request = cmd(&["SET", "k", "v"]);
+    request.extend(cmd(&["GET", "k"]));
+    assert_eq!(
+        String::from_utf8_lossy(&raw_exchange(&mut a, &request, 2).await),
+        "+OK\r\n$1\r\nv\r\n"
+    );
+}

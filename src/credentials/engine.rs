@@ -70,9 +70,9 @@ pub(crate) async fn run<F: Fetch>(shared: Arc<Shared>, provider: F, fetch_timeou
                 });
                 match fetched.lifetime {
                     Some(lifetime) => started + schedule::refresh_delay(lifetime, fastrand::f64()),
-                    None => provider
-                        .poll_interval()
-                        .map_or_else(far_future, |every| Instant::now() + every),
+                    None => provider.poll_interval().map_or_else(far_future, |every| {
+                        crate::clock::after(Instant::now(), every)
+                    }),
                 }
             }
             Err(error) => {

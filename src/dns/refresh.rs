@@ -56,10 +56,9 @@ impl RefreshPolicy {
 
     /// `now` plus [`delay`](Self::delay): a `[dns]` TTL bound that the
     /// clock cannot add (they are checked for order, not size) puts the
-    /// refresh off by 30 years instead.
+    /// refresh out of reach.
     fn due(&self, now: Instant, ttl: Duration) -> Instant {
-        now.checked_add(self.delay(ttl))
-            .unwrap_or_else(|| now + Duration::from_secs(30 * 365 * 24 * 3600))
+        crate::clock::after(now, self.delay(ttl))
     }
 }
 

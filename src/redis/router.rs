@@ -57,8 +57,9 @@ impl Health {
         let failures = self.failures.fetch_add(1, Ordering::Relaxed) + 1;
         if self.policy.enabled && failures >= self.policy.failure_limit {
             self.failures.store(0, Ordering::Relaxed);
-            *self.ejected_until.lock().unwrap_or_else(|e| e.into_inner()) =
-                Some(Instant::now() + self.policy.retry_timeout);
+            *self.ejected_until.lock().unwrap_or_else(|e| e.into_inner()) = Some(
+                crate::clock::after(Instant::now(), self.policy.retry_timeout),
+            );
             self.changes.fetch_add(1, Ordering::Relaxed);
             warn!(upstream = %self.id, failures, retry_in = ?self.policy.retry_timeout, "server ejected");
             return true;

@@ -297,7 +297,7 @@ impl RedisService {
         let Router::Cluster(router) = &self.router else {
             return;
         };
-        let deadline = tokio::time::Instant::now() + self.template.timeout;
+        let deadline = crate::clock::after(tokio::time::Instant::now(), self.template.timeout);
         while router.slots().is_none() && tokio::time::Instant::now() < deadline {
             tokio::time::sleep(Duration::from_millis(10)).await;
         }

@@ -393,7 +393,7 @@ impl DriverState {
                 blocking,
                 tx,
             } => {
-                let deadline = (!blocking).then(|| now + settings.timeout);
+                let deadline = (!blocking).then(|| crate::clock::after(now, settings.timeout));
                 self.queue.push_back(Pending::Replies {
                     count: replies,
                     deadline,

@@ -285,7 +285,7 @@ impl Session {
         // The replies owed before the stream (attache's own) go first.
         self.barrier().await?;
         let resp3 = self.protocol.is_resp3();
-        let deadline = tokio::time::Instant::now() + self.service.timeout();
+        let deadline = crate::clock::after(tokio::time::Instant::now(), self.service.timeout());
         let mut relayed = BytesMut::new();
         loop {
             let mut end = 0;
