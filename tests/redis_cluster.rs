@@ -356,27 +356,10 @@ async fn a_subscription_survives_its_node_going_away() {
         .into_iter()
         .find(|&p| p != relay)
         .unwrap();
-    // Publish until the resubscribed connection hears it.
-    let deadline = Instant::now() + Duration::from_secs(15);
-    let mut buf = Vec::new();
-    loop {
+    let text = publish_until_heard(&mut sub, &["after"], || {
         cluster.cli(other, &["PUBLISH", "alerts", "after"]);
-        let mut chunk = [0u8; 4096];
-        if let Ok(Ok(n)) = tokio::time::timeout(
-            Duration::from_millis(200),
-            tokio::io::AsyncReadExt::read(&mut sub, &mut chunk),
-        )
-        .await
-        {
-            assert!(n > 0, "the app's connection was closed");
-            buf.extend_from_slice(&chunk[..n]);
-        }
-        if String::from_utf8_lossy(&buf).contains("after") {
-            break;
-        }
-        assert!(Instant::now() < deadline, "never resubscribed");
-    }
-    let text = String::from_utf8_lossy(&buf);
+    })
+    .await;
     // Only messages reach the app: no stray subscribe confirmations.
     assert!(
         text.starts_with("*3\r\n$7\r\nmessage\r\n") || text.starts_with("*4\r\n$8\r\npmessage\r\n"),
@@ -508,4 +491,64 @@ async fn a_sharded_subscription_keeps_its_messages_across_a_rotation() {
     assert_eq!(receivers, "1", "the subscription was lost at the rotation");
     let message = read_replies(&mut sub, 1).await;
     assert!(String::from_utf8_lossy(&message).contains("o1"));
+}
+
+/// Sharded channels are heard only from their slot's primary: when it
+/// fails, the session subscribes again on the promoted replica, with the
+/// plain channels it had beside them, and the app hears both.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_sharded_subscription_follows_its_slot_through_a_failover() {
+    let mut cluster = start_cluster().await;
+    let (_attache, addr) = attache_for_cluster(&cluster, "connect_timeout = \"300ms\"").await;
+    let channel = "orders:eu";
+    let mut sub = TcpStream::connect(addr).await.unwrap();
+    let mut request = cmd(&["SSUBSCRIBE", channel]);
+    request.extend(cmd(&["SUBSCRIBE", "alerts"]));
+    let confirms = raw_exchange(&mut sub, &request, 2).await;
+    assert!(
+        confirms.ends_with(b"$6\r\nalerts\r\n:1\r\n"),
+        "{}",
+        String::from_utf8_lossy(&confirms)
+    );
+    let old = cluster.primary_for_slot(key_slot(channel.as_bytes()));
+    cluster.kill_node(old);
+    let (cluster, new) = tokio::task::spawn_blocking(move || {
+        let new = cluster.wait_for_failover(old);
+        (cluster, new)
+    })
+    .await
+    .unwrap();
+    let text = publish_until_heard(&mut sub, &["sharded-after", "plain-after"], || {
+        cluster.cli(new, &["SPUBLISH", channel, "sharded-after"]);
+        cluster.cli(new, &["PUBLISH", "alerts", "plain-after"]);
+    })
+    .await;
+    // Only messages reach the app: no stray subscribe confirmations.
+    assert!(!text.contains("subscribe"), "{text}");
+}
+
+/// Publishes (with `publish`) until the subscriber `sub` heard every one of
+/// `wanted`, within 20 s: a resubscription takes a failover to resume.
+/// Returns what it read.
+async fn publish_until_heard(sub: &mut TcpStream, wanted: &[&str], publish: impl Fn()) -> String {
+    let deadline = Instant::now() + Duration::from_secs(20);
+    let mut buf = Vec::new();
+    loop {
+        publish();
+        let mut chunk = [0u8; 4096];
+        if let Ok(Ok(n)) = tokio::time::timeout(
+            Duration::from_millis(200),
+            tokio::io::AsyncReadExt::read(sub, &mut chunk),
+        )
+        .await
+        {
+            assert!(n > 0, "the app's connection was closed");
+            buf.extend_from_slice(&chunk[..n]);
+        }
+        let text = String::from_utf8_lossy(&buf).into_owned();
+        if wanted.iter().all(|w| text.contains(w)) {
+            return text;
+        }
+        assert!(Instant::now() < deadline, "never resubscribed: {text}");
+    }
 }

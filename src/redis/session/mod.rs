@@ -550,7 +550,7 @@ impl Session {
             // its credential.
             let renewed = self.pin.as_ref().is_some_and(|p| p.conn.was_renewed());
             if !self.closing
-                && !self.subscriptions.is_empty()
+                && !self.subscriptions.is_none()
                 && (self.service.router.is_cluster() || (renewed && self.fanin.is_empty()))
             {
                 self.stream_lost = true;

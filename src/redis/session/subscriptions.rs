@@ -1,14 +1,18 @@
 //! Pub/sub that survives its connection: the session remembers the
-//! channels and patterns the app subscribed to, and when the connection
-//! relaying them goes away (a cluster failover, a node removed, or attache
-//! renewing the connection's credential), subscribes again on another node
-//! or a fresh connection. The confirmations of that resubscription are dropped, so the app
-//! sees only the messages it was already waiting for.
+//! channels, patterns and sharded channels the app subscribed to, and when
+//! the connection relaying them goes away (a cluster failover, a node
+//! removed, or attache renewing the connection's credential), subscribes
+//! again on another node or a fresh connection. The confirmations of that
+//! resubscription are dropped, so the app sees only the messages it was
+//! already waiting for. In a cluster, sharded channels (SSUBSCRIBE) are
+//! heard only from the primary of their slot, so a session that has any
+//! moves to that primary, wherever it now is.
 
 use std::collections::BTreeSet;
 use std::time::Duration;
 
 use attache_resp::frame::{reply, Request};
+use attache_resp::hash::key_slot;
 use bytes::Bytes;
 use tokio::sync::mpsc;
 
@@ -16,7 +20,7 @@ use super::{discard, Session};
 use crate::redis::connection::{Op, STREAM_BUFFER};
 use crate::redis::error::UpstreamError;
 use crate::redis::relay;
-use crate::redis::router::Router;
+use crate::redis::router::{ClusterSlots, Router};
 use crate::redis::slots::Slot;
 
 /// Tries to find a node for the subscription before giving up.
@@ -27,14 +31,22 @@ const RETRY_EVERY: Duration = Duration::from_millis(250);
 pub(super) struct Subscriptions {
     channels: BTreeSet<Bytes>,
     patterns: BTreeSet<Bytes>,
+    /// SSUBSCRIBE's channels.
+    sharded: BTreeSet<Bytes>,
 }
 
 impl Subscriptions {
+    /// No channel nor pattern (sharded channels aside: see `is_none`).
     pub(super) fn is_empty(&self) -> bool {
         self.channels.is_empty() && self.patterns.is_empty()
     }
 
-    /// Follows SUBSCRIBE / PSUBSCRIBE / UNSUBSCRIBE / PUNSUBSCRIBE.
+    /// No subscription of any kind.
+    pub(super) fn is_none(&self) -> bool {
+        self.is_empty() && self.sharded.is_empty()
+    }
+
+    /// Follows SUBSCRIBE / PSUBSCRIBE / SSUBSCRIBE and their UNSUBSCRIBEs.
     pub(super) fn track(&mut self, req: &Request, buf: &[u8]) {
         let Some(name) = req.arg(buf, 0) else { return };
         let args = (1..req.args.len())
@@ -48,7 +60,26 @@ impl Subscriptions {
             remove(&mut self.channels, args, req.args.len() == 1);
         } else if name.eq_ignore_ascii_case(b"punsubscribe") {
             remove(&mut self.patterns, args, req.args.len() == 1);
+        } else if name.eq_ignore_ascii_case(b"ssubscribe") {
+            self.sharded.extend(args);
+        } else if name.eq_ignore_ascii_case(b"sunsubscribe") {
+            remove(&mut self.sharded, args, req.args.len() == 1);
         }
+    }
+
+    /// The primary that must relay the sharded channels: `Ok(None)` when
+    /// there are none, `Err` when their slots are on different primaries
+    /// (or not served) in `slots`.
+    fn sharded_owner(&self, slots: &ClusterSlots) -> Result<Option<usize>, ()> {
+        let mut owner = None;
+        for channel in &self.sharded {
+            let this = slots.owner_of(key_slot(channel)).ok_or(())?;
+            if owner.is_some_and(|o| o != this) {
+                return Err(());
+            }
+            owner = Some(this);
+        }
+        Ok(owner)
     }
 
     /// The commands that restore every subscription, and how many
@@ -58,6 +89,7 @@ impl Subscriptions {
         for (verb, set) in [
             (&b"SUBSCRIBE"[..], &self.channels),
             (b"PSUBSCRIBE", &self.patterns),
+            (b"SSUBSCRIBE", &self.sharded),
         ] {
             if !set.is_empty() {
                 let mut args: Vec<&[u8]> = vec![verb];
@@ -65,7 +97,8 @@ impl Subscriptions {
                 out.extend_from_slice(&reply::command(&args));
             }
         }
-        (out.into(), self.channels.len() + self.patterns.len())
+        let confirmations = self.channels.len() + self.patterns.len() + self.sharded.len();
+        (out.into(), confirmations)
     }
 }
 
@@ -126,17 +159,28 @@ impl Session {
         let mut last = self.service.closed_error();
         for _ in 0..ATTEMPTS {
             router.refresh.notify_one();
-            let candidates = router
-                .slots()
-                .map(|s| s.primaries.clone())
-                .unwrap_or_default();
-            // Any node relays every PUBLISH; avoid the one that just went away.
-            let mut ordered: Vec<usize> = candidates
-                .iter()
-                .copied()
-                .filter(|&c| Some(c) != lost_server)
-                .collect();
-            ordered.extend(lost_server);
+            let Some(slots) = router.slots() else {
+                tokio::time::sleep(RETRY_EVERY).await;
+                continue;
+            };
+            let ordered = match self.subscriptions.sharded_owner(&slots) {
+                // Sharded channels: their slot's primary, once the map
+                // names one (after a failover, the promoted replica).
+                Ok(Some(owner)) => vec![owner],
+                // Any node relays every PUBLISH; avoid the one that just
+                // went away.
+                Ok(None) => {
+                    let mut ordered: Vec<usize> = slots
+                        .primaries
+                        .iter()
+                        .copied()
+                        .filter(|&c| Some(c) != lost_server)
+                        .collect();
+                    ordered.extend(lost_server);
+                    ordered
+                }
+                Err(()) => Vec::new(),
+            };
             for server in ordered {
                 match self.pin(server, true, true).await {
                     Ok(()) => {
