@@ -238,9 +238,11 @@ fn run(config: Config, path: PathBuf) -> ExitCode {
 
 /// Hot reload: the config file is checked every second (its contents, so
 /// a Kubernetes ConfigMap update, which swaps a `..data` symlink, is seen
-/// like an edit) and re-read on `SIGHUP`. A new config is validated and
-/// prepared first; if anything is wrong the running config stays and the
-/// error is logged and counted.
+/// like an edit) and re-read on `SIGHUP`. An edit is taken once it holds
+/// still from one check to the next, so a file written in several steps is
+/// not read half-way through. A new config is validated and prepared
+/// first; if anything is wrong the running config stays and the error is
+/// logged and counted.
 async fn watch_config(
     path: PathBuf,
     generations: watch::Sender<Arc<Generation>>,
@@ -254,6 +256,8 @@ async fn watch_config(
     // until it applies or the file changes; the refusal is logged and
     // counted once.
     let mut pending = false;
+    // An edit seen at the last check, not taken yet.
+    let mut settling: Option<Option<Vec<u8>>> = None;
     loop {
         let forced = tokio::select! {
             _ = tokio::time::sleep(Duration::from_secs(1)) => false,
@@ -261,6 +265,11 @@ async fn watch_config(
         };
         let contents = std::fs::read(&path).ok();
         let retry = !forced && contents == seen;
+        if !forced && !retry && settling.as_ref() != Some(&contents) {
+            settling = Some(contents);
+            continue;
+        }
+        settling = None;
         if retry && !pending {
             continue;
         }

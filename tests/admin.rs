@@ -420,3 +420,45 @@ fn a_reload_refused_for_a_port_in_use_is_applied_once_the_port_is_free() {
     });
     assert_eq!(failures(), Some(1.0), "the retries are not counted again");
 }
+
+/// A config written in steps over more than a check (every second): no
+/// half of it is applied nor refused; the whole is applied once.
+#[test]
+fn a_config_written_in_steps_is_taken_whole_once() {
+    let upstream = RedisServer::start();
+    let setup = start(&upstream, "");
+    eventually("/ready", &setup.log, || {
+        matches!(http(setup.admin, "GET", "/ready"), Some((200, _)))
+    });
+    let port = free_port();
+    let file = setup.log.with_file_name("attache.toml");
+    let config = std::fs::read_to_string(&file).unwrap()
+        + &format!(
+            "\n[redis.extra]\nlisten = \"127.0.0.1:{port}\"\nservers = [\"{}\"]\n",
+            upstream.addr()
+        );
+    // Eight growing prefixes, 150 ms apart: the checks see some of them.
+    let steps = 8;
+    for i in 1..=steps {
+        let mut end = config.len() * i / steps;
+        while !config.is_char_boundary(end) {
+            end += 1;
+        }
+        std::fs::write(&file, &config[..end]).unwrap();
+        std::thread::sleep(Duration::from_millis(150));
+    }
+    let reloads = |result: &str| {
+        let metrics = http(setup.admin, "GET", "/metrics").map(|(_, m)| m);
+        metric(
+            &metrics.unwrap_or_default(),
+            &format!("attache_config_reloads_total{{result=\"{result}\"}}"),
+        )
+    };
+    eventually("the whole config", &setup.log, || {
+        reloads("success") == Some(1.0)
+    });
+    assert_eq!(reloads("failure"), Some(0.0), "a half was refused");
+    TcpStream::connect(("127.0.0.1", port)).expect("the added listener");
+    std::thread::sleep(Duration::from_millis(1500));
+    assert_eq!(reloads("success"), Some(1.0), "applied more than once");
+}
