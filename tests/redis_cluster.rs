@@ -498,7 +498,7 @@ async fn a_sharded_subscription_keeps_its_messages_across_a_rotation() {
 /// plain channels it had beside them, and the app hears both.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_sharded_subscription_follows_its_slot_through_a_failover() {
-    let mut cluster = start_cluster().await;
+    let cluster = start_cluster().await;
     let (_attache, addr) = attache_for_cluster(&cluster, "connect_timeout = \"300ms\"").await;
     let channel = "orders:eu";
     let mut sub = TcpStream::connect(addr).await.unwrap();
@@ -511,13 +511,7 @@ async fn a_sharded_subscription_follows_its_slot_through_a_failover() {
         String::from_utf8_lossy(&confirms)
     );
     let old = cluster.primary_for_slot(key_slot(channel.as_bytes()));
-    cluster.kill_node(old);
-    let (cluster, new) = tokio::task::spawn_blocking(move || {
-        let new = cluster.wait_for_failover(old);
-        (cluster, new)
-    })
-    .await
-    .unwrap();
+    let (cluster, new) = fail_over(cluster, old).await;
     let text = publish_until_heard(&mut sub, &["sharded-after", "plain-after"], || {
         cluster.cli(new, &["SPUBLISH", channel, "sharded-after"]);
         cluster.cli(new, &["PUBLISH", "alerts", "plain-after"]);
@@ -525,6 +519,47 @@ async fn a_sharded_subscription_follows_its_slot_through_a_failover() {
     .await;
     // Only messages reach the app: no stray subscribe confirmations.
     assert!(!text.contains("subscribe"), "{text}");
+}
+
+/// A sharded channel of another node's slot, sent on a sharded
+/// subscription, is refused by the node (`-MOVED`) and not remembered: after
+/// a failover the session still follows its one slot.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_refused_sharded_channel_does_not_hold_back_the_failover() {
+    let cluster = start_cluster().await;
+    let (_attache, addr) = attache_for_cluster(&cluster, "connect_timeout = \"300ms\"").await;
+    let channel = "orders:eu";
+    let old = cluster.primary_for_slot(key_slot(channel.as_bytes()));
+    let elsewhere = (0..)
+        .map(|i| format!("orders:{i}"))
+        .find(|c| cluster.primary_for_slot(key_slot(c.as_bytes())) != old)
+        .unwrap();
+    let mut sub = TcpStream::connect(addr).await.unwrap();
+    raw_exchange(&mut sub, &cmd(&["SSUBSCRIBE", channel]), 1).await;
+    let refused = raw_exchange(&mut sub, &cmd(&["SSUBSCRIBE", &elsewhere]), 1).await;
+    assert!(
+        refused.starts_with(b"-MOVED"),
+        "{}",
+        String::from_utf8_lossy(&refused)
+    );
+    let (cluster, new) = fail_over(cluster, old).await;
+    let text = publish_until_heard(&mut sub, &["sharded-after"], || {
+        cluster.cli(new, &["SPUBLISH", channel, "sharded-after"]);
+    })
+    .await;
+    assert!(!text.contains("subscribe"), "{text}");
+}
+
+/// Kills primary `old` and waits for a replica to take its slots; returns
+/// the cluster and the new primary.
+async fn fail_over(mut cluster: RedisCluster, old: u16) -> (RedisCluster, u16) {
+    cluster.kill_node(old);
+    tokio::task::spawn_blocking(move || {
+        let new = cluster.wait_for_failover(old);
+        (cluster, new)
+    })
+    .await
+    .unwrap()
 }
 
 /// Publishes (with `publish`) until the subscriber `sub` heard every one of

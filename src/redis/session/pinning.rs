@@ -135,7 +135,7 @@ impl Session {
                             .arg(&self.rbuf, 1)
                             .is_some_and(|s| s.eq_ignore_ascii_case(b"caching"));
                 }
-                self.subscriptions.track(&req, &self.rbuf);
+                self.track_on_stream(&req);
                 if !routing::is_framed_stream(&req, &self.rbuf) {
                     // Its replies may not be RESP, or not come at all: the
                     // answers after it go ahead of the stream.

@@ -113,6 +113,31 @@ fn remove(set: &mut BTreeSet<Bytes>, args: impl Iterator<Item = Bytes>, all: boo
 }
 
 impl Session {
+    /// Remembers what a request sent on the stream subscribes to, except,
+    /// in a cluster, an SSUBSCRIBE of a channel another primary serves: the
+    /// pinned node refuses it (`-MOVED`), so there is nothing to restore.
+    pub(super) fn track_on_stream(&mut self, req: &Request) {
+        if !self.is_foreign_sharded(req) {
+            self.subscriptions.track(req, &self.rbuf);
+        }
+    }
+
+    fn is_foreign_sharded(&self, req: &Request) -> bool {
+        let Router::Cluster(router) = &self.service.router else {
+            return false;
+        };
+        let ssubscribe = req
+            .arg(&self.rbuf, 0)
+            .is_some_and(|n| n.eq_ignore_ascii_case(b"ssubscribe"));
+        let (Some(pin), Some(slots)) = (&self.pin, router.slots()) else {
+            return false;
+        };
+        ssubscribe
+            && (1..req.args.len())
+                .filter_map(|i| req.arg(&self.rbuf, i))
+                .any(|channel| slots.owner_of(key_slot(channel)) != Some(pin.server))
+    }
+
     /// Sends the subscriptions on the (new) pinned connection, hiding
     /// their confirmations from the app.
     fn subscribe_again(&mut self) {
