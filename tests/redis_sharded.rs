@@ -455,3 +455,43 @@ async fn subscribers_hear_every_shard() {
     let unsub = raw_exchange(&mut sub, &cmd(&["UNSUBSCRIBE", "news"]), 1).await;
     assert_eq!(unsub, b"*3\r\n$11\r\nunsubscribe\r\n$4\r\nnews\r\n:0\r\n");
 }
+
+/// A sharded subscription is pinned to its channel's server: an
+/// `SSUBSCRIBE` on it for a channel another server serves is refused (its
+/// `SPUBLISH` goes to that server and would never be heard); one for the
+/// same server is taken.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_sharded_subscription_refuses_a_channel_of_another_server() {
+    let shards = Shards::start();
+    let (_attache, addr) = shards.attache("ketama", "").await;
+    let ring = shards.ketama(None);
+    let server_of = |c: &String| ring.server_for_key(c.as_bytes());
+    let channels: Vec<String> = (0..50).map(|i| format!("{i}:orders")).collect();
+    let home = server_of(&channels[0]);
+    let same = channels[1..].iter().find(|c| server_of(c) == home).unwrap();
+    let other = channels.iter().find(|c| server_of(c) != home).unwrap();
+    let mut sub = TcpStream::connect(addr).await.unwrap();
+    raw_exchange(&mut sub, &cmd(&["SSUBSCRIBE", &channels[0]]), 1).await;
+    let refused = raw_exchange(&mut sub, &cmd(&["SSUBSCRIBE", other]), 1).await;
+    assert!(
+        refused.starts_with(b"-CROSSSLOT"),
+        "{}",
+        String::from_utf8_lossy(&refused)
+    );
+    let taken = raw_exchange(&mut sub, &cmd(&["SSUBSCRIBE", same]), 1).await;
+    assert!(
+        taken.ends_with(b":2\r\n"),
+        "{}",
+        String::from_utf8_lossy(&taken)
+    );
+    let mut c = client(addr).await;
+    let receivers: i64 = redis::cmd("SPUBLISH")
+        .arg(same)
+        .arg("m1")
+        .query_async(&mut c)
+        .await
+        .unwrap();
+    assert_eq!(receivers, 1);
+    let message = read_replies(&mut sub, 1).await;
+    assert!(String::from_utf8_lossy(&message).contains("m1"));
+}

@@ -135,6 +135,11 @@ impl Session {
                             .arg(&self.rbuf, 1)
                             .is_some_and(|s| s.eq_ignore_ascii_case(b"caching"));
                 }
+                if self.is_stray_sharded_channel(&req) {
+                    self.rbuf.advance(req.len);
+                    self.answer_in_stream(attache_resp::shard::cross_slot_error());
+                    return Ok(());
+                }
                 self.track_on_stream(&req);
                 if !routing::is_framed_stream(&req, &self.rbuf) {
                     // Its replies may not be RESP, or not come at all: the

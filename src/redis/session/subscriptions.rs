@@ -16,6 +16,7 @@ use attache_resp::hash::key_slot;
 use bytes::Bytes;
 use tokio::sync::mpsc;
 
+use super::routing::{self, Route};
 use super::{discard, Session};
 use crate::redis::connection::{Op, STREAM_BUFFER};
 use crate::redis::error::UpstreamError;
@@ -120,6 +121,25 @@ impl Session {
         if !self.is_foreign_sharded(req) {
             self.subscriptions.track(req, &self.rbuf);
         }
+    }
+
+    /// On a ketama or modula listener, an SSUBSCRIBE / SUNSUBSCRIBE sent on
+    /// a subscription pinned to one server, for a channel another server
+    /// serves: `SPUBLISH` goes to the channel's server, so the pinned one
+    /// would never relay it. Refused as it is before the stream (a
+    /// sharded listener's fan-in hears every server and takes it).
+    pub(super) fn is_stray_sharded_channel(&mut self, req: &Request) -> bool {
+        if !matches!(self.service.router, Router::Hashed(_))
+            || !self.fanin.is_empty()
+            || !routing::is_sharded_channel(req, &self.rbuf)
+            || req.args.len() < 2
+        {
+            return false;
+        }
+        let Some(pinned) = self.pin.as_ref().map(|p| p.server) else {
+            return false;
+        };
+        !matches!(self.route(req), Route::To(server) if server == pinned)
     }
 
     fn is_foreign_sharded(&self, req: &Request) -> bool {
