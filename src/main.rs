@@ -256,8 +256,9 @@ async fn watch_config(
     // until it applies or the file changes; the refusal is logged and
     // counted once.
     let mut pending = false;
-    // An edit seen at the last check, not taken yet.
-    let mut settling: Option<Option<Vec<u8>>> = None;
+    // The contents at the previous check: an edit is taken once it is
+    // the same at two checks in a row.
+    let mut previous = seen.clone();
     loop {
         let forced = tokio::select! {
             _ = tokio::time::sleep(Duration::from_secs(1)) => false,
@@ -265,11 +266,10 @@ async fn watch_config(
         };
         let contents = std::fs::read(&path).ok();
         let retry = !forced && contents == seen;
-        if !forced && !retry && settling.as_ref() != Some(&contents) {
-            settling = Some(contents);
+        let still = std::mem::replace(&mut previous, contents.clone()) == contents;
+        if !forced && !retry && !still {
             continue;
         }
-        settling = None;
         if retry && !pending {
             continue;
         }

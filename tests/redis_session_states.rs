@@ -23,6 +23,19 @@ async fn expect_closed(s: &mut TcpStream, within: Duration) -> Vec<u8> {
     rest
 }
 
+/// A redis-server, attache in front of it, and an app connection to it.
+async fn app_on_single() -> (
+    RedisServer,
+    attache::Running,
+    std::net::SocketAddr,
+    TcpStream,
+) {
+    let server = RedisServer::start();
+    let (attache, addr) = attache_for(&server, "").await;
+    let app = TcpStream::connect(addr).await.unwrap();
+    (server, attache, addr, app)
+}
+
 /// attache with a ketama listener `shards` over two servers.
 async fn ketama_attache(
     servers: &[RedisServer; 2],
@@ -162,9 +175,7 @@ async fn shutdown_closes_an_idle_subscriber() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn subscribe_then_reset_in_one_write_gets_both_replies() {
-    let server = RedisServer::start();
-    let (_attache, addr) = attache_for(&server, "").await;
-    let mut a = TcpStream::connect(addr).await.unwrap();
+    let (_server, _attache, _addr, mut a) = app_on_single().await;
     let mut request = cmd(&["SUBSCRIBE", "ch"]);
     request.extend(cmd(&["RESET"]));
     request.extend(cmd(&["PING"]));
@@ -179,9 +190,7 @@ async fn subscribe_then_reset_in_one_write_gets_both_replies() {
 /// answer still comes after the replies to what the app sent before it.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_local_answer_while_subscribing_keeps_its_place() {
-    let server = RedisServer::start();
-    let (_attache, addr) = attache_for(&server, "").await;
-    let mut a = TcpStream::connect(addr).await.unwrap();
+    let (server, _attache, _addr, mut a) = app_on_single().await;
     let mut request = cmd(&["SUBSCRIBE", "ch"]);
     request.extend(cmd(&["AUTH", "pw"]));
     request.extend(cmd(&["PING"]));
@@ -203,9 +212,7 @@ async fn a_local_answer_while_subscribing_keeps_its_place() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_local_answer_keeps_its_place_in_a_resp3_subscription_and_in_monitor() {
-    let server = RedisServer::start();
-    let (_attache, addr) = attache_for(&server, "").await;
-    let mut a = TcpStream::connect(addr).await.unwrap();
+    let (server, _attache, addr, mut a) = app_on_single().await;
     raw_exchange(&mut a, &cmd(&["HELLO", "3"]), 1).await;
     let mut request = cmd(&["SUBSCRIBE", "ch"]);
     request.extend(cmd(&["AUTH", "pw"]));
@@ -323,9 +330,7 @@ async fn shutdown_waits_for_a_sharded_multi_to_end() {
 /// as it comes, and the writes that follow reach the app.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_replication_stream_passes_as_it_comes() {
-    let server = RedisServer::start();
-    let (_attache, addr) = attache_for(&server, "").await;
-    let mut a = TcpStream::connect(addr).await.unwrap();
+    let (server, _attache, _addr, mut a) = app_on_single().await;
     tokio::io::AsyncWriteExt::write_all(&mut a, &cmd(&["SYNC"]))
         .await
         .unwrap();
@@ -351,9 +356,7 @@ async fn a_replication_stream_passes_as_it_comes() {
 /// still gets the answer, then the error.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_protocol_error_while_subscribed_keeps_the_answers_before_it() {
-    let server = RedisServer::start();
-    let (_attache, addr) = attache_for(&server, "").await;
-    let mut a = TcpStream::connect(addr).await.unwrap();
+    let (_server, _attache, _addr, mut a) = app_on_single().await;
     raw_exchange(&mut a, &cmd(&["SUBSCRIBE", "ch"]), 1).await;
     let mut request = cmd(&["AUTH", "pw"]);
     request.extend(b"*1\r\n$abc\r\n");
@@ -369,9 +372,7 @@ async fn a_protocol_error_while_subscribed_keeps_the_answers_before_it() {
 /// answer of attache's cannot be placed with one, and is not lost.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_local_answer_inside_a_multi_while_tracking() {
-    let server = RedisServer::start();
-    let (_attache, addr) = attache_for(&server, "").await;
-    let mut a = TcpStream::connect(addr).await.unwrap();
+    let (_server, _attache, _addr, mut a) = app_on_single().await;
     let reply = raw_exchange(&mut a, &cmd(&["CLIENT", "TRACKING", "ON"]), 1).await;
     assert_eq!(reply, b"+OK\r\n");
     assert_eq!(raw_exchange(&mut a, &cmd(&["MULTI"]), 1).await, b"+OK\r\n");
@@ -393,9 +394,7 @@ async fn a_local_answer_inside_a_multi_while_tracking() {
 /// answers reach the app in their place, and its tokens do not.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_local_answer_after_hello_3_on_a_resp2_stream() {
-    let server = RedisServer::start();
-    let (_attache, addr) = attache_for(&server, "").await;
-    let mut a = TcpStream::connect(addr).await.unwrap();
+    let (_server, _attache, addr, mut a) = app_on_single().await;
     let reply = raw_exchange(&mut a, &cmd(&["CLIENT", "TRACKING", "ON"]), 1).await;
     assert_eq!(reply, b"+OK\r\n");
     let reply = raw_exchange(&mut a, &cmd(&["HELLO", "3"]), 1).await;
@@ -453,9 +452,7 @@ async fn shutdown_gives_a_subscriber_the_answers_in_its_stream() {
 /// to place an answer must not take it from the app's read.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_local_answer_after_client_caching_keeps_the_read_tracked() {
-    let server = RedisServer::start();
-    let (_attache, addr) = attache_for(&server, "").await;
-    let mut a = TcpStream::connect(addr).await.unwrap();
+    let (server, _attache, _addr, mut a) = app_on_single().await;
     raw_exchange(&mut a, &cmd(&["HELLO", "3"]), 1).await;
     let on = raw_exchange(&mut a, &cmd(&["CLIENT", "TRACKING", "ON", "OPTIN"]), 1).await;
     assert_eq!(on, b"+OK\r\n");

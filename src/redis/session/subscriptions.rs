@@ -149,13 +149,15 @@ impl Session {
         let ssubscribe = req
             .arg(&self.rbuf, 0)
             .is_some_and(|n| n.eq_ignore_ascii_case(b"ssubscribe"));
+        if !ssubscribe {
+            return false;
+        }
         let (Some(pin), Some(slots)) = (&self.pin, router.slots()) else {
             return false;
         };
-        ssubscribe
-            && (1..req.args.len())
-                .filter_map(|i| req.arg(&self.rbuf, i))
-                .any(|channel| slots.owner_of(key_slot(channel)) != Some(pin.server))
+        (1..req.args.len())
+            .filter_map(|i| req.arg(&self.rbuf, i))
+            .any(|channel| slots.owner_of(key_slot(channel)) != Some(pin.server))
     }
 
     /// Sends the subscriptions on the (new) pinned connection, hiding
