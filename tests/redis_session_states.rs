@@ -223,11 +223,15 @@ async fn a_local_answer_keeps_its_place_in_a_resp3_subscription_and_in_monitor()
     );
 
     // MONITOR: the answer after MONITOR's +OK, and the feed does not show
-    // how attache placed it.
+    // how attache placed it, nor another connection's answer.
     let mut m = TcpStream::connect(addr).await.unwrap();
     let mut request = cmd(&["MONITOR"]);
     request.extend(cmd(&["AUTH", "pw"]));
     assert_eq!(raw_exchange(&mut m, &request, 2).await, b"+OK\r\n+OK\r\n");
+    assert_eq!(
+        raw_exchange(&mut a, &cmd(&["AUTH", "pw"]), 1).await,
+        b"+OK\r\n"
+    );
     assert_eq!(server.cli(&["SET", "seen", "1"]), "OK");
     let mut feed = Vec::new();
     while !String::from_utf8_lossy(&feed).contains("\"seen\"") {

@@ -12,6 +12,7 @@
 //! is never taken for it. A MONITOR feed's line for the PING is dropped.
 
 use std::collections::VecDeque;
+use std::sync::OnceLock;
 
 use attache_resp::frame::{self, reply};
 use bytes::{Bytes, BytesMut};
@@ -23,7 +24,8 @@ use super::connection::STREAM_BUFFER;
 /// The session's side of a relay: where its answers are placed.
 pub(super) struct Marks {
     tx: mpsc::UnboundedSender<Mark>,
-    /// `attache:<random>:`, the start of every token of this relay.
+    /// `attache:<process><random>:`, the start of every token of this
+    /// relay.
     prefix: Bytes,
     next: u64,
     /// The app's last command on the stream was `CLIENT CACHING`, which
@@ -74,29 +76,35 @@ impl Marks {
     }
 }
 
+/// The confirmations of a resubscription the app did not ask for, in the
+/// order its commands were sent: each command's kind (`subscribe`,
+/// `psubscribe`, `ssubscribe`) and how many it confirms.
+pub(super) type Unasked = VecDeque<(&'static [u8], usize)>;
+
+/// `attache:<random>`, the start of every token this process sends. A
+/// MONITOR feed drops the lines of all of them, other sessions' too.
+fn process_prefix() -> &'static str {
+    static PREFIX: OnceLock<String> = OnceLock::new();
+    PREFIX.get_or_init(|| format!("attache:{:016x}", fastrand::u64(..)))
+}
+
 /// Starts a relay to `out`: returns the sink the streaming connection
-/// writes to, and where the session places its answers. The first `skip`
-/// frames are dropped (the confirmations of a resubscription the app did
-/// not ask for).
+/// writes to, and where the session places its answers. The `unasked`
+/// confirmations are dropped; the messages that come between them pass.
 pub(super) fn spawn(
     out: mpsc::Sender<Bytes>,
     resp3: bool,
-    skip: usize,
+    unasked: Unasked,
 ) -> (mpsc::Sender<Bytes>, Marks) {
     let (sink, input) = mpsc::channel(STREAM_BUFFER);
     let (tx, marks) = mpsc::unbounded_channel();
-    let prefix = Bytes::from(format!(
-        "attache:{:016x}{:016x}:",
-        fastrand::u64(..),
-        fastrand::u64(..)
-    ));
+    let prefix = Bytes::from(format!("{}{:016x}:", process_prefix(), fastrand::u64(..)));
     let relay = Relay {
         out,
         marks,
         waiting: VecDeque::new(),
-        prefix: prefix.clone(),
         resp3,
-        skip,
+        unasked,
         pending: BytesMut::new(),
         framed: true,
     };
@@ -117,9 +125,8 @@ struct Relay {
     marks: mpsc::UnboundedReceiver<Mark>,
     /// Answers whose PING has not come back, in the order sent.
     waiting: VecDeque<Mark>,
-    prefix: Bytes,
     resp3: bool,
-    skip: usize,
+    unasked: Unasked,
     /// Received, not yet a whole frame.
     pending: BytesMut,
     /// False once the stream stopped parsing (a replication stream after
@@ -192,8 +199,7 @@ impl Relay {
                 }
             };
             let one = &self.pending[whole..whole + n];
-            let instead = if self.skip > 0 {
-                self.skip -= 1;
+            let instead = if is_unasked(&mut self.unasked, one) {
                 Some(None)
             } else if self.waiting.front().is_some_and(|m| m.is_reply(one)) {
                 if is_ping_refused(one) {
@@ -201,8 +207,11 @@ impl Relay {
                     self.marks.close();
                 }
                 self.waiting.pop_front().map(|m| Some(m.answer))
-            } else if one.first() == Some(&b'+') && memmem::find(one, &self.prefix).is_some() {
-                // MONITOR's line for attache's own PING.
+            } else if one.first() == Some(&b'+')
+                && memmem::find(one, process_prefix().as_bytes()).is_some()
+            {
+                // MONITOR's line for attache's own PING (this session's or
+                // another's).
                 Some(None)
             } else {
                 None
@@ -223,5 +232,118 @@ impl Relay {
             pieces.push(self.pending.split_to(whole).freeze());
         }
         pieces
+    }
+}
+
+/// Whether `frame` confirms the resubscription (to be dropped). The
+/// server may relay a message between two of its commands. A refusal
+/// of one of them (`-NOPERM`) is passed on, so the app learns that a
+/// subscription is gone; that command's confirmations are not awaited.
+fn is_unasked(unasked: &mut Unasked, frame: &[u8]) -> bool {
+    let Some((kind, left)) = unasked.front_mut() else {
+        return false;
+    };
+    if frame.first() == Some(&b'-') {
+        unasked.pop_front();
+        return false;
+    }
+    if !is_confirmation(frame, kind) {
+        return false;
+    }
+    *left -= 1;
+    if *left == 0 {
+        unasked.pop_front();
+    }
+    true
+}
+
+/// `frame` is a `kind` confirmation: `*3` (RESP2) or `>3` (RESP3) whose
+/// first element is the bulk string `kind`.
+fn is_confirmation(frame: &[u8], kind: &[u8]) -> bool {
+    let Some(rest) = frame
+        .strip_prefix(b"*3\r\n")
+        .or_else(|| frame.strip_prefix(b">3\r\n"))
+    else {
+        return false;
+    };
+    let header = format!("${}\r\n", kind.len());
+    rest.strip_prefix(header.as_bytes())
+        .is_some_and(|r| r.len() > kind.len() && r[..kind.len()].eq_ignore_ascii_case(kind))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn relay(resp3: bool, unasked: &[(&'static [u8], usize)]) -> Relay {
+        let (out, _) = mpsc::channel(1);
+        let (_, marks) = mpsc::unbounded_channel();
+        Relay {
+            out,
+            marks,
+            waiting: VecDeque::new(),
+            resp3,
+            unasked: unasked.iter().copied().collect(),
+            pending: BytesMut::new(),
+            framed: true,
+        }
+    }
+
+    /// What the app gets when `frames` come from the server.
+    fn relayed(relay: &mut Relay, frames: &[&[u8]]) -> Vec<u8> {
+        relay.pending.extend_from_slice(&frames.concat());
+        relay.cut().concat()
+    }
+
+    fn push(resp3: bool, parts: [&str; 3]) -> Vec<u8> {
+        let mut out = if resp3 {
+            b">3\r\n".to_vec()
+        } else {
+            b"*3\r\n".to_vec()
+        };
+        for p in parts {
+            match p.parse::<i64>() {
+                Ok(n) => out.extend_from_slice(format!(":{n}\r\n").as_bytes()),
+                Err(_) => out.extend_from_slice(format!("${}\r\n{p}\r\n", p.len()).as_bytes()),
+            }
+        }
+        out
+    }
+
+    #[test]
+    fn a_message_between_the_resubscriptions_commands_reaches_the_app() {
+        for resp3 in [false, true] {
+            let mut r = relay(resp3, &[(b"subscribe", 2), (b"psubscribe", 1)]);
+            let hello = push(resp3, ["message", "a", "hello"]);
+            let world = push(resp3, ["message", "b", "world"]);
+            let got = relayed(
+                &mut r,
+                &[
+                    &push(resp3, ["subscribe", "a", "1"]),
+                    &push(resp3, ["subscribe", "b", "2"]),
+                    &hello,
+                    &push(resp3, ["psubscribe", "p*", "3"]),
+                    &world,
+                ],
+            );
+            assert_eq!(got, [&hello[..], &world[..]].concat(), "resp3: {resp3}");
+            // The app's own SUBSCRIBE after it is confirmed to the app.
+            let own = push(resp3, ["subscribe", "c", "4"]);
+            assert_eq!(relayed(&mut r, &[&own]), own);
+        }
+    }
+
+    #[test]
+    fn a_refused_resubscription_is_passed_on_and_not_awaited() {
+        let mut r = relay(false, &[(b"subscribe", 2), (b"ssubscribe", 1)]);
+        let refused = b"-NOPERM No permissions to access a channel\r\n";
+        let message = push(false, ["smessage", "s", "x"]);
+        let got = relayed(
+            &mut r,
+            &[refused, &push(false, ["ssubscribe", "s", "1"]), &message],
+        );
+        assert_eq!(got, [&refused[..], &message[..]].concat());
+        let own = push(false, ["subscribe", "c", "2"]);
+        assert_eq!(relayed(&mut r, &[&own]), own);
     }
 }

@@ -79,7 +79,7 @@ impl Session {
         self.flush_run();
         let (sink, rx) = mpsc::channel(STREAM_BUFFER);
         let sink = if framed {
-            let (sink, marks) = relay::spawn(sink, self.protocol.is_resp3(), 0);
+            let (sink, marks) = relay::spawn(sink, self.protocol.is_resp3(), relay::Unasked::new());
             self.marks = Some(marks);
             sink
         } else {

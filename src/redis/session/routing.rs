@@ -394,7 +394,7 @@ impl Session {
         }
         // Server 0's stream goes to the app in whole frames, so the others'
         // messages never land inside one of its frames.
-        let (sink, marks) = relay::spawn(sink, self.protocol.is_resp3(), 0);
+        let (sink, marks) = relay::spawn(sink, self.protocol.is_resp3(), relay::Unasked::new());
         self.marks = Some(marks);
         if let Some(pin) = &self.pin {
             pin.conn.handle.send(Op::Stream {

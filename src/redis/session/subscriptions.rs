@@ -83,23 +83,24 @@ impl Subscriptions {
         Ok(owner)
     }
 
-    /// The commands that restore every subscription, and how many
+    /// The commands that restore every subscription, and the
     /// confirmations they produce.
-    fn commands(&self) -> (Bytes, usize) {
+    fn commands(&self) -> (Bytes, relay::Unasked) {
         let mut out = Vec::new();
-        for (verb, set) in [
-            (&b"SUBSCRIBE"[..], &self.channels),
-            (b"PSUBSCRIBE", &self.patterns),
-            (b"SSUBSCRIBE", &self.sharded),
+        let mut unasked = relay::Unasked::new();
+        for (verb, kind, set) in [
+            (&b"SUBSCRIBE"[..], &b"subscribe"[..], &self.channels),
+            (b"PSUBSCRIBE", b"psubscribe", &self.patterns),
+            (b"SSUBSCRIBE", b"ssubscribe", &self.sharded),
         ] {
             if !set.is_empty() {
                 let mut args: Vec<&[u8]> = vec![verb];
                 args.extend(set.iter().map(|b| &b[..]));
                 out.extend_from_slice(&reply::command(&args));
+                unasked.push_back((kind, set.len()));
             }
         }
-        let confirmations = self.channels.len() + self.patterns.len() + self.sharded.len();
-        (out.into(), confirmations)
+        (out.into(), unasked)
     }
 }
 
@@ -163,9 +164,9 @@ impl Session {
     /// Sends the subscriptions on the (new) pinned connection, hiding
     /// their confirmations from the app.
     fn subscribe_again(&mut self) {
-        let (commands, confirmations) = self.subscriptions.commands();
+        let (commands, unasked) = self.subscriptions.commands();
         let (sink, rx) = mpsc::channel(STREAM_BUFFER);
-        let (quiet, marks) = relay::spawn(sink, self.protocol.is_resp3(), confirmations);
+        let (quiet, marks) = relay::spawn(sink, self.protocol.is_resp3(), unasked);
         self.marks = Some(marks);
         if let Some(pin) = &self.pin {
             pin.conn.handle.send(Op::Stream {
