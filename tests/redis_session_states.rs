@@ -241,6 +241,61 @@ async fn a_local_answer_keeps_its_place_in_a_resp3_subscription_and_in_monitor()
     assert!(!feed.contains("attache:"), "{feed}");
 }
 
+/// CLIENT REPLY OFF / SKIP / ON: attache's own answer (AUTH's) is given,
+/// withheld or skipped as the server does with its own, in order.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn client_reply_off_and_skip_hold_attaches_own_answers_too() {
+    let (_server, _attache, addr, _) = app_on_single().await;
+    let auth = ["AUTH", "pw"];
+    let sequences: [(&[&[&str]], usize, &str); 3] = [
+        (
+            &[
+                &["CLIENT", "REPLY", "OFF"],
+                &["SET", "a", "1"],
+                &auth,
+                &["CLIENT", "REPLY", "ON"],
+                &["GET", "a"],
+                &auth,
+                &["PING"],
+            ],
+            4,
+            "+OK\r\n$1\r\n1\r\n+OK\r\n+PONG\r\n",
+        ),
+        (
+            &[
+                &["CLIENT", "REPLY", "SKIP"],
+                &auth,
+                &["GET", "a"],
+                &["CLIENT", "REPLY", "SKIP"],
+                &["GET", "a"],
+                &auth,
+                &["PING"],
+            ],
+            3,
+            "$1\r\n1\r\n+OK\r\n+PONG\r\n",
+        ),
+        (
+            &[
+                &["CLIENT", "REPLY", "SKIP"],
+                &["CLIENT", "REPLY", "OFF"],
+                &auth,
+                &["CLIENT", "REPLY", "SKIP"],
+                &["GET", "a"],
+                &["CLIENT", "REPLY", "ON"],
+                &["ECHO", "x"],
+            ],
+            2,
+            "+OK\r\n$1\r\nx\r\n",
+        ),
+    ];
+    for (sequence, replies, expected) in sequences {
+        let request: Vec<u8> = sequence.iter().flat_map(|c| cmd(c)).collect();
+        let mut app = TcpStream::connect(addr).await.unwrap();
+        let got = raw_exchange(&mut app, &request, replies).await;
+        assert_eq!(String::from_utf8_lossy(&got), expected, "{sequence:?}");
+    }
+}
+
 /// A sharded listener subscribes on every server and relays one stream:
 /// a message from one server never lands inside a large one from another.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

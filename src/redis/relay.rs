@@ -14,7 +14,7 @@
 use std::collections::VecDeque;
 use std::sync::OnceLock;
 
-use attache_resp::frame::{self, reply};
+use attache_resp::frame::{self, reply, Request};
 use bytes::{Bytes, BytesMut};
 use memchr::memmem;
 use tokio::sync::mpsc;
@@ -31,6 +31,44 @@ pub(super) struct Marks {
     /// The app's last command on the stream was `CLIENT CACHING`, which
     /// applies to the next command: a PING now would take it.
     pub(super) caching: bool,
+    /// What the app asked with `CLIENT REPLY`.
+    pub(super) replies: Replies,
+}
+
+/// The server's reply mode, as the app set it with `CLIENT REPLY`.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub(super) enum Replies {
+    On,
+    /// `OFF`: no reply at all, attache's answers included.
+    Off,
+    /// `SKIP`: none to the next command.
+    SkipNext,
+}
+
+impl Replies {
+    /// The mode once the server has run `req`.
+    pub(super) fn after(self, req: &Request, buf: &[u8]) -> Replies {
+        let is = |i, s: &[u8]| req.arg(buf, i).is_some_and(|a| a.eq_ignore_ascii_case(s));
+        if is(0, b"client") && is(1, b"reply") && req.args.len() == 3 {
+            if is(2, b"on") {
+                return Replies::On;
+            } else if is(2, b"off") {
+                return Replies::Off;
+            } else if is(2, b"skip") {
+                // Ignored while replies are off.
+                return if self == Replies::Off {
+                    self
+                } else {
+                    Replies::SkipNext
+                };
+            }
+        }
+        match self {
+            // This command's reply was the one skipped.
+            Replies::SkipNext => Replies::On,
+            other => other,
+        }
+    }
 }
 
 struct Mark {
@@ -60,6 +98,13 @@ fn is_ping_refused(frame: &[u8]) -> bool {
 }
 
 impl Marks {
+    /// Follows the app's command `req`, sent on the stream.
+    pub(super) fn follow(&mut self, req: &Request, buf: &[u8]) {
+        let is = |i, s: &[u8]| req.arg(buf, i).is_some_and(|a| a.eq_ignore_ascii_case(s));
+        self.caching = is(0, b"client") && is(1, b"caching");
+        self.replies = self.replies.after(req, buf);
+    }
+
     /// Registers `answer` to take the place of the reply to the command
     /// returned, which the caller sends on the stream. Gives the answer
     /// back when the relay has ended.
@@ -95,6 +140,7 @@ pub(super) fn spawn(
     out: mpsc::Sender<Bytes>,
     resp3: bool,
     unasked: Unasked,
+    replies: Replies,
 ) -> (mpsc::Sender<Bytes>, Marks) {
     let (sink, input) = mpsc::channel(STREAM_BUFFER);
     let (tx, marks) = mpsc::unbounded_channel();
@@ -116,6 +162,7 @@ pub(super) fn spawn(
             prefix,
             next: 0,
             caching: false,
+            replies,
         },
     )
 }

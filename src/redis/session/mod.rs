@@ -33,7 +33,7 @@ use super::dedicated::Dedicated;
 use super::meter::Meters;
 use super::metrics::{Family, RedisMetrics};
 use super::policy::{classify, Action, Transient};
-use super::relay::Marks;
+use super::relay::{Marks, Replies};
 use super::service::RedisService;
 use super::slots::{collect_ready, wait_front, ReadyReplies, Slot};
 use crate::shutdown::ShutdownWait;
@@ -97,7 +97,7 @@ pub(crate) struct Session {
     /// on another node when its node goes away.
     subscriptions: Subscriptions,
     /// Streaming: where attache's own answers go in the stream (none for a
-    /// stream that is not RESP, or has no replies: SYNC, CLIENT REPLY).
+    /// stream that is not RESP: SYNC).
     marks: Option<Marks>,
     /// The streaming upstream went away (cluster: resubscribe elsewhere).
     stream_lost: bool,
@@ -467,13 +467,14 @@ impl Session {
                 }
                 self.subscriptions.track(&req, &self.rbuf);
                 let framed = routing::is_framed_stream(&req, &self.rbuf);
+                let replies = Replies::On.after(&req, &self.rbuf);
                 let bytes = self.take_request(&req);
                 if let Err(e) = self.pin(server, true, stream).await {
                     self.reply_error(&e);
                     return Ok(());
                 }
                 if stream {
-                    self.start_streaming(bytes.freeze(), framed);
+                    self.start_streaming(bytes.freeze(), framed, replies);
                 } else {
                     self.push_run(bytes, Target::Pinned, false);
                 }

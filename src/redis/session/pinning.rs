@@ -14,7 +14,7 @@ use crate::redis::connector::Protocol;
 use crate::redis::dedicated::Dedicated;
 use crate::redis::error::UpstreamError;
 use crate::redis::policy::{Action, Transient};
-use crate::redis::relay;
+use crate::redis::relay::{self, Replies};
 use crate::redis::slots::{wait_front, Slot};
 use crate::socket::write_all;
 
@@ -75,11 +75,16 @@ impl Session {
 
     /// From `bytes` on, the pinned connection streams to the app. A RESP
     /// stream goes through a relay, which places attache's own answers.
-    pub(super) fn start_streaming(&mut self, bytes: Bytes, framed: bool) {
+    pub(super) fn start_streaming(&mut self, bytes: Bytes, framed: bool, replies: Replies) {
         self.flush_run();
         let (sink, rx) = mpsc::channel(STREAM_BUFFER);
         let sink = if framed {
-            let (sink, marks) = relay::spawn(sink, self.protocol.is_resp3(), relay::Unasked::new());
+            let (sink, marks) = relay::spawn(
+                sink,
+                self.protocol.is_resp3(),
+                relay::Unasked::new(),
+                replies,
+            );
             self.marks = Some(marks);
             sink
         } else {
@@ -128,12 +133,7 @@ impl Session {
                     _ => {}
                 }
                 if let Some(marks) = &mut self.marks {
-                    marks.caching = req
-                        .arg(&self.rbuf, 0)
-                        .is_some_and(|n| n.eq_ignore_ascii_case(b"client"))
-                        && req
-                            .arg(&self.rbuf, 1)
-                            .is_some_and(|s| s.eq_ignore_ascii_case(b"caching"));
+                    marks.follow(&req, &self.rbuf);
                 }
                 if self.is_stray_sharded_channel(&req) {
                     self.rbuf.advance(req.len);
@@ -163,8 +163,21 @@ impl Session {
     /// stream when it has no relay.
     fn answer_in_stream(&mut self, answer: Bytes) {
         let answer = match (&mut self.marks, &self.pin) {
+            // The app turned replies off: the server answers nothing, nor
+            // does attache.
+            (Some(marks), Some(_)) if marks.replies == Replies::Off => return,
+            // The next reply is skipped: this answer's. A PING takes the
+            // server's skip, or it would skip the next command's reply.
             (Some(marks), Some(pin))
-                if !self.multi
+                if marks.replies == Replies::SkipNext && !self.multi && !marks.caching =>
+            {
+                marks.replies = Replies::On;
+                pin.conn.handle.send(Op::Write(reply::command(&[b"PING"])));
+                return;
+            }
+            (Some(marks), Some(pin))
+                if marks.replies == Replies::On
+                    && !self.multi
                     && !marks.caching
                     && matches!(self.slots.back(), Some(Slot::Stream(_))) =>
             {

@@ -12,8 +12,9 @@ use tokio::sync::mpsc;
 use super::{Session, Target};
 use crate::redis::connection::{Op, STREAM_BUFFER};
 use crate::redis::error::UpstreamError;
+use crate::redis::fanin;
 use crate::redis::meter::{Families, Meter};
-use crate::redis::{fanin, relay};
+use crate::redis::relay::{self, Replies};
 use std::sync::Arc;
 
 use attache_resp::hash::{key_slot, Distributor};
@@ -394,7 +395,12 @@ impl Session {
         }
         // Server 0's stream goes to the app in whole frames, so the others'
         // messages never land inside one of its frames.
-        let (sink, marks) = relay::spawn(sink, self.protocol.is_resp3(), relay::Unasked::new());
+        let (sink, marks) = relay::spawn(
+            sink,
+            self.protocol.is_resp3(),
+            relay::Unasked::new(),
+            Replies::On,
+        );
         self.marks = Some(marks);
         if let Some(pin) = &self.pin {
             pin.conn.handle.send(Op::Stream {
@@ -425,16 +431,9 @@ pub(super) fn is_fan_in_subscribe(req: &Request, buf: &[u8]) -> bool {
 }
 
 /// A stream the relay can frame and place answers in: not SYNC / PSYNC (a
-/// replication stream is not RESP) nor CLIENT REPLY (PING may get no reply).
+/// replication stream is not RESP).
 pub(super) fn is_framed_stream(req: &Request, buf: &[u8]) -> bool {
-    let Some(name) = req.arg(buf, 0) else {
-        return true;
-    };
-    let is = |n: &[u8]| name.eq_ignore_ascii_case(n);
-    !(is(b"sync")
-        || is(b"psync")
-        || is(b"client")
-            && req
-                .arg(buf, 1)
-                .is_some_and(|s| s.eq_ignore_ascii_case(b"reply")))
+    !req.arg(buf, 0).is_some_and(|name| {
+        name.eq_ignore_ascii_case(b"sync") || name.eq_ignore_ascii_case(b"psync")
+    })
 }

@@ -20,7 +20,7 @@ use super::routing::{self, Route};
 use super::{discard, Session};
 use crate::redis::connection::{Op, STREAM_BUFFER};
 use crate::redis::error::UpstreamError;
-use crate::redis::relay;
+use crate::redis::relay::{self, Replies};
 use crate::redis::router::{ClusterSlots, Router};
 use crate::redis::slots::Slot;
 
@@ -166,7 +166,7 @@ impl Session {
     fn subscribe_again(&mut self) {
         let (commands, unasked) = self.subscriptions.commands();
         let (sink, rx) = mpsc::channel(STREAM_BUFFER);
-        let (quiet, marks) = relay::spawn(sink, self.protocol.is_resp3(), unasked);
+        let (quiet, marks) = relay::spawn(sink, self.protocol.is_resp3(), unasked, Replies::On);
         self.marks = Some(marks);
         if let Some(pin) = &self.pin {
             pin.conn.handle.send(Op::Stream {
