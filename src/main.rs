@@ -334,10 +334,18 @@ fn worker_runtime() -> std::io::Result<tokio::runtime::Runtime> {
 /// SIGTERM, Ctrl-C or `/quitquitquit`; says which.
 async fn wait_for_signal(quit: &mut watch::Receiver<bool>) -> &'static str {
     use tokio::signal::unix::{signal, SignalKind};
+    // A request not seen yet: `wait_for` would also take the value an
+    // earlier call saw (it stays `true`), so the drain that follows the
+    // first request would end at once, as if a second had come.
     let quit_requested = async {
-        let _ = quit.wait_for(|q| *q).await;
-        // Seen once: a second wait needs a second request.
-        quit.mark_unchanged();
+        loop {
+            if quit.changed().await.is_err() {
+                std::future::pending::<()>().await;
+            }
+            if *quit.borrow_and_update() {
+                break;
+            }
+        }
     };
     match signal(SignalKind::terminate()) {
         Ok(mut term) => tokio::select! {

@@ -171,6 +171,36 @@ fn sigterm_lets_requests_in_flight_finish_then_exits_0() {
 }
 
 #[test]
+fn quitquitquit_lets_requests_in_flight_finish_then_exits_0() {
+    let upstream = RedisServer::start();
+    let mut setup = start(&upstream, "[runtime]\nshutdown_grace = \"20s\"\n");
+    let (admin, log) = (setup.admin, setup.log.clone());
+    eventually("/ready", &log, || {
+        matches!(http(admin, "GET", "/ready"), Some((200, _)))
+    });
+    let stream = TcpStream::connect(("127.0.0.1", setup.redis)).unwrap();
+    stream
+        .set_read_timeout(Some(Duration::from_secs(10)))
+        .unwrap();
+    let mut app = BufReader::new(stream);
+    // In flight when /quitquitquit arrives: a pop that blocks for 2 s.
+    app.get_mut()
+        .write_all(b"*3\r\n$5\r\nBLPOP\r\n$9\r\ndrain:key\r\n$1\r\n2\r\n")
+        .unwrap();
+    std::thread::sleep(Duration::from_millis(300));
+    assert_eq!(http(admin, "POST", "/quitquitquit").unwrap().0, 200);
+    // One request drains, as SIGTERM does: the pop is answered.
+    let mut reply = String::new();
+    app.read_line(&mut reply).unwrap();
+    assert!(reply == "*-1\r\n" || reply == "$-1\r\n", "{reply:?}");
+    let status = setup
+        .process
+        .wait_for_exit(Duration::from_secs(15))
+        .expect("exited after draining");
+    assert!(status.success(), "{status}");
+}
+
+#[test]
 fn a_second_sigterm_exits_at_once() {
     let upstream = RedisServer::start();
     let mut setup = start(&upstream, "[runtime]\nshutdown_grace = \"60s\"\n");

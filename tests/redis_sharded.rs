@@ -495,3 +495,148 @@ async fn a_sharded_subscription_refuses_a_channel_of_another_server() {
     let message = read_replies(&mut sub, 1).await;
     assert!(String::from_utf8_lossy(&message).contains("m1"));
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+<<<<<<< ours
+<<<<<<< ours
+<<<<<<< ours
+<<<<<<< ours
+<<<<<<< ours
+async fn random_mode_sends_a_multi_key_command_to_one_server() {
+    let shards = Shards::start();
+    let (_attache, addr) = shards.attache("random", "").await;
+    let mut s = TcpStream::connect(addr).await.unwrap();
+    // Any one server may take it; drawn per key, most got CROSSSLOT.
+    for _ in 0..30 {
+        assert_eq!(
+            raw_exchange(&mut s, &cmd(&["SINTERSTORE", "dst", "a", "b"]), 1).await,
+            b":0\r\n"
+        );
+        assert_eq!(
+            raw_exchange(&mut s, &cmd(&["EVAL", "return 1", "2", "a", "b"]), 1).await,
+            b":1\r\n"
+        );
+    }
+=======
+async fn an_mset_missing_a_value_writes_nothing() {
+=======
+async fn a_command_refused_inside_multi_aborts_the_transaction() {
+>>>>>>> theirs
+=======
+async fn discard_ends_a_failed_transaction_with_ok() {
+>>>>>>> theirs
+    let shards = Shards::start();
+    let (_attache, addr) = shards.attache("ketama", "").await;
+    let ring = shards.ketama(None);
+    let other = (1..)
+        .map(|i| format!("k{i}"))
+        .find(|k| ring.server_for_key(k.as_bytes()) != ring.server_for_key(b"k0"))
+        .unwrap();
+    let mut s = TcpStream::connect(addr).await.unwrap();
+<<<<<<< ours
+<<<<<<< ours
+    let reply = raw_exchange(&mut s, &cmd(&["MSET", "k0", "v", &other]), 1).await;
+    assert!(
+        reply.starts_with(b"-ERR wrong number of arguments"),
+        "{}",
+        String::from_utf8_lossy(&reply)
+    );
+    assert_eq!(
+        raw_exchange(&mut s, &cmd(&["EXISTS", "k0"]), 1).await,
+        b":0\r\n",
+        "nothing written, as Redis"
+    );
+>>>>>>> theirs
+=======
+async fn ping_and_echo_are_queued_inside_multi() {
+    let shards = Shards::start();
+    let (_attache, addr) = shards.attache("ketama", "").await;
+    let mut s = TcpStream::connect(addr).await.unwrap();
+    let mut request = cmd(&["MULTI"]);
+    request.extend(cmd(&["SET", "k0", "x"]));
+    request.extend(cmd(&["PING"]));
+    request.extend(cmd(&["ECHO", "hi"]));
+    request.extend(cmd(&["EXEC"]));
+    let replies = raw_exchange(&mut s, &request, 5).await;
+    assert_eq!(
+        String::from_utf8_lossy(&replies),
+        "+OK\r\n+QUEUED\r\n+QUEUED\r\n+QUEUED\r\n*3\r\n+OK\r\n+PONG\r\n$2\r\nhi\r\n"
+    );
+    // Outside a transaction attache still answers them itself.
+    assert_eq!(raw_exchange(&mut s, &cmd(&["PING"]), 1).await, b"+PONG\r\n");
+>>>>>>> theirs
+=======
+    for refused in [
+        vec!["MGET", "k0", other.as_str()],
+        vec!["RENAME", "k0", other.as_str()],
+        vec!["DBSIZE"],
+    ] {
+        // After a first command (MULTI sent upstream), and as the first
+        // (MULTI not sent anywhere yet).
+        for first in [Some(["SET", "k0", "x"]), None] {
+            let mut request = cmd(&["MULTI"]);
+            let mut replies = 4;
+            if let Some(first) = first {
+                request.extend(cmd(&first));
+                replies += 1;
+            }
+            request.extend(cmd(&refused));
+            request.extend(cmd(&["SET", "k0", "y"]));
+            request.extend(cmd(&["EXEC"]));
+            let text = String::from_utf8_lossy(&raw_exchange(&mut s, &request, replies).await)
+                .into_owned();
+            assert!(
+                text.ends_with("-EXECABORT Transaction discarded because of previous errors.\r\n"),
+                "{refused:?}: {text}"
+            );
+            assert_eq!(
+                raw_exchange(&mut s, &cmd(&["EXISTS", "k0"]), 1).await,
+                b":0\r\n",
+                "{refused:?}: nothing ran"
+            );
+        }
+    }
+>>>>>>> theirs
+=======
+    let mut request = cmd(&["MULTI"]);
+    request.extend(cmd(&["SET", "k0", "x"]));
+    request.extend(cmd(&["SET", &other, "y"]));
+    request.extend(cmd(&["DISCARD"]));
+    request.extend(cmd(&["PING"]));
+    let text =
+        String::from_utf8_lossy(&raw_exchange(&mut s, &request, 5).await).into_owned();
+    assert!(text.starts_with("+OK\r\n+QUEUED\r\n-CROSSSLOT"), "{text}");
+    // As Redis after a refused command: DISCARD answers +OK.
+    assert!(text.ends_with("\r\n+OK\r\n+PONG\r\n"), "{text}");
+>>>>>>> theirs
+=======
+async fn a_sharded_subscription_does_not_send_key_commands_to_the_wrong_servers() {
+    let shards = Shards::start();
+    let (_attache, addr) = shards.attache("ketama", "").await;
+    let ring = shards.ketama(None);
+    let elsewhere = (0..)
+        .map(|i| format!("k{i}"))
+        .find(|k| ring.server_for_key(k.as_bytes()) != 0)
+        .unwrap();
+    let home = ring.server_for_key(elsewhere.as_bytes());
+    shards.servers[home].cli(&["SET", &elsewhere, "v"]);
+    let mut s = TcpStream::connect(addr).await.unwrap();
+    raw_exchange(&mut s, &cmd(&["HELLO", "3"]), 1).await;
+    assert_eq!(
+        raw_exchange(&mut s, &cmd(&["SUBSCRIBE", "ch"]), 1).await,
+        b">3\r\n$9\r\nsubscribe\r\n$2\r\nch\r\n:1\r\n"
+    );
+    // RESP3 allows commands while subscribed. Before, the GET was asked of
+    // server 0 (nil) and the INCR ran on every server.
+    let get = raw_exchange(&mut s, &cmd(&["GET", &elsewhere]), 1).await;
+    assert!(get.starts_with(b"-ERR attache: only"), "{}", String::from_utf8_lossy(&get));
+    let incr = raw_exchange(&mut s, &cmd(&["INCR", "counter"]), 1).await;
+    assert!(incr.starts_with(b"-ERR attache: only"), "{}", String::from_utf8_lossy(&incr));
+    assert!((0..3).all(|i| !shards.keys_on(i).contains(&"counter".to_string())));
+    // Pub/sub itself still works.
+    assert_eq!(
+        raw_exchange(&mut s, &cmd(&["UNSUBSCRIBE", "ch"]), 1).await,
+        b">3\r\n$11\r\nunsubscribe\r\n$2\r\nch\r\n:0\r\n"
+    );
+>>>>>>> theirs
+}

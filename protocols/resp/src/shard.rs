@@ -113,6 +113,13 @@ pub fn plan(
         // be atomic: "set all or none" cannot hold across servers.
         _ => return Plan::CrossSlot,
     };
+    // A key without all of its arguments (`MSET a 1 b`): Redis refuses the
+    // whole request, so it goes whole to one server. Split, the complete
+    // parts would be written before the short one's error.
+    let step = spec.key_step.max(1) as usize;
+    if keys.iter().any(|&k| k + step > args.len()) {
+        return Plan::One(first);
+    }
     Plan::Split {
         parts: split(spec, args, keys, server_of),
         merge,
@@ -428,6 +435,12 @@ mod tests {
         assert_eq!(m, Merge::AllSucceeded);
         assert_eq!(parts[0].args, vec![0, 1, 2]);
         assert_eq!(parts[1].args, vec![0, 3, 4]);
+    }
+
+    #[test]
+    fn mset_missing_a_value_is_not_split() {
+        let args: Vec<&[u8]> = vec![b"MSET", b"k0", b"x", b"k1"];
+        assert_eq!(plan_args(&args, server_of), Some(Plan::One(0)));
     }
 
     #[test]

@@ -342,9 +342,17 @@ impl Session {
             return Ok(());
         }
         if self.aborted_multi && !matches!(action, Action::Reset | Action::Quit) {
+            let discard = req
+                .arg(&self.rbuf, 0)
+                .is_some_and(|n| n.eq_ignore_ascii_case(b"discard"));
             self.rbuf.advance(req.len);
             self.flush_run();
             let answer = match action {
+                // As Redis: DISCARD ends a failed transaction with +OK.
+                Action::EndsState { multi: true } if discard => {
+                    self.aborted_multi = false;
+                    Bytes::from_static(reply::OK)
+                }
                 Action::EndsState { multi: true } => {
                     self.aborted_multi = false;
                     reply::error("EXECABORT Transaction discarded because of previous errors.")
@@ -370,11 +378,11 @@ impl Session {
                     Route::To(server) => server,
                     Route::Keyless => self.pin.as_ref().map_or(0, |p| p.server),
                     Route::Reply(bytes) => {
-                        self.reply_local(&req, bytes);
+                        self.refuse_in_transaction(&req, bytes);
                         return Ok(());
                     }
                     _ => {
-                        self.reply_local(&req, shard::cross_slot_error());
+                        self.refuse_in_transaction(&req, shard::cross_slot_error());
                         return Ok(());
                     }
                 };
@@ -401,7 +409,7 @@ impl Session {
                 }
                 if self.pin.as_ref().is_some_and(|p| p.server != server) {
                     {
-                        self.reply_local(&req, shard::cross_slot_error());
+                        self.refuse_in_transaction(&req, shard::cross_slot_error());
                         return Ok(());
                     }
                 }

@@ -140,6 +140,13 @@ impl Session {
                     self.answer_in_stream(attache_resp::shard::cross_slot_error());
                     return Ok(());
                 }
+                if self.is_off_shard_on_subscription(&req) {
+                    self.rbuf.advance(req.len);
+                    self.answer_in_stream(reply::error(
+                        "ERR attache: only (P|S)SUBSCRIBE / (P|S)UNSUBSCRIBE / PING / QUIT / RESET are allowed on a sharded listener's subscription (it is not on the keys' servers); use another connection",
+                    ));
+                    return Ok(());
+                }
                 self.track_on_stream(&req);
                 if !routing::is_framed_stream(&req, &self.rbuf) {
                     // Its replies may not be RESP, or not come at all: the

@@ -17,7 +17,7 @@ use crate::redis::meter::{Families, Meter};
 use crate::redis::relay::{self, Replies};
 use std::sync::Arc;
 
-use attache_resp::hash::{key_slot, Distributor};
+use attache_resp::hash::{key_slot, Distribution, Distributor};
 
 use crate::config::ReadFrom;
 use crate::redis::router::{ClusterSlots, Router};
@@ -46,8 +46,9 @@ pub(super) enum Route {
 
 /// How keys map to upstreams in a sharded mode.
 enum Shards {
-    /// twemproxy's ring: a key's server directly.
-    Ring(Arc<Distributor>, usize),
+    /// twemproxy's ring: a key's server directly. With `Some(server)`
+    /// (`random` mode), every key of the request goes to that one server.
+    Ring(Arc<Distributor>, usize, Option<usize>),
     /// Redis Cluster: a key's slot, then the slot's primary. Keys group by
     /// slot (not node): Redis refuses multi-key commands across slots.
     /// With `replicas_only` (`read_from = "replica"`), reads never fall
@@ -59,7 +60,8 @@ impl Shards {
     /// The group a key belongs to: a server (ring) or a slot (cluster).
     fn group_of(&self, key: &[u8]) -> usize {
         match self {
-            Shards::Ring(ring, _) => ring.server_for_key(key),
+            Shards::Ring(_, _, Some(server)) => *server,
+            Shards::Ring(ring, _, None) => ring.server_for_key(key),
             Shards::Cluster(..) => key_slot(key) as usize,
         }
     }
@@ -87,7 +89,7 @@ impl Shards {
     /// Every server a fan-out asks.
     fn all(&self) -> Vec<usize> {
         match self {
-            Shards::Ring(_, n) => (0..*n).collect(),
+            Shards::Ring(_, n, _) => (0..*n).collect(),
             Shards::Cluster(slots, _) => slots.primaries.clone(),
         }
     }
@@ -109,7 +111,18 @@ impl Session {
     pub(super) fn route(&mut self, req: &Request) -> Route {
         let shards = match &self.service.router {
             Router::Single => return Route::To(0),
-            Router::Hashed(router) => Shards::Ring(router.ring(), self.service.servers()),
+            Router::Hashed(router) => {
+                let ring = router.ring();
+                // `random`: any server for each request, but one server for
+                // all of its keys (drawn per key, RENAME a a could get
+                // CROSSSLOT); a transaction stays on its server.
+                let fixed = (ring.distribution() == Distribution::Random).then(|| {
+                    self.pin
+                        .as_ref()
+                        .map_or_else(|| ring.server_for_key(b""), |p| p.server)
+                });
+                Shards::Ring(ring, self.service.servers(), fixed)
+            }
             Router::Cluster(router) => match router.slots() {
                 Some(slots) => Shards::Cluster(slots, router.read_from == ReadFrom::Replica),
                 None => {
@@ -125,7 +138,11 @@ impl Session {
         let Some(spec) = command::resolve(&args) else {
             return Route::Keyless;
         };
+        // Inside MULTI, PING and ECHO are queued like any command: answered
+        // here, the app would get PONG for QUEUED and EXEC one reply short.
+        let in_multi = self.multi || self.multi_deferred;
         match spec.name {
+            "ping" | "echo" if in_multi => return Route::Keyless,
             "ping" if args.len() <= 2 => {
                 return Route::Reply(match args.get(1) {
                     Some(message) => reply::bulk(message),
@@ -209,7 +226,11 @@ impl Session {
     pub(super) async fn forward(&mut self, req: &Request, route: Route) -> std::io::Result<()> {
         let server = match route {
             Route::Reply(bytes) => {
-                self.reply_local(req, bytes);
+                if frame::is_error(&bytes) {
+                    self.refuse_in_transaction(req, bytes);
+                } else {
+                    self.reply_local(req, bytes);
+                }
                 return Ok(());
             }
             Route::To(server) => Some(server),
@@ -261,12 +282,7 @@ impl Session {
         if let Some(pin) = &self.pin {
             if server.is_some_and(|s| s != pin.server) {
                 // A transaction is bound to one shard, as in Redis Cluster.
-                if self.multi {
-                    self.send_unanswered(reply::command(&[b"DISCARD"]));
-                    self.multi = false;
-                    self.aborted_multi = true;
-                }
-                self.reply_local(req, shard::cross_slot_error());
+                self.refuse_in_transaction(req, shard::cross_slot_error());
                 return Ok(());
             }
             let bytes = self.take_request(req);
@@ -292,6 +308,22 @@ impl Session {
         let bytes = self.take_request(req);
         self.push_run(bytes, Target::Shared(server), false);
         Ok(())
+    }
+
+    /// Answers `req` with `refusal`. Inside MULTI, a command refused when
+    /// queued aborts the transaction, as in Redis: EXEC gets EXECABORT
+    /// rather than running the other commands without this one.
+    pub(super) fn refuse_in_transaction(&mut self, req: &Request, refusal: Bytes) {
+        if self.multi {
+            self.send_unanswered(reply::command(&[b"DISCARD"]));
+            self.multi = false;
+            self.aborted_multi = true;
+        } else if self.multi_deferred {
+            // Nothing was sent upstream yet.
+            self.multi_deferred = false;
+            self.aborted_multi = true;
+        }
+        self.reply_local(req, refusal);
     }
 
     /// Sends a command on the pinned connection, after everything queued
@@ -331,7 +363,7 @@ impl Session {
             let refusal = reply::error(
                 "ERR attache: a command that spans shards cannot run inside MULTI or WATCH",
             );
-            self.reply_local(req, refusal);
+            self.refuse_in_transaction(req, refusal);
             return Ok(());
         }
         self.rbuf.advance(req.len);

@@ -143,6 +143,48 @@ impl Session {
         !matches!(self.route(req), Route::To(server) if server == pinned)
     }
 
+    /// On a ketama or modula listener, a command other than pub/sub's on a
+    /// subscription: a SUBSCRIBE's fan-in writes to every server and
+    /// answers from the first, an SSUBSCRIBE's pin is its channel's server,
+    /// not the key's. (RESP3 allows such commands while subscribed; RESP2
+    /// refuses them, and after the last UNSUBSCRIBE the connection is no
+    /// longer subscribed.) Refused rather than sent to the wrong servers;
+    /// a command for the pinned server itself still goes there.
+    pub(super) fn is_off_shard_on_subscription(&mut self, req: &Request) -> bool {
+        if !matches!(self.service.router, Router::Hashed(_)) {
+            return false;
+        }
+        let Some(name) = req.arg(&self.rbuf, 0) else {
+            return false;
+        };
+        let pubsub = [
+            &b"subscribe"[..],
+            b"psubscribe",
+            b"ssubscribe",
+            b"unsubscribe",
+            b"punsubscribe",
+            b"sunsubscribe",
+            b"ping",
+            b"quit",
+            b"reset",
+            // The connection's own state, sent as before.
+            b"hello",
+            b"client",
+        ]
+        .iter()
+        .any(|c| name.eq_ignore_ascii_case(c));
+        if pubsub {
+            return false;
+        }
+        if !self.fanin.is_empty() {
+            return true;
+        }
+        let Some(pinned) = self.pin.as_ref().map(|p| p.server) else {
+            return false;
+        };
+        !matches!(self.route(req), Route::To(server) if server == pinned)
+    }
+
     fn is_foreign_sharded(&self, req: &Request) -> bool {
         let Router::Cluster(router) = &self.service.router else {
             return false;
