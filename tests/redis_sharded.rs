@@ -5,75 +5,11 @@ mod support;
 
 use std::time::Duration;
 
-use attache_resp::hash::{Distribution, Distributor, HashFunction, HashTag, ServerSpec};
+use attache_resp::hash::{Distribution, Distributor, HashFunction, HashTag};
 use redis::AsyncCommands;
+use support::shards::Shards;
 use support::*;
 use tokio::net::TcpStream;
-
-struct Shards {
-    servers: Vec<RedisServer>,
-}
-
-impl Shards {
-    fn start() -> Self {
-        Self {
-            servers: (0..3).map(|_| RedisServer::start()).collect(),
-        }
-    }
-
-    /// `servers = [...]` lines with weights and names, twemproxy style.
-    fn server_lines(&self) -> Vec<String> {
-        self.servers
-            .iter()
-            .enumerate()
-            .map(|(i, s)| format!("{}:{} shard-{i}", s.addr(), i + 1))
-            .collect()
-    }
-
-    fn specs(&self) -> Vec<ServerSpec> {
-        self.server_lines()
-            .iter()
-            .map(|l| l.parse().unwrap())
-            .collect()
-    }
-
-    async fn attache(&self, mode: &str, extra: &str) -> (attache::Running, std::net::SocketAddr) {
-        let servers: Vec<String> = self
-            .server_lines()
-            .iter()
-            .map(|l| format!("\"{l}\""))
-            .collect();
-        let running = start_attache(&format!(
-            "[redis.shards]\nlisten = \"127.0.0.1:0\"\nmode = \"{mode}\"\nservers = [{}]\n{extra}\n",
-            servers.join(", ")
-        ))
-        .await;
-        let addr = running.redis_addr("shards").unwrap();
-        (running, addr)
-    }
-
-    /// The ketama ring attache builds for these servers (fnv1a_64, the
-    /// default hash), to predict where a key lives.
-    fn ketama(&self, tag: Option<&str>) -> Distributor {
-        let tag = tag.map(|t| t.parse().expect("a two-character tag"));
-        Distributor::new(
-            Distribution::Ketama,
-            HashFunction::Fnv1a_64,
-            tag,
-            &self.specs(),
-        )
-        .expect("a valid ring")
-    }
-
-    /// Every key stored on server `i`, read directly from it.
-    fn keys_on(&self, i: usize) -> Vec<String> {
-        let out = self.servers[i].cli(&["--scan"]);
-        out.lines()
-            .filter(|l| !l.is_empty())
-            .map(str::to_string)
-            .collect()
-    }
-}
 
 async fn placement_matches(
     mode: &str,
@@ -319,60 +255,6 @@ async fn scan_visits_every_key_exactly_once() {
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn transactions_and_blocking_commands_follow_their_keys() {
-    let shards = Shards::start();
-    let (_attache, addr) = shards.attache("ketama", "hash_tag = \"{}\"").await;
-    let mut s = TcpStream::connect(addr).await.unwrap();
-    let mut request = cmd(&["MULTI"]);
-    request.extend(cmd(&["SET", "{acct}:a", "1"]));
-    request.extend(cmd(&["INCR", "{acct}:a"]));
-    request.extend(cmd(&["EXEC"]));
-    let replies = raw_exchange(&mut s, &request, 4).await;
-    assert_eq!(replies, b"+OK\r\n+QUEUED\r\n+QUEUED\r\n*2\r\n+OK\r\n:2\r\n");
-    // Empty transactions and DISCARD need no server.
-    let mut request = cmd(&["MULTI"]);
-    request.extend(cmd(&["EXEC"]));
-    request.extend(cmd(&["MULTI"]));
-    request.extend(cmd(&["DISCARD"]));
-    let replies = raw_exchange(&mut s, &request, 4).await;
-    assert_eq!(replies, b"+OK\r\n*0\r\n+OK\r\n+OK\r\n");
-    // A transaction touching two shards is refused, and EXEC aborts it.
-    let ring_key = |n: usize| format!("{{k{n}}}");
-    let ring = shards.ketama(Some("{}"));
-    let other = (1..)
-        .map(ring_key)
-        .find(|k| ring.server_for_key(k.as_bytes()) != ring.server_for_key(b"{k0}"))
-        .unwrap();
-    let mut request = cmd(&["MULTI"]);
-    request.extend(cmd(&["SET", "{k0}", "x"]));
-    request.extend(cmd(&["SET", &other, "y"]));
-    request.extend(cmd(&["EXEC"]));
-    let replies = raw_exchange(&mut s, &request, 4).await;
-    let text = String::from_utf8_lossy(&replies);
-    assert!(text.starts_with("+OK\r\n+QUEUED\r\n-CROSSSLOT"), "{text}");
-    assert!(text.contains("-EXECABORT"), "{text}");
-    assert_eq!(
-        raw_exchange(&mut s, &cmd(&["EXISTS", "{k0}"]), 1).await,
-        b":0\r\n",
-        "nothing ran"
-    );
-
-    // BLPOP waits on its key's shard; a push through attache wakes it.
-    let blocker = tokio::spawn(async move {
-        let mut b = TcpStream::connect(addr).await.unwrap();
-        raw_exchange(&mut b, &cmd(&["BLPOP", "jobs", "0"]), 1).await
-    });
-    tokio::time::sleep(Duration::from_millis(200)).await;
-    let mut c = client(addr).await;
-    let _: () = c.rpush("jobs", "j1").await.unwrap();
-    let popped = tokio::time::timeout(Duration::from_secs(5), blocker)
-        .await
-        .unwrap()
-        .unwrap();
-    assert_eq!(popped, b"*2\r\n$4\r\njobs\r\n$2\r\nj1\r\n");
-}
-
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn an_ejected_server_s_keys_move_to_the_next_one_and_come_back() {
     let mut shards = Shards::start();
     let (_attache, addr) = shards
@@ -497,11 +379,6 @@ async fn a_sharded_subscription_refuses_a_channel_of_another_server() {
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-<<<<<<< ours
-<<<<<<< ours
-<<<<<<< ours
-<<<<<<< ours
-<<<<<<< ours
 async fn random_mode_sends_a_multi_key_command_to_one_server() {
     let shards = Shards::start();
     let (_attache, addr) = shards.attache("random", "").await;
@@ -517,14 +394,10 @@ async fn random_mode_sends_a_multi_key_command_to_one_server() {
             b":1\r\n"
         );
     }
-=======
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn an_mset_missing_a_value_writes_nothing() {
-=======
-async fn a_command_refused_inside_multi_aborts_the_transaction() {
->>>>>>> theirs
-=======
-async fn discard_ends_a_failed_transaction_with_ok() {
->>>>>>> theirs
     let shards = Shards::start();
     let (_attache, addr) = shards.attache("ketama", "").await;
     let ring = shards.ketama(None);
@@ -533,8 +406,6 @@ async fn discard_ends_a_failed_transaction_with_ok() {
         .find(|k| ring.server_for_key(k.as_bytes()) != ring.server_for_key(b"k0"))
         .unwrap();
     let mut s = TcpStream::connect(addr).await.unwrap();
-<<<<<<< ours
-<<<<<<< ours
     let reply = raw_exchange(&mut s, &cmd(&["MSET", "k0", "v", &other]), 1).await;
     assert!(
         reply.starts_with(b"-ERR wrong number of arguments"),
@@ -546,70 +417,9 @@ async fn discard_ends_a_failed_transaction_with_ok() {
         b":0\r\n",
         "nothing written, as Redis"
     );
->>>>>>> theirs
-=======
-async fn ping_and_echo_are_queued_inside_multi() {
-    let shards = Shards::start();
-    let (_attache, addr) = shards.attache("ketama", "").await;
-    let mut s = TcpStream::connect(addr).await.unwrap();
-    let mut request = cmd(&["MULTI"]);
-    request.extend(cmd(&["SET", "k0", "x"]));
-    request.extend(cmd(&["PING"]));
-    request.extend(cmd(&["ECHO", "hi"]));
-    request.extend(cmd(&["EXEC"]));
-    let replies = raw_exchange(&mut s, &request, 5).await;
-    assert_eq!(
-        String::from_utf8_lossy(&replies),
-        "+OK\r\n+QUEUED\r\n+QUEUED\r\n+QUEUED\r\n*3\r\n+OK\r\n+PONG\r\n$2\r\nhi\r\n"
-    );
-    // Outside a transaction attache still answers them itself.
-    assert_eq!(raw_exchange(&mut s, &cmd(&["PING"]), 1).await, b"+PONG\r\n");
->>>>>>> theirs
-=======
-    for refused in [
-        vec!["MGET", "k0", other.as_str()],
-        vec!["RENAME", "k0", other.as_str()],
-        vec!["DBSIZE"],
-    ] {
-        // After a first command (MULTI sent upstream), and as the first
-        // (MULTI not sent anywhere yet).
-        for first in [Some(["SET", "k0", "x"]), None] {
-            let mut request = cmd(&["MULTI"]);
-            let mut replies = 4;
-            if let Some(first) = first {
-                request.extend(cmd(&first));
-                replies += 1;
-            }
-            request.extend(cmd(&refused));
-            request.extend(cmd(&["SET", "k0", "y"]));
-            request.extend(cmd(&["EXEC"]));
-            let text = String::from_utf8_lossy(&raw_exchange(&mut s, &request, replies).await)
-                .into_owned();
-            assert!(
-                text.ends_with("-EXECABORT Transaction discarded because of previous errors.\r\n"),
-                "{refused:?}: {text}"
-            );
-            assert_eq!(
-                raw_exchange(&mut s, &cmd(&["EXISTS", "k0"]), 1).await,
-                b":0\r\n",
-                "{refused:?}: nothing ran"
-            );
-        }
-    }
->>>>>>> theirs
-=======
-    let mut request = cmd(&["MULTI"]);
-    request.extend(cmd(&["SET", "k0", "x"]));
-    request.extend(cmd(&["SET", &other, "y"]));
-    request.extend(cmd(&["DISCARD"]));
-    request.extend(cmd(&["PING"]));
-    let text =
-        String::from_utf8_lossy(&raw_exchange(&mut s, &request, 5).await).into_owned();
-    assert!(text.starts_with("+OK\r\n+QUEUED\r\n-CROSSSLOT"), "{text}");
-    // As Redis after a refused command: DISCARD answers +OK.
-    assert!(text.ends_with("\r\n+OK\r\n+PONG\r\n"), "{text}");
->>>>>>> theirs
-=======
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_sharded_subscription_does_not_send_key_commands_to_the_wrong_servers() {
     let shards = Shards::start();
     let (_attache, addr) = shards.attache("ketama", "").await;
@@ -629,14 +439,21 @@ async fn a_sharded_subscription_does_not_send_key_commands_to_the_wrong_servers(
     // RESP3 allows commands while subscribed. Before, the GET was asked of
     // server 0 (nil) and the INCR ran on every server.
     let get = raw_exchange(&mut s, &cmd(&["GET", &elsewhere]), 1).await;
-    assert!(get.starts_with(b"-ERR attache: only"), "{}", String::from_utf8_lossy(&get));
+    assert!(
+        get.starts_with(b"-ERR attache: only"),
+        "{}",
+        String::from_utf8_lossy(&get)
+    );
     let incr = raw_exchange(&mut s, &cmd(&["INCR", "counter"]), 1).await;
-    assert!(incr.starts_with(b"-ERR attache: only"), "{}", String::from_utf8_lossy(&incr));
+    assert!(
+        incr.starts_with(b"-ERR attache: only"),
+        "{}",
+        String::from_utf8_lossy(&incr)
+    );
     assert!((0..3).all(|i| !shards.keys_on(i).contains(&"counter".to_string())));
     // Pub/sub itself still works.
     assert_eq!(
         raw_exchange(&mut s, &cmd(&["UNSUBSCRIBE", "ch"]), 1).await,
         b">3\r\n$11\r\nunsubscribe\r\n$2\r\nch\r\n:0\r\n"
     );
->>>>>>> theirs
 }

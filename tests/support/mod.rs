@@ -209,6 +209,7 @@ pub mod binary;
 pub mod cluster;
 pub mod dns;
 pub mod http;
+pub mod shards;
 pub mod tls;
 pub mod token_file;
 pub mod wire;
