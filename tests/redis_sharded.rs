@@ -252,6 +252,12 @@ async fn scan_visits_every_key_exactly_once() {
     }
     assert_eq!(seen.len(), 1000);
     assert!(seen.values().all(|&n| n == 1), "a key was returned twice");
+    // Without a cursor, Redis's own arity error.
+    let mut s = TcpStream::connect(addr).await.unwrap();
+    assert_eq!(
+        raw_exchange(&mut s, &cmd(&["SCAN"]), 1).await,
+        b"-ERR wrong number of arguments for 'scan' command\r\n"
+    );
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

@@ -150,6 +150,11 @@ impl Session {
                 })
             }
             "echo" if args.len() == 2 => return Route::Reply(reply::bulk(args[1])),
+            "scan" if args.len() < 2 => {
+                return Route::Reply(reply::error(
+                    "ERR wrong number of arguments for 'scan' command",
+                ));
+            }
             "scan" => {
                 let Some(cursor) = std::str::from_utf8(args.get(1).copied().unwrap_or_default())
                     .ok()
