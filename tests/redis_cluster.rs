@@ -10,50 +10,9 @@ use std::time::{Duration, Instant};
 
 use attache_resp::hash::key_slot;
 use redis::AsyncCommands;
-use support::cluster::RedisCluster;
+use support::cluster::{attache_for_cluster, start_cluster, start_cluster_attache, RedisCluster};
 use support::*;
 use tokio::net::TcpStream;
-
-/// A real 3 + 3 cluster (its start is blocking: off the runtime's threads).
-async fn start_cluster() -> RedisCluster {
-    tokio::task::spawn_blocking(RedisCluster::start)
-        .await
-        .expect("the cluster starts")
-}
-
-/// attache in cluster mode with `cluster`'s nodes as seeds, not yet probed.
-async fn start_cluster_attache(cluster: &RedisCluster, extra: &str) -> attache::Running {
-    let seeds: Vec<String> = cluster.seeds().iter().map(|s| format!("\"{s}\"")).collect();
-    start_attache(&format!(
-        "[redis.c]\nlisten = \"127.0.0.1:0\"\nmode = \"cluster\"\nservers = [{}]\n{extra}\n",
-        seeds.join(", ")
-    ))
-    .await
-}
-
-async fn attache_for_cluster(
-    cluster: &RedisCluster,
-    extra: &str,
-) -> (attache::Running, std::net::SocketAddr) {
-    let running = start_cluster_attache(cluster, extra).await;
-    let addr = running.redis_addr("c").unwrap();
-    // Wait for the first topology.
-    let deadline = Instant::now() + Duration::from_secs(10);
-    let mut s = TcpStream::connect(addr).await.unwrap();
-    loop {
-        let reply = raw_exchange(&mut s, &cmd(&["SET", "probe", "1"]), 1).await;
-        if reply == b"+OK\r\n" {
-            break;
-        }
-        assert!(
-            Instant::now() < deadline,
-            "no topology: {}",
-            String::from_utf8_lossy(&reply)
-        );
-        tokio::time::sleep(Duration::from_millis(50)).await;
-    }
-    (running, addr)
-}
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn keys_land_on_their_slot_owner_and_multi_key_commands_span_slots() {

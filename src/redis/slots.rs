@@ -178,29 +178,32 @@ pub(super) struct Merging {
     pub(super) meter: Meter,
 }
 
-/// A part of a [`Slot::Merge`].
+/// A part of a [`Slot::Merge`]. Kept whole, like a lone cluster command,
+/// so that a MOVED or ASK on one part is followed without the app seeing
+/// it (outside cluster mode, a redirect is never followed).
 pub(super) struct PartReply {
-    pub(super) rx: ReplyRx,
+    pub(super) cmd: Redirectable,
     pub(super) reply: Option<Bytes>,
-    /// The upstream index it was sent to.
-    server: usize,
     /// Its reply is attache's error (the upstream failed).
     failed: bool,
 }
 
 impl PartReply {
-    pub(super) fn new(rx: ReplyRx, server: usize) -> Self {
+    pub(super) fn new(cmd: Redirectable) -> Self {
         Self {
-            rx,
+            cmd,
             reply: None,
-            server,
             failed: false,
         }
     }
 
-    fn settle(&mut self, result: Result<Bytes, UpstreamError>, metrics: &RedisMetrics) {
-        self.failed = result.is_err();
-        self.reply = Some(settle(result, 1, metrics));
+    /// Settles the part, or re-sends it on a redirect (leaving it pending).
+    fn settle(&mut self, result: Result<Bytes, UpstreamError>, service: &RedisService) {
+        let failed = result.is_err();
+        if let Some(reply) = self.cmd.settle(result, service) {
+            self.failed = failed;
+            self.reply = Some(reply);
+        }
     }
 }
 
@@ -215,7 +218,7 @@ fn record_parts(
 ) {
     for part in parts {
         let reply = part.reply.as_deref().unwrap_or_default();
-        let stats = meters.upstream(service, part.server);
+        let stats = meters.upstream(service, part.cmd.server);
         meter.record(stats, reply, 1, part.failed, resp3, now);
     }
 }
@@ -280,11 +283,11 @@ pub(super) fn collect_ready(
                     meter,
                 } = &mut **merge;
                 for part in parts.iter_mut().filter(|p| p.reply.is_none()) {
-                    match part.rx.try_recv() {
-                        Ok(result) => part.settle(result, service.metrics()),
+                    match part.cmd.rx.try_recv() {
+                        Ok(result) => part.settle(result, service),
                         Err(TryRecvError::Empty) => {}
                         Err(TryRecvError::Closed) => {
-                            part.settle(Err(service.closed_error()), service.metrics())
+                            part.settle(Err(service.closed_error()), service)
                         }
                     }
                 }
@@ -357,11 +360,12 @@ pub(super) async fn wait_front(
                 meter,
             } = &mut **merge;
             for part in parts.iter_mut() {
-                if part.reply.is_none() {
-                    let result = (&mut part.rx)
+                // A redirected part is re-sent: wait for its new reply.
+                while part.reply.is_none() {
+                    let result = (&mut part.cmd.rx)
                         .await
                         .unwrap_or_else(|_| Err(service.closed_error()));
-                    part.settle(result, service.metrics());
+                    part.settle(result, service);
                 }
             }
             record_parts(parts, meter, service, meters, resp3, Instant::now());

@@ -543,3 +543,44 @@ fn round_trip(stream: &mut TcpStream, request: &[u8]) -> std::io::Result<Vec<u8>
     }
     Ok(buf)
 }
+
+/// A real 3 + 3 cluster (its start is blocking: off the runtime's threads).
+pub async fn start_cluster() -> RedisCluster {
+    tokio::task::spawn_blocking(RedisCluster::start)
+        .await
+        .expect("the cluster starts")
+}
+
+/// attache in cluster mode with `cluster`'s nodes as seeds, not yet probed.
+pub async fn start_cluster_attache(cluster: &RedisCluster, extra: &str) -> attache::Running {
+    let seeds: Vec<String> = cluster.seeds().iter().map(|s| format!("\"{s}\"")).collect();
+    super::start_attache(&format!(
+        "[redis.c]\nlisten = \"127.0.0.1:0\"\nmode = \"cluster\"\nservers = [{}]\n{extra}\n",
+        seeds.join(", ")
+    ))
+    .await
+}
+
+pub async fn attache_for_cluster(
+    cluster: &RedisCluster,
+    extra: &str,
+) -> (attache::Running, std::net::SocketAddr) {
+    let running = start_cluster_attache(cluster, extra).await;
+    let addr = running.redis_addr("c").unwrap();
+    // Wait for the first topology.
+    let deadline = Instant::now() + Duration::from_secs(10);
+    let mut s = tokio::net::TcpStream::connect(addr).await.unwrap();
+    loop {
+        let reply = super::raw_exchange(&mut s, &cmd(&["SET", "probe", "1"]), 1).await;
+        if reply == b"+OK\r\n" {
+            break;
+        }
+        assert!(
+            Instant::now() < deadline,
+            "no topology: {}",
+            String::from_utf8_lossy(&reply)
+        );
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    (running, addr)
+}

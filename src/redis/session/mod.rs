@@ -349,13 +349,17 @@ impl Session {
             self.flush_run();
             let answer = match action {
                 // As Redis: DISCARD ends a failed transaction with +OK.
-                Action::EndsState { multi: true } if discard => {
-                    self.aborted_multi = false;
-                    Bytes::from_static(reply::OK)
-                }
                 Action::EndsState { multi: true } => {
                     self.aborted_multi = false;
-                    reply::error("EXECABORT Transaction discarded because of previous errors.")
+                    // EXEC and DISCARD end the WATCH too (the DISCARD sent
+                    // at the abort already unwatched upstream): the app is
+                    // no longer held to the watched keys' server.
+                    self.watch = false;
+                    if discard {
+                        Bytes::from_static(reply::OK)
+                    } else {
+                        reply::error("EXECABORT Transaction discarded because of previous errors.")
+                    }
                 }
                 _ => reply::error("ERR attache: MULTI failed, command not queued"),
             };
@@ -511,7 +515,7 @@ impl Session {
                     self.watch = false;
                     Target::Pinned
                 } else {
-                    Target::Shared(0)
+                    Target::Shared(self.first_primary())
                 };
                 let bytes = self.take_request(&req);
                 self.push_run(bytes, target, false);

@@ -241,7 +241,7 @@ impl Session {
         let target = if self.pin.is_some() {
             Target::Pinned
         } else {
-            Target::Shared(0)
+            Target::Shared(self.first_primary())
         };
         self.push_run(BytesMut::from(&command[..]), target, false);
         Ok(())

@@ -21,7 +21,7 @@ use attache_resp::hash::{key_slot, Distribution, Distributor};
 
 use crate::config::ReadFrom;
 use crate::redis::router::{ClusterSlots, Router};
-use crate::redis::slots::{split_scan_cursor, Combine, Merging, PartReply, Slot};
+use crate::redis::slots::{split_scan_cursor, Combine, Merging, PartReply, Redirectable, Slot};
 
 /// Where one request goes, in the listener's mode.
 pub(super) enum Route {
@@ -140,9 +140,10 @@ impl Session {
         };
         // Inside MULTI, PING and ECHO are queued like any command: answered
         // here, the app would get PONG for QUEUED and EXEC one reply short.
-        let in_multi = self.multi || self.multi_deferred;
+        // On any pinned connection (WATCH) the server answers them too.
+        let held = self.multi || self.multi_deferred || self.pin.is_some();
         match spec.name {
-            "ping" | "echo" if in_multi => return Route::Keyless,
+            "ping" | "echo" if held => return Route::Keyless,
             "ping" if args.len() <= 2 => {
                 return Route::Reply(match args.get(1) {
                     Some(message) => reply::bulk(message),
@@ -294,7 +295,7 @@ impl Session {
             self.push_run(bytes, Target::Pinned, false);
             return Ok(());
         }
-        let server = server.unwrap_or(0);
+        let server = server.unwrap_or_else(|| self.first_primary());
         if self.multi_deferred {
             self.multi_deferred = false;
             if let Err(e) = self.pin(server, false, false).await {
@@ -379,7 +380,21 @@ impl Session {
                 let handle = self
                     .service
                     .shared(server, self.protocol, self.shared_index);
-                PartReply::new(handle.request(bytes, 1, false), server)
+                PartReply::new(Redirectable {
+                    rx: handle.request(bytes.clone(), 1, false),
+                    request: bytes,
+                    server,
+                    protocol: self.protocol,
+                    shared_index: self.shared_index,
+                    redirects: 0,
+                    asking: false,
+                    transaction: None,
+                    meter: Meter {
+                        started: self.read_at,
+                        server,
+                        families: Families::One(self.family),
+                    },
+                })
             })
             .collect();
         let meter = Meter {

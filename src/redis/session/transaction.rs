@@ -144,7 +144,10 @@ impl Session {
         })));
     }
 
-    fn first_primary(&self) -> usize {
+    /// Where a command with no key goes off a pinned connection: upstream 0
+    /// (the first seed) in the other modes; in cluster mode a primary the
+    /// slot map names, since the first seed may be down (or gone).
+    pub(super) fn first_primary(&self) -> usize {
         match &self.service.router {
             crate::redis::router::Router::Cluster(router) => router
                 .slots()

@@ -1,0 +1,179 @@
+//! attache in front of a real Redis Cluster, at the edges: a split command
+//! redirected mid-migration, malformed multi-key commands, transactions
+//! under WATCH, a dead first seed.
+
+mod support;
+
+use std::sync::Arc;
+
+use attache_resp::hash::key_slot;
+use support::cluster::{attache_for_cluster, start_cluster};
+use support::*;
+use tokio::net::TcpStream;
+
+/// `MSET a 1 b` (a key without its value) over keys of two slots is refused
+/// whole, as a Redis Cluster node refuses it (`-CROSSSLOT`: MSET's arity
+/// check passes, the keys span slots): no part of it runs.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_malformed_mset_across_slots_sets_nothing() {
+    let cluster = start_cluster().await;
+    let (_attache, addr) = attache_for_cluster(&cluster, "").await;
+    let (a, b) = ("a", "b");
+    assert_ne!(key_slot(a.as_bytes()), key_slot(b.as_bytes()));
+    let mut s = TcpStream::connect(addr).await.unwrap();
+    let reply = raw_exchange(&mut s, &cmd(&["MSET", a, "1", b]), 1).await;
+    assert_eq!(
+        reply,
+        b"-CROSSSLOT Keys in request don't hash to the same slot\r\n",
+        "{}",
+        String::from_utf8_lossy(&reply)
+    );
+    assert_eq!(raw_exchange(&mut s, &cmd(&["GET", a]), 1).await, b"$-1\r\n");
+}
+
+/// A command split by slot (MGET, MSET, DEL) follows an ASK on one of its
+/// parts, as a lone command does: mid-migration, a part whose key already
+/// moved is sent again (ASKING first) to the importing node, and the app
+/// gets the merged reply, not `-ASK`.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_split_command_follows_a_redirect_on_one_part() {
+    let cluster = Arc::new(start_cluster().await);
+    let (_attache, addr) = attache_for_cluster(&cluster, "").await;
+    let (moving, staying) = ("{moving}:a", "staying");
+    let slot = key_slot(moving.as_bytes());
+    assert_ne!(slot, key_slot(staying.as_bytes()));
+    let mut s = TcpStream::connect(addr).await.unwrap();
+    let set = raw_exchange(&mut s, &cmd(&["MSET", moving, "1", staying, "2"]), 1).await;
+    assert_eq!(set, b"+OK\r\n");
+    let from = cluster.primary_for_slot(slot);
+    let to = cluster
+        .primaries()
+        .into_iter()
+        .find(|&p| p != from)
+        .unwrap();
+    let mover = cluster.clone();
+    tokio::task::spawn_blocking(move || {
+        mover.begin_migration(slot, from, to);
+        assert_eq!(mover.migrate_keys_batch(slot, from, to, 10), 1);
+    })
+    .await
+    .unwrap();
+    // The key is on `to` now, its slot still `from`'s: `from` answers ASK.
+    let text = |b: Vec<u8>| String::from_utf8_lossy(&b).into_owned();
+    let mget = raw_exchange(&mut s, &cmd(&["MGET", moving, staying]), 1).await;
+    assert_eq!(text(mget), "*2\r\n$1\r\n1\r\n$1\r\n2\r\n");
+    let mset = raw_exchange(&mut s, &cmd(&["MSET", moving, "3", staying, "4"]), 1).await;
+    assert_eq!(text(mset), "+OK\r\n");
+    let get = raw_exchange(&mut s, &cmd(&["GET", moving]), 1).await;
+    assert_eq!(text(get), "$1\r\n3\r\n");
+    let del = raw_exchange(&mut s, &cmd(&["DEL", moving, staying]), 1).await;
+    assert_eq!(text(del), ":2\r\n");
+}
+
+/// WATCH, MULTI, then a command for another node: the transaction is
+/// aborted (CROSSSLOT, then EXECABORT at EXEC), and EXEC ends the WATCH as
+/// in Redis: the app's next commands reach every node again.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_aborted_watched_transaction_does_not_hold_the_app_to_one_node() {
+    let cluster = start_cluster().await;
+    let (_attache, addr) = attache_for_cluster(&cluster, "").await;
+    let watched = "a";
+    let home = cluster.primary_for_slot(key_slot(watched.as_bytes()));
+    let other = (0..)
+        .map(|i| format!("other:{i}"))
+        .find(|k| cluster.primary_for_slot(key_slot(k.as_bytes())) != home)
+        .unwrap();
+    let mut s = TcpStream::connect(addr).await.unwrap();
+    assert_eq!(
+        raw_exchange(&mut s, &cmd(&["SET", &other, "v"]), 1).await,
+        b"+OK\r\n"
+    );
+    let mut request = cmd(&["WATCH", watched]);
+    request.extend(cmd(&["MULTI"]));
+    request.extend(cmd(&["SET", &other, "w"]));
+    request.extend(cmd(&["EXEC"]));
+    let replies = raw_exchange(&mut s, &request, 4).await;
+    let text = String::from_utf8_lossy(&replies);
+    assert!(
+        text.contains("-CROSSSLOT")
+            && text.ends_with("-EXECABORT Transaction discarded because of previous errors.\r\n"),
+        "{text}"
+    );
+    let get = raw_exchange(&mut s, &cmd(&["GET", &other]), 1).await;
+    assert_eq!(get, b"$1\r\nv\r\n", "{}", String::from_utf8_lossy(&get));
+}
+
+/// A transaction after WATCH runs on the watched key's node: PING in it is
+/// queued (answered in EXEC's reply, as Redis does), and a command attache
+/// refuses in it (CROSSSLOT, a command spanning slots) aborts it, as a
+/// command Redis refuses at queue time does: EXEC answers EXECABORT and
+/// nothing of it runs.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_watched_transaction_queues_ping_and_aborts_on_a_refusal() {
+    let cluster = start_cluster().await;
+    let (_attache, addr) = attache_for_cluster(&cluster, "").await;
+    let key = "a";
+    let other = (0..)
+        .map(|i| format!("other:{i}"))
+        .find(|k| key_slot(k.as_bytes()) != key_slot(key.as_bytes()))
+        .unwrap();
+    let mut s = TcpStream::connect(addr).await.unwrap();
+    let text = |b: Vec<u8>| String::from_utf8_lossy(&b).into_owned();
+    let mut request = cmd(&["WATCH", key]);
+    request.extend(cmd(&["MULTI"]));
+    request.extend(cmd(&["PING"]));
+    request.extend(cmd(&["INCR", key]));
+    request.extend(cmd(&["EXEC"]));
+    assert_eq!(
+        text(raw_exchange(&mut s, &request, 5).await),
+        "+OK\r\n+OK\r\n+QUEUED\r\n+QUEUED\r\n*2\r\n+PONG\r\n:1\r\n"
+    );
+    let mut request = cmd(&["WATCH", key]);
+    request.extend(cmd(&["MULTI"]));
+    request.extend(cmd(&["INCR", key]));
+    request.extend(cmd(&["RENAME", key, &other]));
+    request.extend(cmd(&["EXEC"]));
+    let replies = text(raw_exchange(&mut s, &request, 5).await);
+    assert!(
+        replies.starts_with("+OK\r\n+OK\r\n+QUEUED\r\n-CROSSSLOT"),
+        "{replies}"
+    );
+    assert!(
+        replies.ends_with("-EXECABORT Transaction discarded because of previous errors.\r\n"),
+        "{replies}"
+    );
+    assert_eq!(
+        text(raw_exchange(&mut s, &cmd(&["GET", key]), 1).await),
+        "$1\r\n1\r\n"
+    );
+}
+
+/// The first seed is down: commands that no key routes (HELLO, UNWATCH,
+/// a command attache does not know, such as a module's) go to a live
+/// primary of the map, not to the dead seed.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn keyless_commands_do_not_go_to_a_dead_first_seed() {
+    let cluster = start_cluster().await;
+    let mut seeds = vec![format!("\"127.0.0.1:{}\"", free_port())];
+    seeds.extend(cluster.seeds().iter().map(|s| format!("\"{s}\"")));
+    let running = start_attache(&format!(
+        "[redis.c]\nlisten = \"127.0.0.1:0\"\nmode = \"cluster\"\nservers = [{}]\nconnect_timeout = \"300ms\"\n",
+        seeds.join(", ")
+    ))
+    .await;
+    let addr = running.redis_addr("c").unwrap();
+    let mut s = TcpStream::connect(addr).await.unwrap();
+    let text = |b: Vec<u8>| String::from_utf8_lossy(&b).into_owned();
+    assert_eq!(
+        text(raw_exchange(&mut s, &cmd(&["SET", "k", "v"]), 1).await),
+        "+OK\r\n"
+    );
+    assert_eq!(
+        text(raw_exchange(&mut s, &cmd(&["UNWATCH"]), 1).await),
+        "+OK\r\n"
+    );
+    let unknown = text(raw_exchange(&mut s, &cmd(&["NOSUCHCMD", "x"]), 1).await);
+    assert!(unknown.starts_with("-ERR unknown command"), "{unknown}");
+    let hello = text(raw_exchange(&mut s, &cmd(&["HELLO", "2"]), 1).await);
+    assert!(hello.contains("redis"), "{hello}");
+}
