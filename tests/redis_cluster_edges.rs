@@ -177,3 +177,20 @@ async fn keyless_commands_do_not_go_to_a_dead_first_seed() {
     let hello = text(raw_exchange(&mut s, &cmd(&["HELLO", "2"]), 1).await);
     assert!(hello.contains("redis"), "{hello}");
 }
+
+/// WAIT counts what one connection wrote: refused on a cluster listener,
+/// saying why (it got `-CROSSSLOT` before), and outside of a MULTI nothing
+/// else changes.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn wait_is_refused_with_its_reason() {
+    let cluster = start_cluster().await;
+    let (_attache, addr) = attache_for_cluster(&cluster, "").await;
+    let mut s = TcpStream::connect(addr).await.unwrap();
+    let wait = raw_exchange(&mut s, &cmd(&["WAIT", "1", "100"]), 1).await;
+    assert!(
+        wait.starts_with(b"-ERR attache: WAIT waits for one connection's writes"),
+        "{}",
+        String::from_utf8_lossy(&wait)
+    );
+    assert_eq!(raw_exchange(&mut s, &cmd(&["PING"]), 1).await, b"+PONG\r\n");
+}

@@ -217,6 +217,14 @@ async fn keyless_commands_fan_out_or_answer_locally() {
         err.to_string().contains("no key to pick a shard by"),
         "{err}"
     );
+    // WAIT counts one connection's writes: refused, saying why.
+    let mut s = TcpStream::connect(addr).await.unwrap();
+    let wait = raw_exchange(&mut s, &cmd(&["WAIT", "0", "0"]), 1).await;
+    assert!(
+        wait.starts_with(b"-ERR attache: WAIT waits for one connection's writes"),
+        "{}",
+        String::from_utf8_lossy(&wait)
+    );
     let _: () = redis::cmd("FLUSHALL").query_async(&mut c).await.unwrap();
     assert!((0..3).all(|i| shards.keys_on(i).is_empty()));
 }

@@ -380,9 +380,18 @@ impl Session {
             Action::PinTransient(kind) => {
                 let server = match self.route(&req) {
                     Route::To(server) => server,
-                    Route::Keyless => self.pin.as_ref().map_or(0, |p| p.server),
+                    Route::Keyless => self
+                        .pin
+                        .as_ref()
+                        .map_or_else(|| self.first_primary(), |p| p.server),
                     Route::Reply(bytes) => {
                         self.refuse_in_transaction(&req, bytes);
+                        return Ok(());
+                    }
+                    Route::All(..) => {
+                        // WAIT, WAITAOF: they count what one connection
+                        // wrote, and would block every server's.
+                        self.refuse_spanning(&req, "waits for one connection's writes");
                         return Ok(());
                     }
                     _ => {
@@ -457,25 +466,13 @@ impl Session {
                         return Ok(());
                     }
                     _ => {
-                        let name = req
-                            .arg(&self.rbuf, 0)
-                            .map(String::from_utf8_lossy)
-                            .unwrap_or_default()
-                            .to_uppercase();
-                        let refusal = reply::error(&format!(
-                            "ERR attache: {name} holds connection state that cannot span the shards of a sharded listener"
-                        ));
-                        {
-                            self.reply_local(&req, refusal);
-                            return Ok(());
-                        }
+                        self.refuse_spanning(&req, "holds connection state");
+                        return Ok(());
                     }
                 };
                 if self.pin.as_ref().is_some_and(|p| p.server != server) {
-                    {
-                        self.reply_local(&req, shard::cross_slot_error());
-                        return Ok(());
-                    }
+                    self.refuse_in_transaction(&req, shard::cross_slot_error());
+                    return Ok(());
                 }
                 self.subscriptions.track(&req, &self.rbuf);
                 let framed = routing::is_framed_stream(&req, &self.rbuf);

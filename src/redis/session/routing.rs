@@ -332,6 +332,20 @@ impl Session {
         self.reply_local(req, refusal);
     }
 
+    /// Refuses `req`, which cannot span the servers of a sharded listener,
+    /// for the reason `why` (as with any refusal, a MULTI is aborted).
+    pub(super) fn refuse_spanning(&mut self, req: &Request, why: &str) {
+        let name = req
+            .arg(&self.rbuf, 0)
+            .map(String::from_utf8_lossy)
+            .unwrap_or_default()
+            .to_uppercase();
+        let refusal = reply::error(&format!(
+            "ERR attache: {name} {why} and cannot span the servers of a sharded listener"
+        ));
+        self.refuse_in_transaction(req, refusal);
+    }
+
     /// Sends a command on the pinned connection, after everything queued
     /// before it, whose reply the app does not wait for.
     fn send_unanswered(&mut self, command: Bytes) {
