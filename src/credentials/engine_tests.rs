@@ -154,7 +154,15 @@ async fn failures_back_off_keep_the_valid_token_then_name_the_credential() {
     assert!(source.stats().refresh_failures >= 6);
 
     script.set(Mode::Ok);
-    sleep(Duration::from_secs(31)).await;
+    // The next retry (at most 30 s away) recovers. Checked as soon as it
+    // has: the recovered token's own refresh comes 27-30 s after it, which
+    // a fixed 31 s sleep could include.
+    let mut waited = 0;
+    while source.current().is_err() {
+        assert!(waited < 31, "not recovered within the 30 s backoff");
+        sleep(Duration::from_secs(1)).await;
+        waited += 1;
+    }
     let recovered = source.current().unwrap();
     assert_ne!(recovered, token);
     let stats = source.stats();
