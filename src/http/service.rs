@@ -12,21 +12,19 @@ use attache_http::headers::is_upgrade;
 use attache_http::retry::{Attempt, Decision, Outcome};
 use attache_http::{Admission, LocalError, Policy, RequestContext, RetryBudget, Route, Upstream};
 use bytes::Bytes;
-use http::header::{HeaderValue, HOST};
+use http::header::{HeaderValue, COOKIE};
 use http::{HeaderMap, Method, Request, Response, StatusCode, Uri, Version};
-use http_body_util::BodyExt;
-use hyper::client::conn::{http1, http2};
 use hyper::upgrade::OnUpgrade;
 use hyper_util::rt::TokioIo;
 use tracing::debug;
 
-use super::balance;
 use super::body::{self, AppBody, Body, BoxError};
-use super::h1::SendError;
 use super::metrics::HttpMetrics;
-use super::pool::{ConnectError, PoolSettings, Sender, UpstreamPool};
+use super::pool::{PoolSettings, UpstreamPool};
 use crate::credentials::TokenSource;
 use crate::upstream::UpstreamServices;
+
+mod attempt;
 
 /// Everything one listener's app connections share on one worker.
 pub(crate) struct HttpService {
@@ -55,6 +53,8 @@ struct Outgoing {
     attempts: u32,
     /// The one token refresh after a `401` has been spent.
     token_refreshed: bool,
+    /// When the app gets a 504 (`timeout` after the request came).
+    deadline: tokio::time::Instant,
 }
 
 impl HttpService {
@@ -130,20 +130,25 @@ impl HttpService {
         let app_upgrade = is_upgrade(request.version(), request.headers())
             .then(|| hyper::upgrade::on(&mut request));
         let (parts, body) = request.into_parts();
-        let (number, outgoing) = match self.policy.gate.admit(&parts) {
+        let (number, upstream, outgoing) = match self.policy.gate.admit(&parts) {
             Admission::Refuse(error) => return self.local(&error),
             Admission::Forward(forward) => {
                 let number = route_number(forward.route, self.pools.len() - 1);
+                let mut headers = parts.headers;
+                if matches!(parts.version, Version::HTTP_2 | Version::HTTP_3) {
+                    join_cookies(&mut headers);
+                }
                 let outgoing = Outgoing {
                     method: parts.method.clone(),
                     uri: forward.uri,
-                    headers: parts.headers,
+                    headers,
                     body: AppBody::Stream(None),
                     upgrade: forward.upgrade,
                     attempts: 0,
                     token_refreshed: false,
+                    deadline: tokio::time::Instant::now() + self.timeout,
                 };
-                (number, outgoing)
+                (number, forward.route.upstream(), outgoing)
             }
         };
         let Some(pool) = self.pools.get(number).cloned().flatten() else {
@@ -153,14 +158,14 @@ impl HttpService {
         let _in_flight = InFlight::start(&self.metrics);
         // Built in place: a named future moved into `timeout` would take
         // its size twice in this one.
-        let forwarding = tokio::time::timeout(
-            self.timeout,
-            self.forward(&pool, outgoing, body, peer, app_upgrade),
+        let forwarding = tokio::time::timeout_at(
+            outgoing.deadline,
+            self.forward(&pool, upstream, outgoing, body, peer, app_upgrade),
         );
         let response = match forwarding.await {
             Ok(Ok(response)) => response,
             Ok(Err(error)) => self.local(&error),
-            Err(_) => self.local(&LocalError::timeout(&pool.upstream, self.timeout)),
+            Err(_) => self.local(&LocalError::timeout(upstream, self.timeout)),
         };
         self.metrics
             .response(number, response.status().as_u16(), started.elapsed());
@@ -202,6 +207,9 @@ impl HttpService {
     async fn forward<B>(
         &self,
         pool: &UpstreamPool,
+        // The route's own (its pool is shared by every route to the same
+        // origin, whatever their base paths): errors name this one.
+        upstream: &Upstream,
         mut outgoing: Outgoing,
         body: B,
         peer: SocketAddr,
@@ -211,13 +219,19 @@ impl HttpService {
         B: hyper::body::Body<Data = Bytes> + Send + 'static,
         B::Error: Into<BoxError>,
     {
-        let upstream = &pool.upstream;
-        outgoing.body =
-            AppBody::new(body, &outgoing.headers)
-                .await
-                .map_err(|_| LocalError::BadRequest {
-                    reason: "the request body could not be read",
-                })?;
+        // A small body is read whole before anything goes upstream: an
+        // app that does not send it all in time is told so (408), rather
+        // than a 504 naming an upstream that was never asked. Bounded by
+        // the request's deadline, polled before `timeout`'s own.
+        let reading = AppBody::new(body, &outgoing.headers);
+        outgoing.body = tokio::time::timeout_at(outgoing.deadline, reading)
+            .await
+            .map_err(|_| LocalError::RequestTimeout {
+                after: self.timeout,
+            })?
+            .map_err(|_| LocalError::BadRequest {
+                reason: "the request body could not be read",
+            })?;
         let mut credential = self.credential(upstream)?;
         self.policy.headers.request(
             &mut outgoing.headers,
@@ -232,18 +246,20 @@ impl HttpService {
         let mut avoid = None;
         loop {
             outgoing.attempts += 1;
-            let (outcome, error, response) =
-                match self.attempt(pool, &mut avoid, &mut outgoing).await {
-                    Ok(response) => {
-                        let status = response.status();
-                        let retryable = matches!(status.as_u16(), 401 | 502 | 503 | 504);
-                        if !retryable {
-                            return Ok(self.finish(response, app_upgrade));
-                        }
-                        (Outcome::Status(status), None, Some(response))
+            let (outcome, error, response) = match self
+                .attempt(pool, upstream, &mut avoid, &mut outgoing)
+                .await
+            {
+                Ok(response) => {
+                    let status = response.status();
+                    let retryable = matches!(status.as_u16(), 401 | 502 | 503 | 504);
+                    if !retryable {
+                        return Ok(self.finish(response, app_upgrade));
                     }
-                    Err((outcome, error)) => (outcome, Some(error), None),
-                };
+                    (Outcome::Status(status), None, Some(response))
+                }
+                Err((outcome, error)) => (outcome, Some(error), None),
+            };
             let attempt = Attempt {
                 method: &outgoing.method,
                 number: outgoing.attempts,
@@ -268,8 +284,26 @@ impl HttpService {
                     outgoing.token_refreshed = true;
                     HttpMetrics::add(&self.metrics.token_refreshes);
                     if let Some((_, Some(source))) = &self.token {
-                        if let Err(e) = Box::pin(source.force_refresh()).await {
-                            debug!(listener = %self.name, error = %e, "token refresh after a 401 failed");
+                        // Bounded by the request's own deadline (the same
+                        // as `timeout`'s, and polled first): a token
+                        // endpoint that hangs is named as the cause, not
+                        // the upstream, which answered at once.
+                        let refresh = Box::pin(source.force_refresh());
+                        match tokio::time::timeout_at(outgoing.deadline, refresh).await {
+                            Ok(Ok(_)) => {}
+                            Ok(Err(e)) => {
+                                debug!(listener = %self.name, error = %e, "token refresh after a 401 failed");
+                            }
+                            Err(_) => {
+                                return Err(LocalError::no_token(
+                                    upstream,
+                                    source.name(),
+                                    format_args!(
+                                        "the upstream answered 401 and the token refresh did not finish within {:?}",
+                                        self.timeout
+                                    ),
+                                ));
+                            }
                         }
                     }
                     credential = self.credential(upstream)?;
@@ -294,160 +328,6 @@ impl HttpService {
 
     fn lock_budget(&self) -> std::sync::MutexGuard<'_, RetryBudget> {
         self.budget.lock().unwrap_or_else(|e| e.into_inner())
-    }
-
-    /// One attempt on one endpoint. On failure, what happened and what
-    /// the app sees if it is the last attempt.
-    async fn attempt(
-        &self,
-        pool: &UpstreamPool,
-        avoid: &mut Option<SocketAddr>,
-        outgoing: &mut Outgoing,
-    ) -> Result<Response<Body>, (Outcome, LocalError)> {
-        let upstream = &pool.upstream;
-        let connect_failed = |e: ConnectError| {
-            (
-                Outcome::ConnectFailed,
-                LocalError::connect_failed(upstream, e),
-            )
-        };
-        let endpoints = pool.endpoints().await.map_err(connect_failed)?;
-        let endpoint = balance::pick(&endpoints, *avoid).ok_or_else(|| {
-            connect_failed(ConnectError {
-                addr: upstream.authority().to_string(),
-                cause: "no addresses".into(),
-            })
-        })?;
-        *avoid = Some(endpoint.addr);
-        let _in_flight = endpoint.start();
-        let sender = pool
-            .checkout(&endpoint, outgoing.upgrade)
-            .await
-            .map_err(connect_failed)?;
-        let Some(body) = outgoing.body.take() else {
-            let cause = "the request body was already sent";
-            return Err((
-                Outcome::ResetBeforeResponse,
-                LocalError::upstream_reset(upstream, cause),
-            ));
-        };
-        let sent_at = Instant::now();
-        let result = match sender {
-            Sender::H1(connection) => {
-                // Written from the request's own headers: nothing to copy,
-                // and they stay for a later attempt.
-                let target = outgoing.uri.path_and_query().map_or("/", |pq| pq.as_str());
-                let home = pool.home(endpoint.clone());
-                connection
-                    .send(&outgoing.method, target, &outgoing.headers, body, home)
-                    .await
-                    .map_err(|e| match e {
-                        SendError::Unsent { body, cause } => Failure {
-                            unsent: Some((body, None)),
-                            cause: cause.to_string(),
-                            upstream_fault: true,
-                        },
-                        SendError::AppBody(e) => Failure {
-                            unsent: None,
-                            cause: format!("the app's request body failed: {e}"),
-                            upstream_fault: false,
-                        },
-                        SendError::Failed(cause) => Failure {
-                            unsent: None,
-                            cause,
-                            upstream_fault: true,
-                        },
-                    })
-            }
-            // Boxed: hyper's send futures would make every request's
-            // future (copied whole into its box) larger by half.
-            Sender::Upgrade(sender) => {
-                Box::pin(self.send_hyper(outgoing, body, HyperSender::Http1(sender))).await
-            }
-            Sender::H2(sender) => {
-                Box::pin(self.send_hyper(outgoing, body, HyperSender::Http2(sender))).await
-            }
-        };
-        match result {
-            Ok(response) => {
-                endpoint.succeeded(sent_at.elapsed());
-                Ok(response)
-            }
-            Err(failure) => {
-                let cause = format!("{}: {}", endpoint.addr, failure.cause);
-                if let Some((body, headers)) = failure.unsent {
-                    // The connection closed before the request was written
-                    // (a keep-alive race): nothing reached the upstream.
-                    if let Some(headers) = headers.filter(|_| outgoing.headers.is_empty()) {
-                        outgoing.headers = headers;
-                    }
-                    outgoing.body.put_back(body);
-                    return Err((
-                        Outcome::Refused,
-                        LocalError::upstream_reset(upstream, cause),
-                    ));
-                }
-                if failure.upstream_fault {
-                    pool.failed(&endpoint);
-                }
-                Err((
-                    Outcome::ResetBeforeResponse,
-                    LocalError::upstream_reset(upstream, cause),
-                ))
-            }
-        }
-    }
-
-    /// Sends through hyper's client: an HTTP/2 connection, or a new
-    /// HTTP/1.1 one for an upgrade.
-    async fn send_hyper(
-        &self,
-        outgoing: &mut Outgoing,
-        body: Body,
-        sender: HyperSender,
-    ) -> Result<Response<Body>, Failure> {
-        let mut request = Request::new(body);
-        *request.method_mut() = outgoing.method.clone();
-        // Moved rather than cloned when no later attempt could send them
-        // again (they come back with a request returned unsent).
-        *request.headers_mut() = if self.may_resend(outgoing) {
-            outgoing.headers.clone()
-        } else {
-            std::mem::take(&mut outgoing.headers)
-        };
-        // HTTP/2 carries it as :authority; kept for a request that comes
-        // back unsent.
-        let mut host = None;
-        if matches!(sender, HyperSender::Http2(_)) {
-            *request.version_mut() = Version::HTTP_2;
-            *request.uri_mut() = outgoing.uri.clone();
-            host = request.headers_mut().remove(HOST);
-        } else {
-            *request.version_mut() = Version::HTTP_11;
-            *request.uri_mut() = origin_form(&outgoing.uri);
-        }
-        let sent = match sender {
-            HyperSender::Http1(mut sender) => sender.try_send_request(request).await,
-            HyperSender::Http2(mut sender) => sender.try_send_request(request).await,
-        };
-        match sent {
-            Ok(response) => Ok(response.map(|body| body.map_err(BoxError::from).boxed_unsync())),
-            Err(mut failed) => {
-                let unsent = failed.take_message().map(|request| {
-                    let (mut parts, body) = request.into_parts();
-                    if let Some(host) = host {
-                        parts.headers.insert(HOST, host);
-                    }
-                    (body, Some(parts.headers))
-                });
-                let error = failed.into_error();
-                Err(Failure {
-                    unsent,
-                    cause: error.to_string(),
-                    upstream_fault: !error.is_user(),
-                })
-            }
-        }
     }
 
     /// Whether the current attempt of `outgoing`, once sent, could be followed
@@ -498,23 +378,6 @@ impl HttpService {
     }
 }
 
-/// Why an attempt got no response.
-struct Failure {
-    /// Nothing was written: the body (and with hyper's client the
-    /// headers) to send again.
-    unsent: Option<(Body, Option<HeaderMap>)>,
-    cause: String,
-    /// Counts against the address (not so when the app's body failed).
-    upstream_fault: bool,
-}
-
-/// hyper's two client connections, as [`HttpService::send_hyper`] uses them.
-enum HyperSender {
-    /// A new connection for an upgrade.
-    Http1(http1::SendRequest<Body>),
-    Http2(http2::SendRequest<Body>),
-}
-
 /// Counts a request in `attache_http_requests_in_flight` until dropped.
 struct InFlight(Arc<HttpMetrics>);
 
@@ -545,11 +408,25 @@ async fn tunnel(listener: Arc<str>, app: OnUpgrade, upstream: OnUpgrade) {
     }
 }
 
-/// `/path?query` of an absolute URI (HTTP/1.1 requests to an origin).
-fn origin_form(uri: &Uri) -> Uri {
-    uri.path_and_query()
-        .map(|pq| Uri::from(pq.clone()))
-        .unwrap_or_else(|| Uri::from_static("/"))
+/// An HTTP/2 app may split `Cookie` into several fields (HPACK "crumbs");
+/// they are joined with `; ` into one, as RFC 9113 §8.2.3 requires before
+/// the request goes on over HTTP/1.1 (and HTTP/2 takes one as well). An
+/// HTTP/1.1 server reads one `Cookie` line and would lose the rest.
+fn join_cookies(headers: &mut HeaderMap) {
+    let mut values = headers.get_all(COOKIE).iter();
+    if values.next().is_none() || values.next().is_none() {
+        return;
+    }
+    let mut joined = Vec::new();
+    for value in headers.get_all(COOKIE) {
+        if !joined.is_empty() {
+            joined.extend_from_slice(b"; ");
+        }
+        joined.extend_from_slice(value.as_bytes());
+    }
+    if let Ok(value) = HeaderValue::from_bytes(&joined) {
+        headers.insert(COOKIE, value);
+    }
 }
 
 /// A route's number: its index in `routes`, or `catch_all`.

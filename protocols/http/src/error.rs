@@ -60,6 +60,13 @@ pub enum LocalError {
         /// The limit, in bytes.
         limit: u64,
     },
+    /// The app did not send its (small, read whole) request body within
+    /// the listener's `timeout`: nothing went upstream.
+    #[error("the request body did not arrive within {after:?}")]
+    RequestTimeout {
+        /// The timeout that ran out.
+        after: Duration,
+    },
     /// No connection to the upstream could be made (DNS, TCP, TLS).
     #[error("cannot connect to upstream {upstream}: {cause}")]
     ConnectFailed {
@@ -167,6 +174,7 @@ impl LocalError {
             Self::ProxyRefused { .. } | Self::HostRefused { .. } => StatusCode::FORBIDDEN,
             Self::BadRequest { .. } => StatusCode::BAD_REQUEST,
             Self::BodyTooLarge { .. } => StatusCode::PAYLOAD_TOO_LARGE,
+            Self::RequestTimeout { .. } => StatusCode::REQUEST_TIMEOUT,
             Self::ConnectFailed { .. } | Self::UpstreamReset { .. } => StatusCode::BAD_GATEWAY,
             Self::Timeout { .. } => StatusCode::GATEWAY_TIMEOUT,
             Self::NoToken { .. } => StatusCode::SERVICE_UNAVAILABLE,
@@ -181,6 +189,7 @@ impl LocalError {
             Self::HostRefused { .. } => "host-refused",
             Self::BadRequest { .. } => "bad-request",
             Self::BodyTooLarge { .. } => "body-too-large",
+            Self::RequestTimeout { .. } => "request-timeout",
             Self::ConnectFailed { .. } => "connect-failed",
             Self::UpstreamReset { .. } => "upstream-reset",
             Self::Timeout { .. } => "upstream-timeout",
@@ -195,7 +204,8 @@ impl LocalError {
             | Self::ProxyRefused { .. }
             | Self::HostRefused { .. }
             | Self::BadRequest { .. }
-            | Self::BodyTooLarge { .. } => Origin::Downstream,
+            | Self::BodyTooLarge { .. }
+            | Self::RequestTimeout { .. } => Origin::Downstream,
             Self::NoToken { .. } => Origin::Attache,
             Self::ConnectFailed { .. } | Self::UpstreamReset { .. } | Self::Timeout { .. } => {
                 Origin::Upstream
@@ -304,6 +314,14 @@ mod tests {
                 LocalError::BodyTooLarge { limit: 1024 },
                 413,
                 "body-too-large",
+                Origin::Downstream,
+            ),
+            (
+                LocalError::RequestTimeout {
+                    after: Duration::from_secs(30),
+                },
+                408,
+                "request-timeout",
                 Origin::Downstream,
             ),
             (
