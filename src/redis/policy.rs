@@ -78,10 +78,11 @@ fn classify_name(
         b"auth" => {
             // No app-side password is configured: the app's AUTH is
             // accepted, and attache authenticates upstream itself.
-            if argc == 2 || argc == 3 {
-                Action::Reply(Bytes::from_static(reply::OK))
-            } else {
-                Action::Reply(wrong_arity("auth"))
+            match argc {
+                2 | 3 => Action::Reply(Bytes::from_static(reply::OK)),
+                // As Redis: too many arguments is a syntax error.
+                4.. => Action::Reply(reply::error("ERR syntax error")),
+                _ => Action::Reply(wrong_arity("auth")),
             }
         }
         b"hello" => hello(req, buf),
@@ -91,9 +92,12 @@ fn classify_name(
             Action::Reply(Bytes::from_static(reply::OK))
         }
         b"select" | b"readonly" | b"readwrite" | b"asking" => Action::PinSticky { stream: false },
-        b"subscribe" | b"psubscribe" | b"ssubscribe" | b"monitor" | b"sync" | b"psync" => {
-            Action::PinSticky { stream: true }
-        }
+        // REPLCONF ACK / GETACK (a replica's commands) get no reply at
+        // all: on a shared connection every later reply, other apps'
+        // included, would go to the command before it. Streamed, the
+        // server's bytes are relayed as they come, as for SYNC.
+        b"subscribe" | b"psubscribe" | b"ssubscribe" | b"monitor" | b"sync" | b"psync"
+        | b"replconf" => Action::PinSticky { stream: true },
         b"multi" => Action::PinTransient(Transient::Multi),
         b"watch" => Action::PinTransient(Transient::Watch),
         b"exec" | b"discard" => Action::EndsState { multi: true },
@@ -138,13 +142,7 @@ fn client(req: &Request, buf: &[u8]) -> Action {
     match sub {
         b"setname" => match req.arg(buf, 2) {
             Some(name) if req.args.len() == 3 => {
-                if name.iter().any(|&b| !(b'!'..=b'~').contains(&b)) {
-                    Action::Reply(reply::error(
-                        "ERR Client names cannot contain spaces, newlines or special characters.",
-                    ))
-                } else {
-                    Action::SetName(Bytes::copy_from_slice(name))
-                }
+                invalid_name(name).unwrap_or_else(|| Action::SetName(Bytes::copy_from_slice(name)))
             }
             _ => Action::Reply(wrong_arity("client|setname")),
         },
@@ -166,6 +164,12 @@ fn hello(req: &Request, buf: &[u8]) -> Action {
         match v {
             b"2" => protocol = Some(2),
             b"3" => protocol = Some(3),
+            // Redis reads the version as an integer first.
+            _ if !is_integer(v) => {
+                return Action::Reply(reply::error(
+                    "ERR Protocol version is not an integer or out of range",
+                ))
+            }
             _ => return Action::Reply(reply::error("NOPROTO unsupported protocol version")),
         }
         let mut i = 2;
@@ -175,7 +179,11 @@ fn hello(req: &Request, buf: &[u8]) -> Action {
             match opt {
                 Some(b"auth") if i + 2 < req.args.len() => i += 3,
                 Some(b"setname") if i + 1 < req.args.len() => {
-                    setname = req.arg(buf, i + 1).map(Bytes::copy_from_slice);
+                    let name = req.arg(buf, i + 1).unwrap_or_default();
+                    if let Some(refusal) = invalid_name(name) {
+                        return refusal;
+                    }
+                    setname = Some(Bytes::copy_from_slice(name));
                     i += 2;
                 }
                 _ => {
@@ -191,6 +199,24 @@ fn hello(req: &Request, buf: &[u8]) -> Action {
         }
     }
     Action::Hello { protocol, setname }
+}
+
+/// Redis's refusal of a client name (CLIENT SETNAME, HELLO … SETNAME).
+fn invalid_name(name: &[u8]) -> Option<Action> {
+    name.iter().any(|&b| !(b'!'..=b'~').contains(&b)).then(|| {
+        Action::Reply(reply::error(
+            "ERR Client names cannot contain spaces, newlines or special characters.",
+        ))
+    })
+}
+
+/// Whether Redis reads `v` as an integer (no sign but `-`, no leading zero).
+fn is_integer(v: &[u8]) -> bool {
+    let digits = v.strip_prefix(b"-").unwrap_or(v);
+    !digits.is_empty()
+        && digits.len() <= 19
+        && digits.iter().all(u8::is_ascii_digit)
+        && (digits[0] != b'0' || v == b"0")
 }
 
 fn wrong_arity(name: &str) -> Bytes {

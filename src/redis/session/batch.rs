@@ -133,4 +133,43 @@ impl Session {
         RedisMetrics::add(&self.service.metrics().errors);
         self.push_local(error.to_reply());
     }
+
+    /// Inside MULTI, a command attache answers itself (AUTH, CLIENT
+    /// SETNAME / GETNAME / SETINFO) is queued like any other, as Redis
+    /// does: a command with the same reply and no effect goes in its place,
+    /// so the app reads QUEUED now and the answer in EXEC's array, one
+    /// entry per command (clients check both counts).
+    pub(super) fn queue_stand_in(&mut self, req: &Request, stand_in: &[&[u8]]) {
+        self.rbuf.advance(req.len);
+        let bytes = BytesMut::from(&reply::command(stand_in)[..]);
+        self.push_run(bytes, Target::Pinned, false);
+    }
+}
+
+/// Redis's answer to UNSUBSCRIBE, PUNSUBSCRIBE or SUNSUBSCRIBE from a
+/// connection subscribed to nothing: one reply per channel given (one with
+/// a null channel if none), each with a count of 0; `None` for any other
+/// command.
+pub(super) fn unsubscribed(req: &Request, buf: &[u8], resp3: bool) -> Option<Bytes> {
+    let name = req.arg(buf, 0)?;
+    let kind: &[u8] = [&b"unsubscribe"[..], b"punsubscribe", b"sunsubscribe"]
+        .into_iter()
+        .find(|k| name.eq_ignore_ascii_case(k))?;
+    let mut out = BytesMut::new();
+    let mut one = |channel: Option<&[u8]>| {
+        out.extend_from_slice(if resp3 { b">3\r\n" } else { b"*3\r\n" });
+        out.extend_from_slice(&reply::bulk(kind));
+        match channel {
+            Some(channel) => out.extend_from_slice(&reply::bulk(channel)),
+            None => out.extend_from_slice(&reply::null(resp3)),
+        }
+        out.extend_from_slice(b":0\r\n");
+    };
+    if req.args.len() < 2 {
+        one(None);
+    }
+    for i in 1..req.args.len() {
+        one(req.arg(buf, i));
+    }
+    Some(out.freeze())
 }

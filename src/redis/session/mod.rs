@@ -46,7 +46,7 @@ mod spare_buffers;
 mod subscriptions;
 mod transaction;
 
-use batch::{Run, Target};
+use batch::{unsubscribed, Run, Target};
 use pinning::discard;
 
 use subscriptions::Subscriptions;
@@ -342,32 +342,21 @@ impl Session {
             return Ok(());
         }
         if self.aborted_multi && !matches!(action, Action::Reset | Action::Quit) {
-            let discard = req
-                .arg(&self.rbuf, 0)
-                .is_some_and(|n| n.eq_ignore_ascii_case(b"discard"));
-            self.rbuf.advance(req.len);
-            self.flush_run();
-            let answer = match action {
-                // As Redis: DISCARD ends a failed transaction with +OK.
-                Action::EndsState { multi: true } => {
-                    self.aborted_multi = false;
-                    // EXEC and DISCARD end the WATCH too (the DISCARD sent
-                    // at the abort already unwatched upstream): the app is
-                    // no longer held to the watched keys' server.
-                    self.watch = false;
-                    if discard {
-                        Bytes::from_static(reply::OK)
-                    } else {
-                        reply::error("EXECABORT Transaction discarded because of previous errors.")
-                    }
-                }
-                _ => reply::error("ERR attache: MULTI failed, command not queued"),
-            };
-            self.slots.push_back(Slot::Ready(answer));
+            self.answer_after_abort(&req, &action);
             return Ok(());
         }
         match action {
             Action::Forward => {
+                if !self.multi && !self.multi_deferred {
+                    if let Some(answer) = unsubscribed(&req, &self.rbuf, self.protocol.is_resp3()) {
+                        // Not subscribed (a subscription streams): Redis
+                        // answers one reply per channel (RESP3: pushes),
+                        // which a connection counting one reply per
+                        // command would hand to the commands after it.
+                        self.reply_local(&req, answer);
+                        return Ok(());
+                    }
+                }
                 if self.pin.as_ref().is_some_and(|p| !p.sticky) && !self.multi && !self.watch {
                     // The transient state is over: back to the shared connections.
                     self.barrier().await?;
@@ -375,6 +364,14 @@ impl Session {
                 }
                 let route = self.route(&req);
                 self.forward(&req, route).await?;
+            }
+            Action::Reply(bytes) if self.multi && self.pin.is_some() => {
+                if frame::is_error(&bytes) {
+                    // As a command Redis refuses when queued: EXEC aborts.
+                    self.refuse_in_transaction(&req, bytes);
+                } else {
+                    self.queue_stand_in(&req, &[b"UNWATCH"]);
+                }
             }
             Action::Reply(bytes) => self.reply_local(&req, bytes),
             Action::PinTransient(kind) => {
@@ -426,6 +423,9 @@ impl Session {
                         return Ok(());
                     }
                 }
+                let wait = req.arg(&self.rbuf, 0).is_some_and(|n| {
+                    n.eq_ignore_ascii_case(b"wait") || n.eq_ignore_ascii_case(b"waitaof")
+                });
                 let bytes = self.take_request(&req);
                 if let Err(e) = self.pin(server, false, false).await {
                     self.reply_error(&e);
@@ -438,6 +438,13 @@ impl Session {
                     Transient::Blocking => {}
                 }
                 let blocking = kind == Transient::Blocking && !self.multi;
+                if blocking && wait {
+                    // WAIT counts the replicas that acknowledged the last
+                    // write of the connection it runs on, and the app's
+                    // writes went on others: a write that changes nothing
+                    // (a PUBLISH nobody hears) first, so WAIT covers them.
+                    self.send_unanswered(reply::command(&[b"PUBLISH", b"attache:wait", b""]));
+                }
                 self.push_run(bytes, Target::Pinned, blocking);
             }
             Action::PinSticky { stream } => {
@@ -523,8 +530,17 @@ impl Session {
             }
             Action::SetName(name) => {
                 self.name = Some(name);
-                self.reply_local(&req, Bytes::from_static(reply::OK));
+                if self.multi && self.pin.is_some() {
+                    self.queue_stand_in(&req, &[b"UNWATCH"]);
+                } else {
+                    self.reply_local(&req, Bytes::from_static(reply::OK));
+                }
             }
+            Action::GetName if self.multi && self.pin.is_some() => match self.name.clone() {
+                Some(name) => self.queue_stand_in(&req, &[b"ECHO", &name]),
+                // Dedicated connections have no name: null, as the app's.
+                None => self.queue_stand_in(&req, &[b"CLIENT", b"GETNAME"]),
+            },
             Action::GetName => {
                 let answer = match &self.name {
                     Some(name) => reply::bulk(name),

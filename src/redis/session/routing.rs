@@ -348,7 +348,7 @@ impl Session {
 
     /// Sends a command on the pinned connection, after everything queued
     /// before it, whose reply the app does not wait for.
-    fn send_unanswered(&mut self, command: Bytes) {
+    pub(super) fn send_unanswered(&mut self, command: Bytes) {
         self.flush_run();
         if let Some(pin) = &self.pin {
             drop(pin.conn.handle.request(command, 1, false));

@@ -156,4 +156,32 @@ impl Session {
             _ => 0,
         }
     }
+
+    /// After a command refused inside MULTI: EXEC gets EXECABORT and
+    /// DISCARD `+OK` (as from Redis), either ending the WATCH too; anything
+    /// else is refused, since the transaction could not be opened.
+    pub(super) fn answer_after_abort(&mut self, req: &Request, action: &Action) {
+        let discard = req
+            .arg(&self.rbuf, 0)
+            .is_some_and(|n| n.eq_ignore_ascii_case(b"discard"));
+        self.rbuf.advance(req.len);
+        self.flush_run();
+        let answer = match *action {
+            // As Redis: DISCARD ends a failed transaction with +OK.
+            Action::EndsState { multi: true } => {
+                self.aborted_multi = false;
+                // EXEC and DISCARD end the WATCH too (the DISCARD sent
+                // at the abort already unwatched upstream): the app is
+                // no longer held to the watched keys' server.
+                self.watch = false;
+                if discard {
+                    Bytes::from_static(reply::OK)
+                } else {
+                    reply::error("EXECABORT Transaction discarded because of previous errors.")
+                }
+            }
+            _ => reply::error("ERR attache: MULTI failed, command not queued"),
+        };
+        self.slots.push_back(Slot::Ready(answer));
+    }
 }
