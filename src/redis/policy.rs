@@ -39,6 +39,10 @@ pub(crate) enum Action {
     Quit,
     /// `RESET`: back to a fresh connection's state.
     Reset,
+    /// `UNSUBSCRIBE`, `PUNSUBSCRIBE`, `SUNSUBSCRIBE`: forwarded on a
+    /// subscription or inside MULTI, else answered as Redis answers a
+    /// connection subscribed to nothing.
+    Unsubscribe,
 }
 
 /// A transient state.
@@ -101,6 +105,7 @@ fn classify_name(
         b"multi" => Action::PinTransient(Transient::Multi),
         b"watch" => Action::PinTransient(Transient::Watch),
         b"exec" | b"discard" => Action::EndsState { multi: true },
+        b"unsubscribe" | b"punsubscribe" | b"sunsubscribe" => Action::Unsubscribe,
         b"unwatch" => Action::EndsState { multi: false },
         b"client" => client(req, buf),
         _ => {

@@ -148,13 +148,13 @@ impl Session {
 
 /// Redis's answer to UNSUBSCRIBE, PUNSUBSCRIBE or SUNSUBSCRIBE from a
 /// connection subscribed to nothing: one reply per channel given (one with
-/// a null channel if none), each with a count of 0; `None` for any other
-/// command.
-pub(super) fn unsubscribed(req: &Request, buf: &[u8], resp3: bool) -> Option<Bytes> {
-    let name = req.arg(buf, 0)?;
-    let kind: &[u8] = [&b"unsubscribe"[..], b"punsubscribe", b"sunsubscribe"]
+/// a null channel if none), each with a count of 0.
+pub(super) fn unsubscribed(req: &Request, buf: &[u8], resp3: bool) -> Bytes {
+    let name = req.arg(buf, 0).unwrap_or_default();
+    let kind: &[u8] = [&b"punsubscribe"[..], b"sunsubscribe"]
         .into_iter()
-        .find(|k| name.eq_ignore_ascii_case(k))?;
+        .find(|k| name.eq_ignore_ascii_case(k))
+        .unwrap_or(b"unsubscribe");
     let mut out = BytesMut::new();
     let mut one = |channel: Option<&[u8]>| {
         out.extend_from_slice(if resp3 { b">3\r\n" } else { b"*3\r\n" });
@@ -171,5 +171,5 @@ pub(super) fn unsubscribed(req: &Request, buf: &[u8], resp3: bool) -> Option<Byt
     for i in 1..req.args.len() {
         one(req.arg(buf, i));
     }
-    Some(out.freeze())
+    out.freeze()
 }

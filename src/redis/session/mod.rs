@@ -346,17 +346,15 @@ impl Session {
             return Ok(());
         }
         match action {
-            Action::Forward => {
-                if !self.multi && !self.multi_deferred {
-                    if let Some(answer) = unsubscribed(&req, &self.rbuf, self.protocol.is_resp3()) {
-                        // Not subscribed (a subscription streams): Redis
-                        // answers one reply per channel (RESP3: pushes),
-                        // which a connection counting one reply per
-                        // command would hand to the commands after it.
-                        self.reply_local(&req, answer);
-                        return Ok(());
-                    }
-                }
+            Action::Unsubscribe if !self.multi && !self.multi_deferred => {
+                // Not subscribed (a subscription streams): Redis answers
+                // one reply per channel (RESP3: pushes), which a connection
+                // counting one reply per command would hand to the
+                // commands after it.
+                let answer = unsubscribed(&req, &self.rbuf, self.protocol.is_resp3());
+                self.reply_local(&req, answer);
+            }
+            Action::Forward | Action::Unsubscribe => {
                 if self.pin.as_ref().is_some_and(|p| !p.sticky) && !self.multi && !self.watch {
                     // The transient state is over: back to the shared connections.
                     self.barrier().await?;

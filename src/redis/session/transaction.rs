@@ -63,6 +63,7 @@ impl Session {
             }
             Action::Reply(bytes) => self.reply_local(req, bytes),
             Action::Forward
+            | Action::Unsubscribe
             | Action::EndsState { multi: false }
             | Action::PinTransient(Transient::Blocking) => {
                 let server = match self.route(req) {
