@@ -9,14 +9,16 @@
 //! change on a reload: raising it takes effect at once; lowering it closes
 //! nothing, the extra slots are withdrawn as connections leave.
 
+use std::future::Future;
 use std::net::SocketAddr;
 use std::sync::atomic::{AtomicU64, AtomicUsize, Ordering};
 use std::sync::Arc;
 use std::time::Duration;
 
+use futures_util::FutureExt;
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::net::{TcpListener, TcpStream};
-use tokio::sync::{watch, Semaphore};
+use tokio::sync::{watch, OwnedSemaphorePermit, Semaphore};
 use tracing::{debug, error, warn};
 
 /// A bound listening socket, shared by the workers that accept from it.
@@ -174,7 +176,7 @@ pub(crate) async fn accept_loop<F, Fut>(
     serve: F,
 ) where
     F: Fn(TcpStream, SocketAddr) -> Fut,
-    Fut: std::future::Future<Output = ()> + Send + 'static,
+    Fut: Future<Output = ()> + Send + 'static,
 {
     let name = stats.name.clone();
     let mut backoff = Duration::from_millis(5);
@@ -195,18 +197,7 @@ pub(crate) async fn accept_loop<F, Fut>(
                 stats.accepted.fetch_add(1, Ordering::Relaxed);
                 stats.open.fetch_add(1, Ordering::Relaxed);
                 debug!(listener = %name, %peer, "accepted");
-                let fut = serve(stream, peer);
-                let (open, withdraw) = (stats.open.clone(), stats.withdraw.clone());
-                tokio::spawn(async move {
-                    fut.await;
-                    open.fetch_sub(1, Ordering::Relaxed);
-                    let owed = withdraw
-                        .fetch_update(Ordering::AcqRel, Ordering::Acquire, |n| n.checked_sub(1));
-                    match owed {
-                        Ok(_) => permit.forget(),
-                        Err(_) => drop(permit),
-                    }
-                });
+                tokio::spawn(counted(serve(stream, peer), &stats, permit));
             }
             Err(e) => {
                 // EMFILE and friends: wait and retry rather than spin or die.
@@ -216,6 +207,31 @@ pub(crate) async fn accept_loop<F, Fut>(
             }
         }
     }
+}
+
+/// An app connection's task: `fut` serves it, then its slot is given back
+/// (or withdrawn, if `max_connections` was lowered meanwhile).
+///
+/// `map`, not `async move { fut.await; … }`: such a block holds the
+/// connection's future twice (captured, then awaited), which doubled every
+/// idle app connection's memory.
+fn counted<Fut>(
+    fut: Fut,
+    stats: &ListenerStats,
+    permit: OwnedSemaphorePermit,
+) -> impl Future<Output = ()> + Send + 'static
+where
+    Fut: Future<Output = ()> + Send + 'static,
+{
+    let (open, withdraw) = (stats.open.clone(), stats.withdraw.clone());
+    fut.map(move |()| {
+        open.fetch_sub(1, Ordering::Relaxed);
+        let owed = withdraw.fetch_update(Ordering::AcqRel, Ordering::Acquire, |n| n.checked_sub(1));
+        match owed {
+            Ok(_) => permit.forget(),
+            Err(_) => drop(permit),
+        }
+    })
 }
 
 /// Tells a refused app why and closes its connection: the answer, then a
@@ -233,4 +249,31 @@ fn refuse(stream: TcpStream, refusal: &'static [u8]) {
         })
         .await;
     });
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// The task of an app connection is its serving future and a few words,
+    /// not two copies of it (see `counted`).
+    #[test]
+    fn a_connection_task_holds_its_future_once() {
+        async fn serving() {
+            let state = [7u8; 4096];
+            tokio::task::yield_now().await;
+            std::hint::black_box(&state);
+        }
+        let bound = BoundListener::bind("test", "127.0.0.1:0".parse().unwrap(), 10).unwrap();
+        let stats = bound.stats();
+        let permit = stats.limit.clone().try_acquire_owned().unwrap();
+        let inner = std::mem::size_of_val(&serving());
+        let task = counted(serving(), &stats, permit);
+        let size = std::mem::size_of_val(&task);
+        assert!(inner >= 4096, "{inner}");
+        assert!(
+            size < inner + 64,
+            "task {size} bytes for a future of {inner}"
+        );
+    }
 }

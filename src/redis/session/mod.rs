@@ -159,7 +159,7 @@ impl Session {
 
     /// Serves the app until it leaves; I/O errors end the session quietly
     /// (the app is gone), everything else was answered in-band.
-    pub(crate) async fn run(mut self) {
+    pub(crate) async fn run(&mut self) {
         if let Err(e) = self.serve().await {
             debug!(listener = %self.service.name, peer = %self.peer, error = %e, "app connection ended");
         }
@@ -170,7 +170,7 @@ impl Session {
         loop {
             self.write_ready().await?;
             if std::mem::take(&mut self.stream_lost) {
-                if let Err(e) = self.resubscribe().await {
+                if let Err(e) = Box::pin(self.resubscribe()).await {
                     warn!(listener = %self.service.name, peer = %self.peer, error = %e, "could not subscribe again after the upstream went away: closing the app connection");
                     self.closing = true;
                 }
@@ -195,7 +195,7 @@ impl Session {
                 // Shutting down and nothing owed: close while idle, so the
                 // app reconnects (to the next attache) between requests. A
                 // subscriber waiting for messages is idle: its relay goes.
-                self.end_stream().await?;
+                Box::pin(self.end_stream()).await?;
                 self.closing = true;
             }
             if self.closing && self.slots.is_empty() {
@@ -204,7 +204,7 @@ impl Session {
                     // Nothing is owed: what the app was pinned to (a MULTI,
                     // a WATCH) goes now, not after the lingering.
                     self.release_on_exit();
-                    crate::socket::linger(&mut self.stream, &mut self.shutdown).await;
+                    Box::pin(crate::socket::linger(&mut self.stream, &mut self.shutdown)).await;
                 }
                 return Ok(());
             }
@@ -335,7 +335,7 @@ impl Session {
         let (action, family) = classify(&req, &self.rbuf, self.pin.is_some());
         self.family = family;
         if streaming {
-            return self.dispatch_streaming(req, action).await;
+            return Box::pin(self.dispatch_streaming(req, action)).await;
         }
         if self.cluster_tx.is_some() && !matches!(action, Action::Reset | Action::Quit) {
             self.queue_in_transaction(&req, action);
@@ -465,7 +465,7 @@ impl Session {
                     // SUBSCRIBE / PSUBSCRIBE: on every server, relayed from server 0.
                     _ if stream && self.pin.is_none() && is_fan_in_subscribe(&req, &self.rbuf) => {
                         let bytes = self.take_request(&req).freeze();
-                        if let Err(e) = self.subscribe_everywhere(bytes).await {
+                        if let Err(e) = Box::pin(self.subscribe_everywhere(bytes)).await {
                             self.reply_error(&e);
                         }
                         return Ok(());
@@ -524,7 +524,7 @@ impl Session {
             }
             Action::Hello { protocol, setname } => {
                 self.rbuf.advance(req.len);
-                self.hello(protocol, setname).await?;
+                Box::pin(self.hello(protocol, setname)).await?;
             }
             Action::SetName(name) => {
                 self.name = Some(name);
@@ -552,7 +552,7 @@ impl Session {
             }
             Action::Reset => {
                 self.rbuf.advance(req.len);
-                self.reset().await?;
+                Box::pin(self.reset()).await?;
             }
         }
         Ok(())

@@ -59,7 +59,7 @@ impl Session {
         }
         let pool = self.service.dedicated(server, self.protocol);
         let id = || self.service.upstream_id(server);
-        let conn = pool.get().await.map_err(|e| match e {
+        let conn = Box::pin(pool.get()).await.map_err(|e| match e {
             PoolError::Backend(e) => e,
             PoolError::Timeout(_) => UpstreamError::PoolExhausted(id(), pool.status().max_size),
             other => UpstreamError::Io(id(), other.to_string().into()),

@@ -430,7 +430,7 @@ impl Session {
         let mut others = Vec::new();
         for server in 1..self.service.servers() {
             let pool = self.service.dedicated(server, self.protocol);
-            match pool.get().await {
+            match Box::pin(pool.get()).await {
                 Ok(conn) => others.push(conn),
                 Err(e) => {
                     // Not subscribed anywhere: the app stays on the shared
