@@ -6,7 +6,7 @@ mod support;
 use std::time::Duration;
 
 use support::*;
-use tokio::io::AsyncWriteExt;
+use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::net::TcpStream;
 
 /// REPLCONF ACK gets no reply from Redis. Sent on a shared connection, the
@@ -209,4 +209,46 @@ async fn wait_covers_the_apps_writes_made_on_other_connections() {
         b":0\r\n"
     );
     frozen.join().unwrap();
+}
+
+/// Inline commands (telnet, `nc`, shell scripts) may quote arguments, which
+/// Redis splits as its `sdssplitargs` does. attache split on whitespace
+/// only: `SET k "a b"` was a syntax error and `SET "k" v` stored the key
+/// `"k"` with its quotes.
+#[tokio::test]
+async fn quoted_inline_arguments_are_read_as_redis_reads_them() {
+    let server = RedisServer::start();
+    let (_attache, addr) = attache_for(&server, "").await;
+    let pipeline = [
+        &b"SET \"q k\" \"a b\\x41\\n\\\"\"\r\n"[..],
+        b"GET \"q k\"\r\n",
+        b"ECHO 'it\\'s'\r\n",
+        b"ECHO a\"b c\"   \r\n",
+        b"PING\r\n",
+    ]
+    .concat();
+    let mut direct = TcpStream::connect(server.addr()).await.unwrap();
+    let expected = raw_exchange(&mut direct, &pipeline, 5).await;
+    let mut app = TcpStream::connect(addr).await.unwrap();
+    let got = raw_exchange(&mut app, &pipeline, 5).await;
+    assert_eq!(
+        String::from_utf8_lossy(&got),
+        String::from_utf8_lossy(&expected)
+    );
+    assert!(
+        got.windows(4).any(|w| w == b"a bA"),
+        "the quoted value was stored"
+    );
+
+    // An unclosed quote: Redis's error, then the close.
+    let bad = b"GET \"x\r\n";
+    let expected = raw_exchange(&mut direct, bad, 1).await;
+    let got = raw_exchange(&mut app, bad, 1).await;
+    assert_eq!(
+        String::from_utf8_lossy(&got),
+        String::from_utf8_lossy(&expected)
+    );
+    let mut rest = Vec::new();
+    let read = tokio::time::timeout(Duration::from_secs(5), app.read_to_end(&mut rest)).await;
+    assert!(matches!(read, Ok(Ok(0))), "{read:?} {rest:?}");
 }

@@ -19,5 +19,6 @@ pub mod cluster;
 pub mod command;
 pub mod frame;
 pub mod hash;
+pub mod inline;
 mod scan;
 pub mod shard;

@@ -3,12 +3,14 @@
 //! one buffer); attache's own answers take their place in the same ordered
 //! queue of slots, so every reply reaches the app in request order.
 
-use attache_resp::frame::{self, reply, Request};
+use attache_resp::frame::{self, reply, ProtocolError, Request};
+use attache_resp::inline;
 use bytes::{Buf, Bytes, BytesMut};
+use tracing::warn;
 
 use super::super::error::UpstreamError;
 use super::super::meter::{Families, Meter};
-use super::super::metrics::{ErrorSource, RedisMetrics};
+use super::super::metrics::{ErrorSource, Family, RedisMetrics};
 use super::super::slots::{Redirectable, Slot};
 use super::Session;
 
@@ -47,6 +49,36 @@ impl Session {
             stats.error(self.family, ErrorSource::Attache, 1);
         }
         self.slots.push_back(Slot::Ready(bytes));
+    }
+
+    /// An app's malformed request: the error, then the close (as Redis).
+    pub(super) async fn refuse_bad_request(&mut self, e: ProtocolError) -> std::io::Result<()> {
+        warn!(listener = %self.service.name, peer = %self.peer, error = %e, "bad request from the app: answered with the error, closing its connection");
+        self.flush_run();
+        // Subscribed: the relay of pushes never ends, and the error (and
+        // the close) would wait behind it forever.
+        Box::pin(self.end_stream()).await?;
+        self.family = Family::OTHER;
+        self.push_local(reply::error(&format!("ERR {e}")));
+        self.rbuf.clear();
+        self.closing = true;
+        self.linger = true;
+        Ok(())
+    }
+
+    /// An inline request that quotes an argument (`SET k "a b"`) is
+    /// rewritten in the read buffer as the RESP array Redis would have
+    /// read; `true` when it was.
+    pub(super) fn requote_inline(&mut self, req: &Request) -> Result<bool, ProtocolError> {
+        let Some(args) = inline::unquote(&self.rbuf[..req.len])? else {
+            return Ok(false);
+        };
+        let args: Vec<&[u8]> = args.iter().map(Vec::as_slice).collect();
+        let rest = self.rbuf.split_off(req.len);
+        self.rbuf.clear();
+        self.rbuf.extend_from_slice(&reply::command(&args));
+        self.rbuf.unsplit(rest);
+        Ok(true)
     }
 
     /// The request's bytes, taken off the read buffer. Inline commands are

@@ -304,20 +304,15 @@ impl Session {
             let req = match frame::parse_request(&self.rbuf, max) {
                 Ok(Some(req)) => req,
                 Ok(None) => break,
-                Err(e) => {
-                    warn!(listener = %self.service.name, peer = %self.peer, error = %e, "bad request from the app: answered with the error, closing its connection");
-                    self.flush_run();
-                    // Subscribed: the relay of pushes never ends, and the
-                    // error (and the close) would wait behind it forever.
-                    self.end_stream().await?;
-                    self.family = Family::OTHER;
-                    self.push_local(reply::error(&format!("ERR {e}")));
-                    self.rbuf.clear();
-                    self.closing = true;
-                    self.linger = true;
-                    break;
-                }
+                Err(e) => return self.refuse_bad_request(e).await,
             };
+            if req.inline {
+                match self.requote_inline(&req) {
+                    Ok(true) => continue,
+                    Ok(false) => {}
+                    Err(e) => return self.refuse_bad_request(e).await,
+                }
+            }
             if req.args.is_empty() {
                 self.rbuf.advance(req.len);
                 continue;
