@@ -252,3 +252,35 @@ async fn quoted_inline_arguments_are_read_as_redis_reads_them() {
     let read = tokio::time::timeout(Duration::from_secs(5), app.read_to_end(&mut rest)).await;
     assert!(matches!(read, Ok(Ok(0))), "{read:?} {rest:?}");
 }
+
+/// A RESP2 subscriber may send only pub/sub commands, PING, QUIT and
+/// RESET: Redis refuses AUTH or a bad HELLO there, after the arity check.
+/// attache answered those itself (+OK, NOPROTO) as if not subscribed.
+#[tokio::test]
+async fn a_resp2_subscriber_is_refused_what_redis_refuses() {
+    let server = RedisServer::start();
+    let (_attache, addr) = attache_for(&server, "").await;
+    let pipeline = [
+        cmd(&["SUBSCRIBE", "news"]),
+        cmd(&["AUTH", "secret"]),
+        cmd(&["AUTH"]),
+        cmd(&["HELLO", "4"]),
+        cmd(&["CLIENT", "SETNAME", "a b"]),
+        cmd(&["PING"]),
+        cmd(&["UNSUBSCRIBE"]),
+    ]
+    .concat();
+    let mut direct = TcpStream::connect(server.addr()).await.unwrap();
+    let expected = raw_exchange(&mut direct, &pipeline, 7).await;
+    let mut app = TcpStream::connect(addr).await.unwrap();
+    let got = raw_exchange(&mut app, &pipeline, 7).await;
+    assert_eq!(
+        String::from_utf8_lossy(&got),
+        String::from_utf8_lossy(&expected)
+    );
+    assert!(
+        got.windows(15).any(|w| w == b"Can't execute '"),
+        "{}",
+        String::from_utf8_lossy(&got)
+    );
+}

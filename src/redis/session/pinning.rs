@@ -114,8 +114,9 @@ impl Session {
                 self.reset().await
             }
             Action::Reply(bytes) => {
+                let answer = self.answer_on_stream(&req, bytes);
                 self.rbuf.advance(req.len);
-                self.answer_in_stream(bytes);
+                self.answer_in_stream(answer);
                 Ok(())
             }
             _ => {

@@ -115,6 +115,32 @@ fn remove(set: &mut BTreeSet<Bytes>, args: impl Iterator<Item = Bytes>, all: boo
 }
 
 impl Session {
+    /// attache's own answer to `req` on a stream (AUTH, CLIENT SETINFO, a
+    /// refused HELLO): a RESP2 subscriber gets Redis's refusal instead, as
+    /// Redis refuses everything but pub/sub, PING, QUIT and RESET there
+    /// after checking the arity.
+    pub(super) fn answer_on_stream(&self, req: &Request, answer: Bytes) -> Bytes {
+        if self.protocol.is_resp3()
+            || self.subscriptions.is_none()
+            || answer.starts_with(b"-ERR wrong number of arguments")
+        {
+            return answer;
+        }
+        let lower = |i| {
+            req.arg(&self.rbuf, i)
+                .map(|a: &[u8]| String::from_utf8_lossy(a).to_ascii_lowercase())
+        };
+        let mut name = lower(0).unwrap_or_default();
+        if name == "client" {
+            if let Some(sub) = lower(1) {
+                name = format!("{name}|{sub}");
+            }
+        }
+        reply::error(&format!(
+            "ERR Can't execute '{name}': only (P|S)SUBSCRIBE / (P|S)UNSUBSCRIBE / PING / QUIT / RESET are allowed in this context"
+        ))
+    }
+
     /// Remembers what a request sent on the stream subscribes to, except,
     /// in a cluster, an SSUBSCRIBE of a channel another primary serves: the
     /// pinned node refuses it (`-MOVED`), so there is nothing to restore.
