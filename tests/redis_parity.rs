@@ -123,7 +123,8 @@ async fn connection_commands_are_queued_inside_multi() {
 /// HELLO and AUTH argument errors, answered by attache, read as Redis's:
 /// HELLO … SETNAME refuses a name CLIENT SETNAME refuses (attache took it),
 /// a version that is not an integer is not NOPROTO, and AUTH with too many
-/// arguments is a syntax error.
+/// arguments is a syntax error. Inside MULTI they are queued, as by Redis
+/// (attache aborted the transaction).
 #[tokio::test]
 async fn hello_and_auth_refusals_match_redis() {
     let server = RedisServer::start();
@@ -145,6 +146,28 @@ async fn hello_and_auth_refusals_match_redis() {
         String::from_utf8_lossy(&got),
         String::from_utf8_lossy(&expected)
     );
+
+    // Inside MULTI these are errors when run, not when queued: +QUEUED,
+    // the errors in EXEC's array, and the rest of the transaction runs
+    // (attache aborted it).
+    let pipeline = [
+        cmd(&["MULTI"]),
+        cmd(&["HELLO", "4"]),
+        cmd(&["HELLO", "2", "SETNAME", "two words"]),
+        cmd(&["AUTH", "a", "b", "c"]),
+        cmd(&["CLIENT", "SETNAME", "two words"]),
+        cmd(&["SET", "tx", "ran"]),
+        cmd(&["EXEC"]),
+        cmd(&["GET", "tx"]),
+    ]
+    .concat();
+    let expected = raw_exchange(&mut direct, &pipeline, 8).await;
+    let got = raw_exchange(&mut app, &pipeline, 8).await;
+    assert_eq!(
+        String::from_utf8_lossy(&got),
+        String::from_utf8_lossy(&expected)
+    );
+    assert!(got.ends_with(b"$3\r\nran\r\n"));
 }
 
 /// WAIT counts the replicas that acknowledged the last write of the

@@ -359,9 +359,15 @@ impl Session {
                 self.forward(&req, route).await?;
             }
             Action::Reply(bytes) if self.multi && self.pin.is_some() => {
-                if frame::is_error(&bytes) {
+                if bytes.starts_with(b"-ERR wrong number of arguments") {
                     // As a command Redis refuses when queued: EXEC aborts.
                     self.refuse_in_transaction(&req, bytes);
+                } else if frame::is_error(&bytes) {
+                    // Refused when run (a bad HELLO, AUTH's syntax error,
+                    // a bad name): queued as it is, for Redis's own error
+                    // in EXEC's array. It changes nothing upstream.
+                    let bytes = self.take_request(&req);
+                    self.push_run(bytes, Target::Pinned, false);
                 } else {
                     self.queue_stand_in(&req, &[b"UNWATCH"]);
                 }
