@@ -307,3 +307,56 @@ async fn a_resp2_subscriber_is_refused_what_redis_refuses() {
         String::from_utf8_lossy(&got)
     );
 }
+
+/// CLIENT INFO and CLIENT LIST show the app's client name, as when it
+/// talks to Redis itself: CLIENT INFO pins the app to its own upstream
+/// connection, which is given the name (it showed `name=`). The name does
+/// not outlive the app: that connection is closed, not pooled.
+#[tokio::test]
+async fn client_info_shows_the_apps_name() {
+    let server = RedisServer::start();
+    let (_attache, addr) = attache_for(&server, "").await;
+    let info_name = |reply: &[u8]| {
+        let text = String::from_utf8_lossy(reply).into_owned();
+        let name = text.split(' ').find_map(|f| f.strip_prefix("name="));
+        name.unwrap_or("<none>").to_owned()
+    };
+    let mut app = TcpStream::connect(addr).await.unwrap();
+    raw_exchange(&mut app, &cmd(&["CLIENT", "SETNAME", "first"]), 1).await;
+    let got = raw_exchange(&mut app, &cmd(&["CLIENT", "INFO"]), 1).await;
+    assert_eq!(info_name(&got), "first");
+    raw_exchange(&mut app, &cmd(&["HELLO", "2", "SETNAME", "second"]), 1).await;
+    let got = raw_exchange(&mut app, &cmd(&["CLIENT", "INFO"]), 1).await;
+    assert_eq!(info_name(&got), "second");
+    let tx = [
+        cmd(&["MULTI"]),
+        cmd(&["CLIENT", "SETNAME", "third"]),
+        cmd(&["EXEC"]),
+        cmd(&["CLIENT", "GETNAME"]),
+    ]
+    .concat();
+    let got = raw_exchange(&mut app, &tx, 4).await;
+    assert_eq!(
+        String::from_utf8_lossy(&got),
+        "+OK\r\n+QUEUED\r\n*1\r\n+OK\r\n$5\r\nthird\r\n"
+    );
+    let got = raw_exchange(&mut app, &cmd(&["CLIENT", "INFO"]), 1).await;
+    assert_eq!(info_name(&got), "third");
+    let mut other = TcpStream::connect(addr).await.unwrap();
+    let list = raw_exchange(&mut other, &cmd(&["CLIENT", "LIST"]), 1).await;
+    assert!(String::from_utf8_lossy(&list).contains("name=third "));
+    drop(app);
+
+    // The next app's connections carry no name.
+    let mut next = TcpStream::connect(addr).await.unwrap();
+    raw_exchange(&mut next, &[cmd(&["MULTI"]), cmd(&["EXEC"])].concat(), 2).await;
+    let got = raw_exchange(&mut next, &cmd(&["CLIENT", "INFO"]), 1).await;
+    assert_eq!(info_name(&got), "");
+    tokio::time::sleep(Duration::from_millis(200)).await;
+    let list = raw_exchange(&mut next, &cmd(&["CLIENT", "LIST"]), 1).await;
+    assert!(
+        !String::from_utf8_lossy(&list).contains("name=third "),
+        "{}",
+        String::from_utf8_lossy(&list)
+    );
+}

@@ -186,8 +186,9 @@ async fn subscribe_then_reset_in_one_write_gets_both_replies() {
     );
 }
 
-/// attache answers AUTH and CLIENT SETINFO itself; while subscribed, the
-/// answer still comes after the replies to what the app sent before it.
+/// attache answers AUTH and CLIENT SETINFO itself (a RESP2 subscriber
+/// gets Redis's refusal for its context); while subscribed, the answer
+/// still comes after the replies to what the app sent before it.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_local_answer_while_subscribing_keeps_its_place() {
     let (server, _attache, _addr, mut a) = app_on_single().await;
@@ -199,8 +200,12 @@ async fn a_local_answer_while_subscribing_keeps_its_place() {
     let replies = raw_exchange(&mut a, &request, 5).await;
     assert_eq!(
         String::from_utf8_lossy(&replies),
-        "*3\r\n$9\r\nsubscribe\r\n$2\r\nch\r\n:1\r\n+OK\r\n*2\r\n$4\r\npong\r\n$0\r\n\r\n\
-         *3\r\n$9\r\nsubscribe\r\n$3\r\nch2\r\n:2\r\n+OK\r\n"
+        format!(
+            "*3\r\n$9\r\nsubscribe\r\n$2\r\nch\r\n:1\r\n{}*2\r\n$4\r\npong\r\n$0\r\n\r\n\
+             *3\r\n$9\r\nsubscribe\r\n$3\r\nch2\r\n:2\r\n{}",
+            refused("auth"),
+            refused("client|setinfo")
+        )
     );
     // The stream goes on as before.
     assert_eq!(server.cli(&["PUBLISH", "ch2", "hi"]), "1");
@@ -421,7 +426,8 @@ async fn a_protocol_error_while_subscribed_keeps_the_answers_before_it() {
     request.extend(b"*1\r\n$abc\r\n");
     let replies = raw_exchange(&mut a, &request, 2).await;
     assert!(
-        replies.starts_with(b"+OK\r\n-ERR Protocol error"),
+        String::from_utf8_lossy(&replies)
+            .starts_with(&format!("{}-ERR Protocol error", refused("auth"))),
         "{}",
         String::from_utf8_lossy(&replies)
     );
@@ -500,7 +506,7 @@ async fn shutdown_gives_a_subscriber_the_answers_in_its_stream() {
     tokio::time::sleep(Duration::from_millis(200)).await;
     let stopping = tokio::spawn(attache.shutdown());
     let rest = expect_closed(&mut a, Duration::from_secs(5)).await;
-    assert_eq!(String::from_utf8_lossy(&rest), "+OK\r\n");
+    assert_eq!(String::from_utf8_lossy(&rest), refused("auth"));
     tokio::time::timeout(Duration::from_secs(5), stopping)
         .await
         .expect("attache stopped")
@@ -542,11 +548,14 @@ async fn a_local_answer_while_subscribed_as_a_user_without_ping() {
     request.extend(cmd(&["AUTH", "pw"]));
     assert_eq!(
         String::from_utf8_lossy(&raw_exchange(&mut a, &request, 2).await),
-        "*3\r\n$9\r\nsubscribe\r\n$2\r\nch\r\n:1\r\n+OK\r\n"
+        format!(
+            "*3\r\n$9\r\nsubscribe\r\n$2\r\nch\r\n:1\r\n{}",
+            refused("auth")
+        )
     );
     assert_eq!(
-        raw_exchange(&mut a, &cmd(&["AUTH", "pw"]), 1).await,
-        b"+OK\r\n"
+        String::from_utf8_lossy(&raw_exchange(&mut a, &cmd(&["AUTH", "pw"]), 1).await),
+        refused("auth")
     );
     assert_eq!(server.cli(&["PUBLISH", "ch", "hi"]), "1");
     assert_eq!(
@@ -577,4 +586,11 @@ async fn a_sharded_subscribe_that_failed_leaves_the_app_unsubscribed() {
     );
     // Server 0 holds no subscriber for it.
     assert_eq!(servers[0].cli(&["PUBSUB", "NUMSUB", "ch"]), "ch\n0");
+}
+
+/// Redis's refusal of `command` from a RESP2 subscriber.
+fn refused(command: &str) -> String {
+    format!(
+        "-ERR Can't execute '{command}': only (P|S)SUBSCRIBE / (P|S)UNSUBSCRIBE / PING / QUIT / RESET are allowed in this context\r\n"
+    )
 }

@@ -506,10 +506,8 @@ impl Session {
                     } else {
                         Bytes::from_static(reply::OK)
                     };
-                    {
-                        self.reply_local(&req, answer);
-                        return Ok(());
-                    }
+                    self.reply_local(&req, answer);
+                    return Ok(());
                 }
                 let target = if self.pin.is_some() {
                     if multi {
@@ -527,14 +525,7 @@ impl Session {
                 self.rbuf.advance(req.len);
                 Box::pin(self.hello(protocol, setname)).await?;
             }
-            Action::SetName(name) => {
-                self.name = Some(name);
-                if self.multi && self.pin.is_some() {
-                    self.queue_stand_in(&req, &[b"UNWATCH"]);
-                } else {
-                    self.reply_local(&req, Bytes::from_static(reply::OK));
-                }
-            }
+            Action::SetName(name) => self.set_name(&req, name),
             Action::GetName if self.multi && self.pin.is_some() => match self.name.clone() {
                 Some(name) => self.queue_stand_in(&req, &[b"ECHO", &name]),
                 // Dedicated connections have no name: null, as the app's.

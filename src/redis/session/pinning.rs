@@ -50,8 +50,12 @@ impl Session {
         streaming: bool,
     ) -> Result<(), UpstreamError> {
         if let Some(pin) = &mut self.pin {
+            let named = sticky && !pin.sticky && !streaming;
             pin.sticky |= sticky;
             pin.streaming |= streaming;
+            if named {
+                self.name_pinned();
+            }
             return Ok(());
         }
         if self.barrier().await.is_err() {
@@ -70,7 +74,37 @@ impl Session {
             sticky,
             streaming,
         });
+        if sticky && !streaming {
+            self.name_pinned();
+        }
         Ok(())
+    }
+
+    /// `CLIENT SETNAME name`: kept by attache, which answers CLIENT GETNAME;
+    /// inside MULTI queued through a stand-in with the same reply.
+    pub(super) fn set_name(&mut self, req: &Request, name: Bytes) {
+        match &self.pin {
+            // Its own connection for good: named there too.
+            Some(p) if self.multi && p.sticky && !p.streaming => {
+                self.queue_stand_in(req, &[b"CLIENT", b"SETNAME", &name]);
+            }
+            Some(_) if self.multi => self.queue_stand_in(req, &[b"UNWATCH"]),
+            _ => self.reply_local(req, Bytes::from_static(reply::OK)),
+        }
+        self.name = Some(name);
+        self.name_pinned();
+    }
+
+    /// The app's client name (CLIENT SETNAME, HELLO … SETNAME), given to
+    /// the connection it is pinned to for good, where CLIENT INFO and
+    /// CLIENT LIST read it (such a connection is closed, not pooled, when
+    /// the app leaves). Not inside MULTI, where it would be queued.
+    pub(super) fn name_pinned(&mut self) {
+        let pinned = self.pin.as_ref().is_some_and(|p| p.sticky && !p.streaming);
+        if let (true, false, Some(name)) = (pinned, self.multi, &self.name) {
+            let command = reply::command(&[b"CLIENT", b"SETNAME", name]);
+            self.send_unanswered(command);
+        }
     }
 
     /// From `bytes` on, the pinned connection streams to the app. A RESP
@@ -231,6 +265,7 @@ impl Session {
         }
         if setname.is_some() {
             self.name = setname;
+            self.name_pinned();
         }
         // The server's own HELLO reply, from a connection already speaking
         // that version, so the HELLO changes nothing on it.
