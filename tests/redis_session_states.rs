@@ -52,13 +52,32 @@ async fn ketama_attache(
     (attache, addr)
 }
 
+/// Also with a command pipelined behind the pop (ioredis, Lettuce and
+/// node-redis pipeline on one connection): attache waited for the pop's
+/// reply before reading on, missed the app's close, and the orphaned pop
+/// took the next job (and kept its dedicated connection).
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_blocking_pop_whose_app_left_pops_nothing() {
     let server = RedisServer::start();
     let (_attache, addr) = attache_for(&server, "").await;
+    for behind in [&[][..], &["PING"], &["GET", "jobs"], &["QUIT"]] {
+        let mut pipeline = cmd(&["BLPOP", "jobs", "0"]);
+        if !behind.is_empty() {
+            pipeline.extend(cmd(behind));
+        }
+        a_blocking_pop_whose_app_left(&server, addr, &pipeline, behind).await;
+    }
+}
+
+async fn a_blocking_pop_whose_app_left(
+    server: &RedisServer,
+    addr: std::net::SocketAddr,
+    pipeline: &[u8],
+    behind: &[&str],
+) {
     {
         let mut a = TcpStream::connect(addr).await.unwrap();
-        tokio::io::AsyncWriteExt::write_all(&mut a, &cmd(&["BLPOP", "jobs", "0"]))
+        tokio::io::AsyncWriteExt::write_all(&mut a, pipeline)
             .await
             .unwrap();
         // Blocked on the server.
@@ -91,8 +110,9 @@ async fn a_blocking_pop_whose_app_left_pops_nothing() {
     assert_eq!(
         server.cli(&["LLEN", "jobs"]),
         "1",
-        "the job was popped by nobody"
+        "the job was popped by nobody (then {behind:?})"
     );
+    server.cli(&["DEL", "jobs"]);
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

@@ -212,7 +212,10 @@ impl Session {
                 // Idle: an idle app connection holds no read buffer.
                 spare_buffers::give_back(std::mem::take(&mut self.rbuf));
             }
-            let can_read = !self.closing && self.slots.len() < MAX_SLOTS;
+            // Closing, the app is still read: what it sends is ignored (as
+            // after QUIT by Redis), but its close ends the wait for what
+            // is owed (a blocking pop's reply) and the pop with it.
+            let can_read = self.slots.len() < MAX_SLOTS;
             tokio::select! {
                 // In this order, with no random start: the app's requests
                 // first (bounded by MAX_SLOTS), so that a flood of pub/sub
@@ -231,6 +234,7 @@ impl Session {
                     match try_read(&self.stream, &mut self.rbuf, READ_CHUNK)? {
                         None => continue,
                         Some(0) => return Ok(()),
+                        Some(_) if self.closing => self.rbuf.clear(),
                         Some(_) => {
                             self.read_at = Instant::now();
                             self.process_input().await?

@@ -6,9 +6,10 @@
 use attache_resp::frame::{self, reply, Request};
 use bytes::{Buf, Bytes, BytesMut};
 use deadpool::managed::PoolError;
+use tokio::net::TcpStream;
 use tokio::sync::mpsc;
 
-use super::{routing, Pin, Session, Subscriptions, Target};
+use super::{routing, Pin, Session, Subscriptions, Target, READ_CHUNK};
 use crate::redis::connection::{Op, STREAM_BUFFER};
 use crate::redis::connector::Protocol;
 use crate::redis::dedicated::Dedicated;
@@ -16,7 +17,7 @@ use crate::redis::error::UpstreamError;
 use crate::redis::policy::{Action, Transient};
 use crate::redis::relay::{self, Replies};
 use crate::redis::slots::{wait_front, Slot};
-use crate::socket::write_all;
+use crate::socket::{try_read, write_all};
 
 impl Session {
     /// Waits until every reply owed so far is written to the app.
@@ -30,13 +31,18 @@ impl Session {
             }
             self.write_ready().await?;
             if !self.slots.is_empty() {
-                wait_front(
-                    &mut self.slots,
-                    &self.service,
-                    self.protocol.is_resp3(),
-                    &mut self.meters,
-                )
-                .await;
+                // A reply may take long (a blocking pop): an app that
+                // leaves meanwhile ends the session, which closes the
+                // upstream connection, and the pop with it.
+                tokio::select! {
+                    () = wait_front(
+                        &mut self.slots,
+                        &self.service,
+                        self.protocol.is_resp3(),
+                        &mut self.meters,
+                    ) => {}
+                    gone = app_gone(&self.stream, &mut self.rbuf) => return Err(gone),
+                }
             }
         }
         Ok(())
@@ -388,6 +394,25 @@ impl Session {
             {
                 discard(pin.conn);
             }
+        }
+    }
+}
+
+/// Resolves when the app closes its connection (or it fails), reading
+/// what the app sends meanwhile into `rbuf` for later, up to a bound.
+pub(super) async fn app_gone(stream: &TcpStream, rbuf: &mut BytesMut) -> std::io::Error {
+    const HOLD_AT_MOST: usize = 1024 * 1024;
+    loop {
+        if rbuf.len() >= HOLD_AT_MOST {
+            return std::future::pending().await;
+        }
+        if let Err(e) = std::future::poll_fn(|cx| stream.poll_read_ready(cx)).await {
+            return e;
+        }
+        match try_read(stream, rbuf, READ_CHUNK) {
+            Ok(Some(0)) => return std::io::ErrorKind::UnexpectedEof.into(),
+            Ok(_) => {}
+            Err(e) => return e,
         }
     }
 }
