@@ -360,3 +360,51 @@ async fn client_info_shows_the_apps_name() {
         String::from_utf8_lossy(&list)
     );
 }
+
+/// Lengths Redis does not read (`*01`, `$04`, `-0`): Redis's error and the
+/// close, as from Redis. attache read them as numbers and forwarded them;
+/// the server then closed the shared connection, failing other apps'
+/// commands on it.
+#[tokio::test]
+async fn lengths_redis_refuses_are_refused_without_touching_the_upstream() {
+    let server = RedisServer::start();
+    let (_attache, addr) = attache_for(&server, "server_connections = 1").await;
+    let mut bystander = TcpStream::connect(addr).await.unwrap();
+    raw_exchange(&mut bystander, &cmd(&["SET", "k", "v"]), 1).await;
+    // The shared connection: the one that ran the SET.
+    let shared_id = |server: &RedisServer, last: &str| {
+        let list = server.cli(&["CLIENT", "LIST"]);
+        let line = list.lines().find(|l| l.contains(&format!("cmd={last} ")));
+        let line = line.unwrap_or_else(|| panic!("no cmd={last}: {list}"));
+        line.split(' ').next().unwrap().to_owned()
+    };
+    let before = shared_id(&server, "set");
+    for bad in [
+        &b"*01\r\n$4\r\nPING\r\n"[..],
+        b"*1\r\n$04\r\nPING\r\n",
+        b"*1\r\n$-0\r\n",
+        b"*-0\r\n",
+        b"*00\r\n",
+    ] {
+        let shown = String::from_utf8_lossy(bad);
+        let mut direct = TcpStream::connect(server.addr()).await.unwrap();
+        let expected = raw_exchange(&mut direct, bad, 1).await;
+        let mut app = TcpStream::connect(addr).await.unwrap();
+        let got = raw_exchange(&mut app, bad, 1).await;
+        assert_eq!(
+            String::from_utf8_lossy(&got),
+            String::from_utf8_lossy(&expected),
+            "{shown}"
+        );
+        let mut rest = Vec::new();
+        let read = tokio::time::timeout(Duration::from_secs(5), app.read_to_end(&mut rest)).await;
+        assert!(matches!(read, Ok(Ok(0))), "{shown}: {read:?} {rest:?}");
+        let got = raw_exchange(&mut bystander, &cmd(&["GET", "k"]), 1).await;
+        assert_eq!(String::from_utf8_lossy(&got), "$1\r\nv\r\n", "{shown}");
+    }
+    assert_eq!(
+        shared_id(&server, "get"),
+        before,
+        "the shared connection was kept"
+    );
+}

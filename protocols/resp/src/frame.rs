@@ -80,7 +80,7 @@ pub fn parse_request(buf: &[u8], max_bytes: usize) -> Result<Option<Request>, Pr
 
 fn parse_array(buf: &[u8], max_bytes: usize) -> Result<Option<Request>, ProtocolError> {
     // Check the declared element count before sizing anything by it.
-    let Some((count, header_len)) = read_length_line(buf)? else {
+    let Some((count, header_len)) = read_length_line(buf, "invalid multibulk length")? else {
         return Ok(None);
     };
     if count > 0 && (count as u64).saturating_mul(4) > max_bytes as u64 {
@@ -122,7 +122,7 @@ fn parse_array(buf: &[u8], max_bytes: usize) -> Result<Option<Request>, Protocol
                 )))
             }
         }
-        let Some((len, line)) = read_length_line(&buf[pos..])? else {
+        let Some((len, line)) = read_length_line(&buf[pos..], "invalid bulk length")? else {
             return incomplete();
         };
         if len < 0 {
@@ -152,35 +152,42 @@ fn parse_array(buf: &[u8], max_bytes: usize) -> Result<Option<Request>, Protocol
 }
 
 /// Reads `<type byte><integer>\r\n`, returning the integer and the line's
-/// length.
-fn read_length_line(buf: &[u8]) -> Result<Option<(i64, usize)>, ProtocolError> {
+/// length. The integer is read as Redis reads it (`string2ll`): no leading
+/// zero, no `-0`, no sign but `-`; anything else is refused with Redis's
+/// message, `invalid`. (Forwarded, such a line would make the server close
+/// a shared connection, failing other apps' commands on it.)
+fn read_length_line(
+    buf: &[u8],
+    invalid_length: &'static str,
+) -> Result<Option<(i64, usize)>, ProtocolError> {
     // The usual case (digits then CRLF) in one pass; anything else is left
-    // to the careful reading, which names what is wrong.
+    // to the careful reading.
     if let Some((len, n)) = scan::length_line(buf) {
-        return Ok(Some((n, len)));
+        if buf[1] != b'0' || len == 4 {
+            return Ok(Some((n, len)));
+        }
     }
-    read_length_line_slowly(buf)
+    read_length_line_slowly(buf).map_err(|()| invalid(invalid_length))
 }
 
-fn read_length_line_slowly(buf: &[u8]) -> Result<Option<(i64, usize)>, ProtocolError> {
+fn read_length_line_slowly(buf: &[u8]) -> Result<Option<(i64, usize)>, ()> {
     // One type byte (`*`, `$`) before the digits.
     let skip = 1;
     let Some(nl) = buf.iter().take(32).position(|&b| b == b'\n') else {
         if buf.len() >= 32 {
-            return Err(invalid("invalid length line"));
+            return Err(());
         }
         return Ok(None);
     };
     if nl < skip + 1 || buf[nl - 1] != b'\r' {
-        return Err(invalid("invalid length line"));
+        return Err(());
     }
     let digits = &buf[skip..nl - 1];
-    let n = scan::integer(digits).ok_or_else(|| {
-        invalid(format!(
-            "invalid length '{}'",
-            String::from_utf8_lossy(digits).escape_default()
-        ))
-    })?;
+    let unsigned = digits.strip_prefix(b"-").unwrap_or(digits);
+    if unsigned.first() == Some(&b'0') && digits != b"0" {
+        return Err(());
+    }
+    let n = scan::integer(digits).ok_or(())?;
     Ok(Some((n, nl + 1)))
 }
 
@@ -364,6 +371,52 @@ mod tests {
         assert!(parse_request(b"*2\r\n+GET\r\n$1\r\nx\r\n", MAX).is_err());
         assert!(parse_request(b"*abc\r\n", MAX).is_err());
         assert!(parse_request(b"*2\r\n:1\r\n", MAX).is_err());
+    }
+
+    /// Lengths as Redis reads them, with its messages: no leading zero, no
+    /// `-0`, no `+`. A negative count is an empty request, as in Redis.
+    #[test]
+    fn lengths_are_read_as_redis_reads_them() {
+        let refused = |buf: &[u8]| parse_request(buf, MAX).unwrap_err().to_string();
+        for bad in [
+            &b"*01\r\n"[..],
+            b"*00\r\n",
+            b"*-0\r\n",
+            b"*+1\r\n",
+            b"* 1\r\n",
+            b"*x\r\n",
+        ] {
+            let shown = String::from_utf8_lossy(bad);
+            assert_eq!(
+                refused(bad),
+                "Protocol error: invalid multibulk length",
+                "{shown}"
+            );
+        }
+        for bad in [
+            &b"*1\r\n$04\r\nPING\r\n"[..],
+            b"*1\r\n$-0\r\n",
+            b"*1\r\n$00\r\n\r\n",
+        ] {
+            let shown = String::from_utf8_lossy(bad);
+            assert_eq!(
+                refused(bad),
+                "Protocol error: invalid bulk length",
+                "{shown}"
+            );
+        }
+        assert_eq!(args(b"*1\r\n$0\r\n\r\n"), vec![&b""[..]]);
+        assert_eq!(
+            args(b"*1\r\n$10\r\n0123456789\r\n"),
+            vec![&b"0123456789"[..]]
+        );
+        let empty = parse_request(b"*-5\r\n", MAX).unwrap().unwrap();
+        assert!(empty.args.is_empty());
+        assert!(parse_request(b"*0\r\n", MAX)
+            .unwrap()
+            .unwrap()
+            .args
+            .is_empty());
     }
 
     /// Where the decoder finds a complete array of bulk strings, the
