@@ -408,3 +408,40 @@ async fn lengths_redis_refuses_are_refused_without_touching_the_upstream() {
         "the shared connection was kept"
     );
 }
+
+/// An empty client name clears the name (GETNAME: null), and what attache
+/// answers itself checks its arity as Redis does (`RESET x` reset the
+/// connection, `CLIENT GETNAME x` answered the name).
+#[tokio::test]
+async fn an_empty_name_clears_it_and_arity_is_checked() {
+    let server = RedisServer::start();
+    let (_attache, addr) = attache_for(&server, "").await;
+    let pipeline = [
+        cmd(&["CLIENT", "SETNAME", "app"]),
+        cmd(&["CLIENT", "SETNAME", ""]),
+        cmd(&["CLIENT", "GETNAME"]),
+        cmd(&["HELLO", "2", "SETNAME", "app"]),
+        cmd(&["CLIENT", "GETNAME", "x"]),
+        cmd(&["RESET", "x"]),
+        cmd(&["CLIENT", "GETNAME"]),
+    ]
+    .concat();
+    let mut direct = TcpStream::connect(server.addr()).await.unwrap();
+    let expected = raw_exchange(&mut direct, &pipeline, 7).await;
+    let mut app = TcpStream::connect(addr).await.unwrap();
+    let got = raw_exchange(&mut app, &pipeline, 7).await;
+    let without_id = |b: &[u8]| {
+        let text = String::from_utf8_lossy(b).into_owned();
+        let at = text.find("$2\r\nid\r\n:").expect("HELLO's id");
+        let end = at + text[at..].find("\r\n$4\r\nmode").unwrap();
+        format!("{}{}", &text[..at], &text[end..])
+    };
+    assert_eq!(without_id(&got), without_id(&expected));
+    assert!(got.ends_with(b"$3\r\napp\r\n"));
+
+    // Cleared on the app's own upstream connection too.
+    raw_exchange(&mut app, &cmd(&["CLIENT", "INFO"]), 1).await;
+    raw_exchange(&mut app, &cmd(&["CLIENT", "SETNAME", ""]), 1).await;
+    let info = raw_exchange(&mut app, &cmd(&["CLIENT", "INFO"]), 1).await;
+    assert!(String::from_utf8_lossy(&info).contains(" name= "));
+}

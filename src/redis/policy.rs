@@ -91,7 +91,8 @@ fn classify_name(
         }
         b"hello" => hello(req, buf),
         b"quit" => Action::Quit,
-        b"reset" => Action::Reset,
+        b"reset" if argc == 1 => Action::Reset,
+        b"reset" => Action::Reply(wrong_arity("reset")),
         b"select" if !pinned && argc == 2 && req.arg(buf, 1) == Some(b"0") => {
             Action::Reply(Bytes::from_static(reply::OK))
         }
@@ -151,7 +152,8 @@ fn client(req: &Request, buf: &[u8]) -> Action {
             }
             _ => Action::Reply(wrong_arity("client|setname")),
         },
-        b"getname" => Action::GetName,
+        b"getname" if req.args.len() == 2 => Action::GetName,
+        b"getname" => Action::Reply(wrong_arity("client|getname")),
         // Library name/version describe the app's connection to attache.
         b"setinfo" => Action::Reply(Bytes::from_static(reply::OK)),
         b"reply" | b"tracking" => Action::PinSticky { stream: true },

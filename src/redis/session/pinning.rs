@@ -97,7 +97,16 @@ impl Session {
             Some(_) if self.multi => self.queue_stand_in(req, &[b"UNWATCH"]),
             _ => self.reply_local(req, Bytes::from_static(reply::OK)),
         }
-        self.name = Some(name);
+        self.keep_name(name);
+    }
+
+    /// The app's new client name; an empty one clears it, as in Redis.
+    fn keep_name(&mut self, name: Bytes) {
+        let cleared = name.is_empty() && self.name.is_some();
+        self.name = (!name.is_empty()).then_some(name);
+        if cleared && self.pin.as_ref().is_some_and(|p| p.sticky && !p.streaming) && !self.multi {
+            self.send_unanswered(reply::command(&[b"CLIENT", b"SETNAME", b""]));
+        }
         self.name_pinned();
     }
 
@@ -269,9 +278,8 @@ impl Session {
             self.pin = None;
             self.protocol = wanted;
         }
-        if setname.is_some() {
-            self.name = setname;
-            self.name_pinned();
+        if let Some(name) = setname {
+            self.keep_name(name);
         }
         // The server's own HELLO reply, from a connection already speaking
         // that version, so the HELLO changes nothing on it.
