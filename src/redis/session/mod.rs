@@ -244,7 +244,7 @@ impl Session {
                 _ = wait_front(&mut self.slots, &self.service, self.protocol.is_resp3(), &mut self.meters), if !self.slots.is_empty() => {}
                 // The connection holding the app's lasting state is gone
                 // (CLIENT KILL, a restart): seen at the top, at once.
-                () = pinned_closed(&self.pin), if !self.closing && self.pin.as_ref().is_some_and(|p| p.sticky && !p.streaming) => {}
+                () = pinned_closed(&self.pin), if self.pin.as_ref().is_some_and(|p| p.sticky && !p.streaming) => {}
                 () = &mut self.shutdown, if !draining => self.draining = true,
             }
         }
