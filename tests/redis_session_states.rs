@@ -170,22 +170,6 @@ async fn a_lasting_state_whose_upstream_died_closes_the_app_connection() {
     );
 }
 
-/// CLIENT KILL of the connection an app is pinned to (its CLIENT ID): the
-/// app's connection closes at once, as its own would, not at its next
-/// command.
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn client_kill_of_an_apps_own_connection_closes_it_at_once() {
-    let server = RedisServer::start();
-    let (_attache, addr) = attache_for(&server, "").await;
-    let mut a = TcpStream::connect(addr).await.unwrap();
-    let reply = raw_exchange(&mut a, &cmd(&["CLIENT", "ID"]), 1).await;
-    let text = String::from_utf8_lossy(&reply);
-    let id = text.trim().trim_start_matches(':').to_owned();
-    assert_eq!(server.cli(&["CLIENT", "KILL", "ID", &id]), "1");
-    let rest = expect_closed(&mut a, Duration::from_secs(3)).await;
-    assert!(rest.is_empty(), "{}", String::from_utf8_lossy(&rest));
-}
-
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn shutdown_closes_an_idle_subscriber() {
     let server = RedisServer::start();

@@ -112,11 +112,6 @@ impl ConnectionHandle {
         self.ops.is_closed()
     }
 
-    /// Resolves when the connection is gone (the server closed it).
-    pub(crate) async fn closed(&self) {
-        self.ops.closed().await;
-    }
-
     /// Batches sent whose replies have not all arrived.
     pub(crate) fn in_flight(&self) -> usize {
         self.in_flight.load(Ordering::Relaxed)

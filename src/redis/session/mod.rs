@@ -47,7 +47,7 @@ mod subscriptions;
 mod transaction;
 
 use batch::{unsubscribed, Run, Target};
-use pinning::{discard, pinned_closed};
+use pinning::discard;
 
 use subscriptions::Subscriptions;
 
@@ -242,9 +242,6 @@ impl Session {
                     }
                 }
                 _ = wait_front(&mut self.slots, &self.service, self.protocol.is_resp3(), &mut self.meters), if !self.slots.is_empty() => {}
-                // The connection holding the app's lasting state is gone
-                // (CLIENT KILL, a restart): seen at the top, at once.
-                () = pinned_closed(&self.pin), if self.pin.as_ref().is_some_and(|p| p.sticky && !p.streaming) => {}
                 () = &mut self.shutdown, if !draining => self.draining = true,
             }
         }

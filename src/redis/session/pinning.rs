@@ -406,14 +406,6 @@ impl Session {
     }
 }
 
-/// Resolves when the pinned connection is gone.
-pub(super) async fn pinned_closed(pin: &Option<Pin>) {
-    match pin {
-        Some(pin) => pin.conn.handle.closed().await,
-        None => std::future::pending().await,
-    }
-}
-
 /// Resolves when the app closes its connection (or it fails), reading
 /// what the app sends meanwhile into `rbuf` for later, up to a bound.
 pub(super) async fn app_gone(stream: &TcpStream, rbuf: &mut BytesMut) -> std::io::Error {
