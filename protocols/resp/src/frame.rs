@@ -205,16 +205,24 @@ fn parse_inline(buf: &[u8]) -> Result<Option<Request>, ProtocolError> {
     };
     let mut args = Args::new();
     let mut i = 0;
+    // As Redis's `sdssplitargs`: C's `isspace` between arguments, but an
+    // argument ends only on a space, tab, CR, LF or NUL (not on \v, \f).
+    let between = |b: u8| matches!(b, b' ' | b'\t' | b'\n' | b'\x0b' | b'\x0c' | b'\r');
+    let ends = |b: u8| matches!(b, b' ' | b'\t' | b'\n' | b'\r' | 0);
     while i < line_end {
-        while i < line_end && buf[i].is_ascii_whitespace() {
+        while i < line_end && between(buf[i]) {
             i += 1;
         }
         let start = i;
-        while i < line_end && !buf[i].is_ascii_whitespace() {
+        while i < line_end && !ends(buf[i]) {
             i += 1;
         }
         if i > start {
             args.push(start..i);
+        }
+        if buf.get(i) == Some(&0) {
+            // A NUL ends the line, as it ends Redis's C string.
+            break;
         }
     }
     Ok(Some(Request {
@@ -341,6 +349,11 @@ mod tests {
     #[test]
     fn inline_commands_split_on_whitespace() {
         assert_eq!(args(b"SET  a b\r\n"), vec![&b"SET"[..], b"a", b"b"]);
+        // As Redis: \v and \f separate arguments but do not end one.
+        assert_eq!(args(b"SET\x0ba\x0c1\r\n"), vec![&b"SET\x0ba\x0c1"[..]]);
+        assert_eq!(args(b"\x0cSET\t a\r\n"), vec![&b"SET"[..], b"a"]);
+        assert_eq!(args(b"ECHO a\0b c\r\n"), vec![&b"ECHO"[..], b"a"]);
+        assert_eq!(args(b"\0\r\n"), Vec::<&[u8]>::new());
         let blank = parse_request(b"\r\n", MAX).unwrap().unwrap();
         assert!(blank.args.is_empty());
         assert_eq!(blank.len, 2);
