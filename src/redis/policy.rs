@@ -226,6 +226,13 @@ fn is_integer(v: &[u8]) -> bool {
         && (digits[0] != b'0' || v == b"0")
 }
 
+/// Whether `answer` is Redis's arity refusal, which Redis checks before
+/// anything else: inside MULTI it aborts the transaction, and a RESP2
+/// subscriber gets it rather than the refusal of its context.
+pub(crate) fn is_arity_refusal(answer: &[u8]) -> bool {
+    answer.starts_with(b"-ERR wrong number of arguments")
+}
+
 fn wrong_arity(name: &str) -> Bytes {
     reply::error(&format!(
         "ERR wrong number of arguments for '{name}' command"

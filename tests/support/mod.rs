@@ -213,3 +213,23 @@ pub mod shards;
 pub mod tls;
 pub mod token_file;
 pub mod wire;
+
+/// Reads until the connection closes; panics if it stays open for `within`.
+pub async fn expect_closed(s: &mut TcpStream, within: Duration) -> Vec<u8> {
+    let mut rest = Vec::new();
+    let closed = tokio::time::timeout(within, s.read_to_end(&mut rest)).await;
+    assert!(
+        matches!(closed, Ok(Ok(_))),
+        "not closed: {closed:?}, read {:?}",
+        String::from_utf8_lossy(&rest)
+    );
+    rest
+}
+
+/// A redis-server, attache in front of it, and an app connection to it.
+pub async fn app_on_single() -> (RedisServer, attache::Running, SocketAddr, TcpStream) {
+    let server = RedisServer::start();
+    let (attache, addr) = attache_for(&server, "").await;
+    let app = TcpStream::connect(addr).await.unwrap();
+    (server, attache, addr, app)
+}

@@ -15,7 +15,7 @@ use std::ops::Range;
 use redis_protocol::{resp2, resp3};
 use smallvec::SmallVec;
 
-use crate::scan;
+use crate::{inline, scan};
 
 /// Longest inline command line (Redis's `PROTO_INLINE_MAX_SIZE`).
 pub const MAX_INLINE_BYTES: usize = 64 * 1024;
@@ -205,16 +205,13 @@ fn parse_inline(buf: &[u8]) -> Result<Option<Request>, ProtocolError> {
     };
     let mut args = Args::new();
     let mut i = 0;
-    // As Redis's `sdssplitargs`: C's `isspace` between arguments, but an
-    // argument ends only on a space, tab, CR, LF or NUL (not on \v, \f).
-    let between = |b: u8| matches!(b, b' ' | b'\t' | b'\n' | b'\x0b' | b'\x0c' | b'\r');
-    let ends = |b: u8| matches!(b, b' ' | b'\t' | b'\n' | b'\r' | 0);
+    // As Redis's `sdssplitargs` (quotes aside: see `inline`).
     while i < line_end {
-        while i < line_end && between(buf[i]) {
+        while i < line_end && inline::is_space(buf[i]) {
             i += 1;
         }
         let start = i;
-        while i < line_end && !ends(buf[i]) {
+        while i < line_end && !inline::ends_argument(buf[i]) {
             i += 1;
         }
         if i > start {

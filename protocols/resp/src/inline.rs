@@ -24,9 +24,14 @@ pub fn unquote(request: &[u8]) -> Result<Option<Vec<Vec<u8>>>, ProtocolError> {
         .ok_or_else(|| ProtocolError::Invalid("unbalanced quotes in request".into()))
 }
 
-/// C's `isspace`, which Redis uses here (it also counts vertical tab).
-fn is_space(b: u8) -> bool {
+/// C's `isspace`: what Redis skips between arguments.
+pub(crate) fn is_space(b: u8) -> bool {
     matches!(b, b' ' | b'\t' | b'\n' | b'\x0b' | b'\x0c' | b'\r')
+}
+
+/// What ends an unquoted argument for Redis: not `\v` or `\f`.
+pub(crate) fn ends_argument(b: u8) -> bool {
+    matches!(b, b' ' | b'\t' | b'\n' | b'\r' | 0)
 }
 
 fn hex(b: u8) -> Option<u8> {
@@ -45,109 +50,65 @@ fn split(line: &[u8]) -> Option<Vec<Vec<u8>>> {
             return Some(args);
         }
         let mut arg = Vec::new();
-        let at = |i: usize| line.get(i).copied();
-        // A closing quote must end the argument.
-        let closes = |i: usize| at(i + 1).is_none_or(is_space);
-        match line[p] {
-            b'"' => {
-                p += 1;
-                loop {
-                    match (at(p)?, at(p + 1)) {
-                        (b'\\', Some(b'x')) => {
-                            let hi = at(p + 2).and_then(hex);
-                            let lo = at(p + 3).and_then(hex);
-                            if let (Some(hi), Some(lo)) = (hi, lo) {
-                                arg.push(hi << 4 | lo);
-                                p += 4;
-                            } else {
-                                arg.push(b'x');
-                                p += 2;
-                            }
-                        }
-                        (b'\\', Some(c)) => {
-                            arg.push(match c {
-                                b'n' => b'\n',
-                                b'r' => b'\r',
-                                b't' => b'\t',
-                                b'b' => 0x08,
-                                b'a' => 0x07,
-                                other => other,
-                            });
-                            p += 2;
-                        }
-                        (b'"', _) => {
-                            if !closes(p) {
-                                return None;
-                            }
-                            p += 1;
-                            break;
-                        }
-                        (c, _) => {
-                            arg.push(c);
-                            p += 1;
-                        }
-                    }
-                }
+        // Unquoted up to a quote, which quotes the rest of the argument
+        // (`a"b c"` is `ab c`), or to its end.
+        while let Some(&c) = line.get(p).filter(|&&c| !ends_argument(c)) {
+            if c == b'"' || c == b'\'' {
+                p = quoted(line, p, &mut arg)?;
+                break;
             }
-            b'\'' => {
-                p += 1;
-                loop {
-                    match (at(p)?, at(p + 1)) {
-                        (b'\\', Some(b'\'')) => {
-                            arg.push(b'\'');
-                            p += 2;
-                        }
-                        (b'\'', _) => {
-                            if !closes(p) {
-                                return None;
-                            }
-                            p += 1;
-                            break;
-                        }
-                        (c, _) => {
-                            arg.push(c);
-                            p += 1;
-                        }
-                    }
-                }
-            }
-            _ => {
-                // Unquoted: up to whitespace; a quote inside starts a
-                // quoted part of the same argument (`a"b c"` is `ab c`).
-                while let Some(c) = at(p) {
-                    match c {
-                        // Not `isspace`: Redis ends an unquoted argument
-                        // on these only.
-                        b' ' | b'\n' | b'\r' | b'\t' | 0 => break,
-                        b'"' | b'\'' => return split_rest(line, p, arg, args),
-                        c => {
-                            arg.push(c);
-                            p += 1;
-                        }
-                    }
-                }
-            }
+            arg.push(c);
+            p += 1;
         }
         args.push(arg);
     }
 }
 
-/// An unquoted argument that goes on into a quote: Redis's splitter keeps
-/// one state machine for the whole argument, so `a"b c"` is one argument.
-fn split_rest(
-    line: &[u8],
-    quote_at: usize,
-    prefix: Vec<u8>,
-    mut args: Vec<Vec<u8>>,
-) -> Option<Vec<Vec<u8>>> {
-    let mut rest = split(&line[quote_at..])?;
-    if let Some(first) = rest.first_mut() {
-        let mut joined = prefix;
-        joined.append(first);
-        *first = joined;
+/// Reads the quoted part at `line[open]` (a `"` or `'`) into `arg` and
+/// returns where it ends; `None` when it is not closed, or its closing
+/// quote does not end the argument.
+fn quoted(line: &[u8], open: usize, arg: &mut Vec<u8>) -> Option<usize> {
+    let quote = line[open];
+    let at = |i: usize| line.get(i).copied();
+    let mut p = open + 1;
+    loop {
+        match (at(p)?, at(p + 1)) {
+            (b'\\', Some(b'\'')) if quote == b'\'' => {
+                arg.push(b'\'');
+                p += 2;
+            }
+            (b'\\', Some(b'x')) if quote == b'"' => {
+                match (at(p + 2).and_then(hex), at(p + 3).and_then(hex)) {
+                    (Some(hi), Some(lo)) => {
+                        arg.push(hi << 4 | lo);
+                        p += 4;
+                    }
+                    _ => {
+                        arg.push(b'x');
+                        p += 2;
+                    }
+                }
+            }
+            (b'\\', Some(c)) if quote == b'"' => {
+                arg.push(match c {
+                    b'n' => b'\n',
+                    b'r' => b'\r',
+                    b't' => b'\t',
+                    b'b' => 0x08,
+                    b'a' => 0x07,
+                    other => other,
+                });
+                p += 2;
+            }
+            (c, next) if c == quote => {
+                return next.is_none_or(is_space).then_some(p + 1);
+            }
+            (c, _) => {
+                arg.push(c);
+                p += 1;
+            }
+        }
     }
-    args.append(&mut rest);
-    Some(args)
 }
 
 #[cfg(test)]

@@ -32,7 +32,7 @@ use super::connector::Protocol;
 use super::dedicated::Dedicated;
 use super::meter::Meters;
 use super::metrics::{Family, RedisMetrics};
-use super::policy::{classify, Action, Transient};
+use super::policy::{classify, is_arity_refusal, Action, Transient};
 use super::relay::{Marks, Replies};
 use super::service::RedisService;
 use super::slots::{collect_ready, wait_front, ReadyReplies, Slot};
@@ -363,7 +363,7 @@ impl Session {
                 self.forward(&req, route).await?;
             }
             Action::Reply(bytes) if self.multi && self.pin.is_some() => {
-                if bytes.starts_with(b"-ERR wrong number of arguments") {
+                if is_arity_refusal(&bytes) {
                     // As a command Redis refuses when queued: EXEC aborts.
                     self.refuse_in_transaction(&req, bytes);
                 } else if frame::is_error(&bytes) {

@@ -55,33 +55,30 @@ impl Session {
         sticky: bool,
         streaming: bool,
     ) -> Result<(), UpstreamError> {
+        let was_own = self.on_own_connection();
         if let Some(pin) = &mut self.pin {
-            let named = sticky && !pin.sticky && !streaming;
             pin.sticky |= sticky;
             pin.streaming |= streaming;
-            if named {
-                self.name_pinned();
+        } else {
+            if self.barrier().await.is_err() {
+                self.closing = true;
             }
-            return Ok(());
+            let pool = self.service.dedicated(server, self.protocol);
+            let id = || self.service.upstream_id(server);
+            let conn = Box::pin(pool.get()).await.map_err(|e| match e {
+                PoolError::Backend(e) => e,
+                PoolError::Timeout(_) => UpstreamError::PoolExhausted(id(), pool.status().max_size),
+                other => UpstreamError::Io(id(), other.to_string().into()),
+            })?;
+            self.pin = Some(Pin {
+                conn,
+                server,
+                sticky,
+                streaming,
+            });
         }
-        if self.barrier().await.is_err() {
-            self.closing = true;
-        }
-        let pool = self.service.dedicated(server, self.protocol);
-        let id = || self.service.upstream_id(server);
-        let conn = Box::pin(pool.get()).await.map_err(|e| match e {
-            PoolError::Backend(e) => e,
-            PoolError::Timeout(_) => UpstreamError::PoolExhausted(id(), pool.status().max_size),
-            other => UpstreamError::Io(id(), other.to_string().into()),
-        })?;
-        self.pin = Some(Pin {
-            conn,
-            server,
-            sticky,
-            streaming,
-        });
-        if sticky && !streaming {
-            self.name_pinned();
+        if !was_own && self.name.is_some() {
+            self.name_own_connection();
         }
         Ok(())
     }
@@ -91,7 +88,7 @@ impl Session {
     pub(super) fn set_name(&mut self, req: &Request, name: Bytes) {
         match &self.pin {
             // Its own connection for good: named there too.
-            Some(p) if self.multi && p.sticky && !p.streaming => {
+            Some(_) if self.multi && self.on_own_connection() => {
                 self.queue_stand_in(req, &[b"CLIENT", b"SETNAME", &name]);
             }
             Some(_) if self.multi => self.queue_stand_in(req, &[b"UNWATCH"]),
@@ -102,23 +99,27 @@ impl Session {
 
     /// The app's new client name; an empty one clears it, as in Redis.
     fn keep_name(&mut self, name: Bytes) {
-        let cleared = name.is_empty() && self.name.is_some();
+        let changed = !name.is_empty() || self.name.is_some();
         self.name = (!name.is_empty()).then_some(name);
-        if cleared && self.pin.as_ref().is_some_and(|p| p.sticky && !p.streaming) && !self.multi {
-            self.send_unanswered(reply::command(&[b"CLIENT", b"SETNAME", b""]));
+        if changed {
+            self.name_own_connection();
         }
-        self.name_pinned();
     }
 
-    /// The app's client name (CLIENT SETNAME, HELLO … SETNAME), given to
-    /// the connection it is pinned to for good, where CLIENT INFO and
-    /// CLIENT LIST read it (such a connection is closed, not pooled, when
-    /// the app leaves). Not inside MULTI, where it would be queued.
-    pub(super) fn name_pinned(&mut self) {
-        let pinned = self.pin.as_ref().is_some_and(|p| p.sticky && !p.streaming);
-        if let (true, false, Some(name)) = (pinned, self.multi, &self.name) {
-            let command = reply::command(&[b"CLIENT", b"SETNAME", name]);
-            self.send_unanswered(command);
+    /// Pinned for good (SELECT n, CLIENT INFO …), not streaming: the
+    /// connection is the app's own, closed rather than pooled when it
+    /// leaves.
+    fn on_own_connection(&self) -> bool {
+        self.pin.as_ref().is_some_and(|p| p.sticky && !p.streaming)
+    }
+
+    /// The app's client name (none: cleared) given to its own connection,
+    /// where CLIENT INFO and CLIENT LIST read it. Not inside MULTI, where
+    /// it would be queued.
+    fn name_own_connection(&mut self) {
+        if self.on_own_connection() && !self.multi {
+            let name = self.name.clone().unwrap_or_default();
+            self.send_unanswered(reply::command(&[b"CLIENT", b"SETNAME", &name]));
         }
     }
 

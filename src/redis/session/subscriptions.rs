@@ -122,7 +122,7 @@ impl Session {
     pub(super) fn answer_on_stream(&self, req: &Request, answer: Bytes) -> Bytes {
         if self.protocol.is_resp3()
             || self.subscriptions.is_none()
-            || answer.starts_with(b"-ERR wrong number of arguments")
+            || crate::redis::policy::is_arity_refusal(&answer)
         {
             return answer;
         }
