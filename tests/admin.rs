@@ -11,7 +11,7 @@ use std::time::Duration;
 
 use support::admin::{eventually, http, metric, start};
 use support::binary::{attache, Process};
-use support::{free_port, RedisServer};
+use support::{free_port, refusing_port, RedisServer};
 
 #[test]
 fn probes_wait_for_the_first_token_and_metrics_and_config_answer() {
@@ -250,11 +250,12 @@ fn attache_wait_returns_when_ready_and_fails_when_nothing_listens() {
         "{}",
         String::from_utf8_lossy(&out.stderr)
     );
+    let nobody = refusing_port();
     let out = attache()
         .args([
             "wait",
             "--admin",
-            &format!("127.0.0.1:{}", free_port()),
+            &format!("127.0.0.1:{}", nobody.port),
             "--timeout",
             "1s",
         ])
@@ -379,12 +380,13 @@ fn a_configmap_update_is_reloaded_under_load_and_a_bad_one_is_refused() {
 #[test]
 fn attache_wait_with_a_timeout_past_the_clock_waits_instead_of_panicking() {
     // Parses (about 5·10¹¹ years), but is past what a clock can add.
+    let nobody = refusing_port();
     let mut process = Process(
         attache()
             .args([
                 "wait",
                 "--admin",
-                &format!("127.0.0.1:{}", free_port()),
+                &format!("127.0.0.1:{}", nobody.port),
                 "--timeout",
                 "500000000000years",
             ])

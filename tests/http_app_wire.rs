@@ -318,8 +318,8 @@ async fn responses_carry_one_date_header() {
 
     // attache's own answers (here a 502: nothing listens upstream), and its
     // refusals of a malformed request, have one too.
-    let (_attache, addr) =
-        attache_for(&format!("http://127.0.0.1:{}", support::free_port()), "").await;
+    let nobody = support::refusing_port();
+    let (_attache, addr) = attache_for(&format!("http://127.0.0.1:{}", nobody.port), "").await;
     let mut app = App::connect(addr).await;
     app.write(get("/").as_bytes()).await;
     let answer = app.response("GET").await;

@@ -154,7 +154,8 @@ async fn a_watched_transaction_queues_ping_and_aborts_on_a_refusal() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn keyless_commands_do_not_go_to_a_dead_first_seed() {
     let cluster = start_cluster().await;
-    let mut seeds = vec![format!("\"127.0.0.1:{}\"", free_port())];
+    let dead = refusing_port();
+    let mut seeds = vec![format!("\"127.0.0.1:{}\"", dead.port)];
     seeds.extend(cluster.seeds().iter().map(|s| format!("\"{s}\"")));
     let running = start_attache(&format!(
         "[redis.c]\nlisten = \"127.0.0.1:0\"\nmode = \"cluster\"\nservers = [{}]\nconnect_timeout = \"300ms\"\n",

@@ -58,7 +58,8 @@ async fn upstream_killed_and_restarted() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn upstream_down_from_the_start_errors_fast() {
-    let port = free_port();
+    let down = refusing_port();
+    let port = down.port;
     let running = start_attache(&format!(
         "[redis.down]\nlisten = \"127.0.0.1:0\"\nservers = [\"127.0.0.1:{port}\"]\ntimeout = \"1s\"\n"
     ))

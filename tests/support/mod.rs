@@ -18,6 +18,28 @@ pub fn free_port() -> u16 {
         .expect("a free port")
 }
 
+/// A loopback port where nothing listens, held for the guard's life: it
+/// is bound (without SO_REUSEADDR) but never listens, so a connect to it
+/// is refused at once, and no other test's server, nor a connect's own
+/// source port, can take it meanwhile (a port from [`free_port`] can be
+/// reused by a test running in parallel).
+pub struct RefusingPort {
+    pub port: u16,
+    _socket: tokio::net::TcpSocket,
+}
+
+pub fn refusing_port() -> RefusingPort {
+    let socket = tokio::net::TcpSocket::new_v4().expect("a socket");
+    socket
+        .bind("127.0.0.1:0".parse().unwrap())
+        .expect("bind a refusing port");
+    let port = socket.local_addr().expect("its address").port();
+    RefusingPort {
+        port,
+        _socket: socket,
+    }
+}
+
 /// A real `redis-server`, killed on drop.
 pub struct RedisServer {
     pub port: u16,
