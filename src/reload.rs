@@ -73,7 +73,7 @@ impl Generation {
         listeners: &crate::Listeners,
         services: Arc<UpstreamServices>,
     ) -> Self {
-        Self {
+        let generation = Self {
             config: Arc::new(config),
             listeners: listeners
                 .redis
@@ -87,7 +87,17 @@ impl Generation {
                 .collect(),
             services,
             retired: BTreeMap::new(),
-        }
+        };
+        generation.own_listeners();
+        generation
+    }
+
+    /// Tells the upstream side which addresses attache listens on now, so
+    /// that no upstream connection goes to one of them.
+    fn own_listeners(&self) {
+        let bound = self.listeners.iter().chain(&self.http_listeners);
+        let addrs = bound.filter_map(|(name, l)| Some((name.clone(), l.local_addr().ok()?)));
+        self.services.own_listeners().set(addrs);
     }
 
     /// The config this generation serves.
@@ -196,13 +206,15 @@ pub fn prepare(current: &Generation, config: Config) -> Result<Generation, Reloa
         .iter()
         .map(|(addr, bound)| (*addr, Arc::downgrade(bound)))
         .collect();
-    Ok(Generation {
+    let next = Generation {
         config: Arc::new(config),
         listeners,
         http_listeners,
         services,
         retired,
-    })
+    };
+    next.own_listeners();
+    Ok(next)
 }
 
 /// One listener as one worker serves it.

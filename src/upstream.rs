@@ -5,7 +5,8 @@
 //! resolver (one re-resolution per name).
 
 use std::collections::BTreeMap;
-use std::sync::Arc;
+use std::net::{IpAddr, SocketAddr};
+use std::sync::{Arc, RwLock};
 
 use attache_http::config::HeaderValueSource;
 use attache_http::{InvalidConfig, Policy};
@@ -26,6 +27,8 @@ pub struct UpstreamServices {
     tokens: TokenRegistry,
     /// Upstream host names, re-resolved as their TTLs run out.
     resolver: Option<Resolver>,
+    /// The addresses attache listens on now, which no upstream may be.
+    own: OwnListeners,
     /// Each Redis listener's counters, kept across reloads.
     metrics: MetricsRegistry,
     /// Each HTTP listener's checked policy (static header values read).
@@ -75,6 +78,7 @@ impl UpstreamServices {
             redis_tls,
             tokens,
             resolver,
+            own: OwnListeners::default(),
             metrics: MetricsRegistry::default(),
             http_policies,
             http_tls,
@@ -91,6 +95,7 @@ impl UpstreamServices {
             redis_tls,
             tokens: self.tokens.clone(),
             resolver: self.resolver.clone(),
+            own: self.own.clone(),
             metrics: self.metrics.clone(),
             http_policies,
             http_tls,
@@ -104,9 +109,18 @@ impl UpstreamServices {
         http_listeners(config).map(drop)
     }
 
-    /// The shared DNS resolver.
-    pub(crate) fn resolver(&self) -> Option<Resolver> {
-        self.resolver.clone()
+    /// How connectors reach an upstream: names through the shared DNS
+    /// resolver, and never to one of attache's own listeners.
+    pub(crate) fn reach(&self) -> Reach {
+        Reach {
+            resolver: self.resolver.clone(),
+            own: self.own.clone(),
+        }
+    }
+
+    /// The listeners attache serves now (set by each generation).
+    pub(crate) fn own_listeners(&self) -> &OwnListeners {
+        &self.own
     }
 
     /// Each Redis listener's counters.
@@ -137,6 +151,69 @@ impl UpstreamServices {
     /// The TLS connector of Redis listener `name`, if it uses TLS.
     pub(crate) fn redis_tls(&self, name: &str) -> Option<TlsConnector> {
         self.redis_tls.get(name).cloned()
+    }
+}
+
+/// What a connector needs to turn an upstream's host into addresses to
+/// connect to.
+#[derive(Clone, Debug, Default)]
+pub(crate) struct Reach {
+    /// Resolves host names; `None` leaves them to the system (getaddrinfo).
+    pub(crate) resolver: Option<Resolver>,
+    pub(crate) own: OwnListeners,
+}
+
+/// The addresses of attache's own listeners. An upstream that resolves to
+/// one of them is refused at connect: attache would proxy each request to
+/// itself, and each hop would open another connection to itself until the
+/// process runs out of file descriptors, the app waiting all along (a
+/// config with `listen` and `servers` on the same port, or an upstream
+/// named `localhost` on attache's own port, does that).
+#[derive(Clone, Debug, Default)]
+pub(crate) struct OwnListeners(Arc<RwLock<Listening>>);
+
+/// Each listener's name and bound address.
+type Listening = Arc<[(String, SocketAddr)]>;
+
+impl OwnListeners {
+    /// The listeners now served (listener name, bound address).
+    pub(crate) fn set(&self, listeners: impl IntoIterator<Item = (String, SocketAddr)>) {
+        let listeners: Listening = listeners.into_iter().collect();
+        *self.0.write().unwrap_or_else(|e| e.into_inner()) = listeners;
+    }
+
+    /// Why connecting to `target` would loop back into attache, if it would.
+    pub(crate) fn refuse(&self, target: SocketAddr) -> Result<(), String> {
+        let listeners = self.0.read().unwrap_or_else(|e| e.into_inner()).clone();
+        match listeners.iter().find(|(_, own)| reaches(*own, target)) {
+            None => Ok(()),
+            Some((name, own)) => Err(format!(
+                "{target} is attache's own listener `{name}` ({own}): requests would loop back into attache"
+            )),
+        }
+    }
+}
+
+/// Whether a connect to `target` reaches a socket listening on `own`.
+fn reaches(own: SocketAddr, target: SocketAddr) -> bool {
+    if own.port() != target.port() {
+        return false;
+    }
+    let local = |ip: IpAddr| ip.is_loopback() || ip.is_unspecified();
+    let (own_ip, target_ip) = (canonical(own.ip()), canonical(target.ip()));
+    own_ip == target_ip
+        // A wildcard listener answers on every local address; a connect
+        // to the wildcard address reaches a loopback listener. (A pod IP
+        // is local too, but not recognisable without the interface list.)
+        || (own_ip.is_unspecified() && local(target_ip))
+        || (target_ip.is_unspecified() && local(own_ip))
+}
+
+/// An IPv4-mapped IPv6 address as the IPv4 address it is.
+fn canonical(ip: IpAddr) -> IpAddr {
+    match ip {
+        IpAddr::V6(v6) => v6.to_ipv4_mapped().map_or(ip, IpAddr::V4),
+        v4 => v4,
     }
 }
 
@@ -191,4 +268,52 @@ fn http_listeners(
         policies.insert(name.clone(), Arc::new(policy));
     }
     Ok((policies, connectors))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn addr(s: &str) -> SocketAddr {
+        s.parse().unwrap()
+    }
+
+    #[test]
+    fn an_upstream_on_an_own_listener_is_refused() {
+        let own = OwnListeners::default();
+        own.set([
+            ("cache".to_string(), addr("127.0.0.1:6379")),
+            ("api".to_string(), addr("0.0.0.0:8080")),
+            ("v6".to_string(), addr("[::]:9000")),
+        ]);
+        for looping in [
+            "127.0.0.1:6379",
+            "[::ffff:127.0.0.1]:6379",
+            "0.0.0.0:6379",
+            "127.0.0.1:8080",
+            "127.0.0.2:8080",
+            "[::1]:8080",
+            "0.0.0.0:8080",
+            "127.0.0.1:9000",
+            "[::1]:9000",
+        ] {
+            let refused = own.refuse(addr(looping)).unwrap_err();
+            assert!(refused.contains("loop back into attache"), "{refused}");
+        }
+        for elsewhere in [
+            "127.0.0.1:6380",
+            "127.0.0.2:6379",
+            "[::1]:6379",
+            "10.0.0.5:8080",
+            "10.0.0.5:9000",
+        ] {
+            assert_eq!(own.refuse(addr(elsewhere)), Ok(()), "{elsewhere}");
+        }
+        assert!(own
+            .refuse(addr("127.0.0.1:6379"))
+            .unwrap_err()
+            .starts_with("127.0.0.1:6379 is attache's own listener `cache` (127.0.0.1:6379)"));
+        own.set([]);
+        assert_eq!(own.refuse(addr("127.0.0.1:6379")), Ok(()));
+    }
 }

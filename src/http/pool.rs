@@ -1,5 +1,5 @@
 //! Connections to one upstream (scheme + host + port), per worker: its
-//! host name resolved by the shared [`Resolver`] (re-resolved as TTLs run
+//! host name resolved by the shared [`Resolver`](crate::dns::Resolver) (re-resolved as TTLs run
 //! out), one [`Endpoint`] per address, and on each endpoint the keep-alive
 //! connections.
 //!
@@ -34,9 +34,10 @@ use super::balance::{self, Ejected, Endpoint};
 use super::body::Body;
 use super::h1::{H1Connection, Home};
 use super::metrics::HttpMetrics;
-use crate::dns::{Resolver, Watched};
+use crate::dns::Watched;
 use crate::tls::TlsConnector;
 use crate::tls::UpstreamStream;
+use crate::upstream::Reach;
 
 /// TLS connectors of one listener: one offering `h2, http/1.1` by ALPN,
 /// one offering only `http/1.1` (for upgrades).
@@ -75,7 +76,8 @@ pub(crate) struct ConnectError {
 pub(crate) struct UpstreamPool {
     pub(crate) upstream: Upstream,
     tls: Option<HttpTls>,
-    resolver: Option<Resolver>,
+    /// Resolves the host; never connects to attache's own listeners.
+    reach: Reach,
     watched: OnceCell<Watched>,
     /// Shared with the idle sweeper, which ends when the pool is dropped.
     /// A shared slice: each request takes it with one reference count.
@@ -89,14 +91,14 @@ impl UpstreamPool {
     pub(crate) fn new(
         upstream: Upstream,
         tls: Option<HttpTls>,
-        resolver: Option<Resolver>,
+        reach: Reach,
         settings: PoolSettings,
         metrics: Arc<HttpMetrics>,
     ) -> Self {
         Self {
             upstream,
             tls,
-            resolver,
+            reach,
             watched: OnceCell::new(),
             endpoints: Arc::new(Mutex::new(Arc::new([]))),
             sweeper: std::sync::Once::new(),
@@ -137,7 +139,7 @@ impl UpstreamPool {
             addr: format!("{host}:{port}"),
             cause,
         };
-        match &self.resolver {
+        match &self.reach.resolver {
             Some(resolver) => {
                 // Only the first resolution waits (later ones happen in
                 // the background); it counts against connect_timeout.
@@ -248,6 +250,7 @@ impl UpstreamPool {
     }
 
     async fn connect(&self, endpoint: &Arc<Endpoint>, upgrade: bool) -> Result<Sender, String> {
+        self.reach.own.refuse(endpoint.addr)?;
         let tcp = TcpStream::connect(endpoint.addr)
             .await
             .map_err(|e| e.to_string())?;

@@ -90,7 +90,7 @@ impl HttpService {
                     let pool = Arc::new(UpstreamPool::new(
                         upstream.clone(),
                         services.http_tls(name),
-                        services.resolver(),
+                        services.reach(),
                         settings,
                         metrics.clone(),
                     ));

@@ -16,8 +16,9 @@ use tokio::net::TcpStream;
 use super::error::{UpstreamError, UpstreamId};
 use super::metrics::{RedisMetrics, UpstreamStats};
 use crate::credentials::RedisCredentials;
-use crate::dns::{Resolver, Watched};
+use crate::dns::Watched;
 use crate::tls::{TlsConnector, UpstreamStream};
+use crate::upstream::Reach;
 use attache_resp::hash::ServerSpec;
 
 /// The protocol version an upstream connection speaks. A connection's
@@ -50,8 +51,8 @@ pub(crate) struct Connector {
     readonly: bool,
     credentials: Option<RedisCredentials>,
     tls: Option<TlsConnector>,
-    /// Resolves `server.host`; `None` leaves it to the system (getaddrinfo).
-    resolver: Option<Resolver>,
+    /// Resolves `server.host`; never connects to attache's own listeners.
+    reach: Reach,
     /// The host's addresses, kept fresh in the background once resolved.
     watched: tokio::sync::OnceCell<Watched>,
     /// Round robin over the host's addresses.
@@ -69,7 +70,7 @@ impl Connector {
         server: ServerSpec,
         credentials: Option<RedisCredentials>,
         tls: Option<TlsConnector>,
-        resolver: Option<Resolver>,
+        reach: Reach,
         connect_timeout: Duration,
         metrics: Arc<RedisMetrics>,
     ) -> Self {
@@ -84,7 +85,7 @@ impl Connector {
             server,
             credentials,
             tls,
-            resolver,
+            reach,
             watched: tokio::sync::OnceCell::new(),
             next_addr: AtomicUsize::new(0),
             connect_timeout,
@@ -324,28 +325,35 @@ impl Connector {
     /// A TCP connection to one of the host's current addresses (round
     /// robin; on failure the next ones are tried).
     async fn connect_tcp(&self) -> Result<TcpStream, UpstreamError> {
-        let Some(resolver) = &self.resolver else {
-            return TcpStream::connect((self.server.host.as_str(), self.server.port))
+        let failed = |cause: String| UpstreamError::Connect(self.id.clone(), cause.into());
+        let addrs: Arc<[SocketAddr]> = match &self.reach.resolver {
+            Some(resolver) => self
+                .watched
+                .get_or_try_init(|| resolver.watch(&self.server.host, self.server.port))
                 .await
-                .map_err(|e| UpstreamError::Connect(self.id.clone(), e.to_string().into()));
+                .map_err(|e| failed(e.to_string()))?
+                .addrs(),
+            None => tokio::net::lookup_host((self.server.host.as_str(), self.server.port))
+                .await
+                .map_err(|e| failed(e.to_string()))?
+                .collect(),
         };
-        let watched = self
-            .watched
-            .get_or_try_init(|| resolver.watch(&self.server.host, self.server.port))
-            .await
-            .map_err(|e| UpstreamError::Connect(self.id.clone(), e.to_string().into()))?;
-        let addrs = watched.addrs();
         let first = self.next_addr.fetch_add(1, Ordering::Relaxed);
-        let mut last_error = None;
+        let (mut looping, mut last_error) = (None, None);
         for i in 0..addrs.len() {
             let addr = addrs[(first + i) % addrs.len()];
+            if let Err(why) = self.reach.own.refuse(addr) {
+                looping = Some(why);
+                continue;
+            }
             match TcpStream::connect(addr).await {
                 Ok(tcp) => return Ok(tcp),
                 Err(e) => last_error = Some(format!("{addr}: {e}")),
             }
         }
-        let reason = last_error.unwrap_or_else(|| "no addresses".into());
-        Err(UpstreamError::Connect(self.id.clone(), reason.into()))
+        // A loop is the cause to fix, whatever the other addresses said.
+        let cause = looping.or(last_error);
+        Err(failed(cause.unwrap_or_else(|| "no addresses".into())))
     }
 
     /// The host's addresses as they change, once it has been resolved by

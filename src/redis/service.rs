@@ -21,9 +21,8 @@ use crate::shutdown::SessionShutdown;
 use tokio::sync::watch;
 
 use super::metrics::{PoolStatus, RedisMetrics, UpstreamStats, LOCAL_UPSTREAM};
-use crate::dns::Resolver;
 use crate::tls::TlsConnector;
-use crate::upstream::UpstreamServices;
+use crate::upstream::{Reach, UpstreamServices};
 
 /// One upstream server and its connections.
 pub(crate) struct Upstream {
@@ -56,7 +55,7 @@ struct UpstreamTemplate {
     listener: Arc<str>,
     credentials: Option<RedisCredentials>,
     tls: Option<TlsConnector>,
-    resolver: Option<Resolver>,
+    reach: Reach,
     connect_timeout: Duration,
     metrics: Arc<RedisMetrics>,
     timeout: Duration,
@@ -73,7 +72,7 @@ impl UpstreamTemplate {
             server,
             self.credentials.clone(),
             self.tls.clone(),
-            self.resolver.clone(),
+            self.reach.clone(),
             self.connect_timeout,
             self.metrics.clone(),
         );
@@ -193,7 +192,7 @@ impl RedisService {
                 .as_ref()
                 .map(|auth| RedisCredentials::from_config(auth, services.tokens())),
             tls: services.redis_tls(name),
-            resolver: services.resolver(),
+            reach: services.reach(),
             metrics: services.metrics().listener(name),
             connect_timeout: config.connect_timeout,
             timeout: config.timeout,

@@ -1,0 +1,95 @@
+//! An upstream that is one of attache's own listeners (`listen` and
+//! `servers` on one port, an upstream named `localhost` on attache's port,
+//! an HTTP route into a Redis listener) is refused at connect with an
+//! error naming the listener: proxied, each request would come back to
+//! attache, open another connection to itself, and so on until the process
+//! runs out of file descriptors, the app waiting all along.
+
+mod support;
+
+use std::time::Duration;
+
+use http_body_util::{BodyExt, Empty};
+use support::*;
+use tokio::net::TcpStream;
+
+/// attache from `toml(p, q)` with two ports found free (a test running in
+/// parallel may take one first: then it tries others).
+async fn start_on_free_ports(toml: impl Fn(u16, u16) -> String) -> (attache::Running, u16, u16) {
+    for _ in 0..10 {
+        let (p, q) = (free_port(), free_port());
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("attache.toml");
+        std::fs::write(&path, toml(p, q)).unwrap();
+        let config = attache::config::load(&path).expect("valid config");
+        if let Ok(running) = attache::start(config).await {
+            return (running, p, q);
+        }
+    }
+    panic!("no two free ports");
+}
+
+async fn http_get(port: u16) -> (u16, String) {
+    let stream = TcpStream::connect(("127.0.0.1", port)).await.unwrap();
+    let io = hyper_util::rt::TokioIo::new(stream);
+    let (mut sender, connection) = hyper::client::conn::http1::handshake(io).await.unwrap();
+    tokio::spawn(connection);
+    let request = hyper::Request::get("/")
+        .header("host", "localhost")
+        .body(Empty::<bytes::Bytes>::new())
+        .unwrap();
+    let response = sender.send_request(request).await.unwrap();
+    let status = response.status().as_u16();
+    let body = response.into_body().collect().await.unwrap().to_bytes();
+    (status, String::from_utf8_lossy(&body).into_owned())
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_upstream_that_is_attache_itself_is_refused_with_a_clear_error() {
+    let redis = RedisServer::start();
+    let (running, p, q) = start_on_free_ports(|p, q| {
+        format!(
+            "[redis.loop]\nlisten = \"127.0.0.1:{p}\"\nservers = [\"localhost:{p}\"]\n\
+             connect_timeout = \"1s\"\ntimeout = \"2s\"\n\
+             [redis.ok]\nlisten = \"127.0.0.1:0\"\nservers = [\"{}\"]\n\
+             [http.api]\nlisten = \"127.0.0.1:{q}\"\nupstream = \"http://127.0.0.1:{q}\"\n\
+             [http.cross]\nlisten = \"127.0.0.1:0\"\nupstream = \"http://127.0.0.1:{p}\"\n",
+            redis.addr()
+        )
+    })
+    .await;
+
+    // Redis: the app gets attache's error for the upstream, which says why.
+    let mut app = TcpStream::connect(("127.0.0.1", p)).await.unwrap();
+    let reply = raw_exchange(&mut app, &cmd(&["GET", "k"]), 1).await;
+    let text = String::from_utf8_lossy(&reply);
+    assert!(text.starts_with("-ERR attache: upstream"), "{text}");
+    assert!(
+        text.contains(&format!(
+            "127.0.0.1:{p} is attache's own listener `loop` (127.0.0.1:{p}): requests would loop back into attache"
+        )),
+        "{text}"
+    );
+
+    // HTTP, to itself and into the Redis listener: a 502 that says why.
+    let (status, body) = http_get(q).await;
+    assert_eq!(status, 502, "{body}");
+    assert!(body.contains("own listener `api`"), "{body}");
+    let cross = running.http_addr("cross").unwrap().port();
+    let (status, body) = http_get(cross).await;
+    assert_eq!(status, 502, "{body}");
+    assert!(body.contains("own listener `loop`"), "{body}");
+
+    // Nothing piled up meanwhile: the other listener serves as before.
+    let ok = running.redis_addr("ok").unwrap();
+    let mut app = TcpStream::connect(ok).await.unwrap();
+    assert_eq!(
+        raw_exchange(&mut app, &cmd(&["PING"]), 1).await,
+        b"+PONG\r\n"
+    );
+    let open: usize = running.stats().iter().map(|s| s.open()).sum();
+    assert!(open <= 3, "app connections open: {open}");
+    tokio::time::timeout(Duration::from_secs(10), running.shutdown())
+        .await
+        .expect("shuts down");
+}
