@@ -5,7 +5,8 @@
 //! a refused `Expect`, a body never read (and a 16 MiB upload answered
 //! before it was read, which the app still sends whole and then reads the
 //! answer of), an HTTP/2 preface after HTTP/1.1 requests, apps that hang
-//! up (mid-body, mid-response, after an upload) or half-close, backpressure
+//! up (mid-body, to an HTTP/1.1 or an HTTP/2 upstream; mid-response;
+//! after an upload) or half-close, backpressure
 //! from a slow app, and a shutdown with a head only begun; the listener
 //! stays up.
 
@@ -497,4 +498,68 @@ async fn an_app_that_hangs_up_after_its_upload_cancels_the_request() {
         tokio::time::sleep(Duration::from_millis(20)).await;
     }
     assert_eq!(upstream.closed(), 1, "the request outlived its app");
+}
+
+#[tokio::test]
+async fn an_app_that_hangs_up_mid_body_never_completes_an_http2_upload() {
+    use http_body_util::BodyExt;
+    use support::http::{handler, text, TestUpstream};
+    // What the upstream's handler made of each body: its length, or the
+    // error that ended it.
+    let bodies = Arc::new(std::sync::Mutex::new(Vec::<Result<usize, String>>::new()));
+    let record = bodies.clone();
+    let pki = support::tls::TestPki::generate();
+    let upstream = TestUpstream::tls(
+        &pki,
+        &[b"h2"],
+        handler(move |request| {
+            let record = record.clone();
+            async move {
+                let body = request.into_body().collect().await;
+                let outcome = body.map(|b| b.to_bytes().len()).map_err(|e| e.to_string());
+                record.lock().unwrap().push(outcome);
+                text(200, "read")
+            }
+        }),
+    )
+    .await;
+    let (_attache, addr) = attache_for(
+        &format!("https://localhost:{}", upstream.addr.port()),
+        &format!(
+            "[http.api.tls]\nca_file = \"{}\"",
+            pki.path("ca.pem").display()
+        ),
+    )
+    .await;
+    // Streamed (large) and read whole (small), each cut at half.
+    for length in [200_000, 100] {
+        let mut app = App::connect(addr).await;
+        let head =
+            format!("POST /cut HTTP/1.1\r\nHost: localhost\r\nContent-Length: {length}\r\n\r\n");
+        app.write(head.as_bytes()).await;
+        app.write(&vec![b'x'; length / 2]).await;
+        tokio::time::sleep(Duration::from_millis(200)).await;
+        drop(app);
+    }
+    for _ in 0..250 {
+        if !bodies.lock().unwrap().is_empty() {
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+    // Time for a wrongly completed small body to arrive too.
+    tokio::time::sleep(Duration::from_millis(200)).await;
+    let seen = bodies.lock().unwrap().clone();
+    // The streamed one reached the upstream, and ended there in an error
+    // (a reset stream); the small one was still being read whole.
+    assert!(
+        matches!(seen.as_slice(), [Err(_)]),
+        "a cut body reached the HTTP/2 upstream as a whole one: {seen:?}"
+    );
+    // The shared HTTP/2 connection still serves.
+    let mut app = App::connect(addr).await;
+    app.write(b"POST /ok HTTP/1.1\r\nHost: localhost\r\nContent-Length: 3\r\n\r\nabc")
+        .await;
+    assert_eq!(app.response("POST").await.status, 200);
+    assert_eq!(bodies.lock().unwrap().last(), Some(&Ok(3)));
 }
