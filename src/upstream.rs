@@ -195,7 +195,7 @@ impl OwnListeners {
 }
 
 /// Whether a connect to `target` reaches a socket listening on `own`.
-fn reaches(own: SocketAddr, target: SocketAddr) -> bool {
+pub(crate) fn reaches(own: SocketAddr, target: SocketAddr) -> bool {
     if own.port() != target.port() {
         return false;
     }

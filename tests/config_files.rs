@@ -418,3 +418,55 @@ fn http_listener_errors_name_the_key() {
         "{err}"
     );
 }
+
+#[test]
+fn an_upstream_written_as_attaches_own_listen_address_is_refused() {
+    let dir = tempfile::tempdir().expect("temp dir");
+    let redis = "[redis.cache]\nlisten = \"127.0.0.1:6390\"\n";
+    for (text, key, names) in [
+        (
+            format!(
+                "{redis}mode = \"ketama\"\nservers = [\"10.0.0.1:6390\", \"localhost:6390\"]\n"
+            ),
+            "redis.cache.servers[1]",
+            "localhost:6390 is redis.cache's own listen address (127.0.0.1:6390)",
+        ),
+        (
+            format!(
+                "{redis}servers = [\"redis:6379\"]\n[http.api]\nlisten = \"0.0.0.0:8080\"\n\
+                 allow_remote = true\nupstream = \"http://127.0.0.1:8080\"\n"
+            ),
+            "http.api.upstream",
+            "127.0.0.1:8080 is http.api's own listen address (0.0.0.0:8080)",
+        ),
+        (
+            format!(
+                "{redis}servers = [\"redis:6379\"]\n[http.api]\nlisten = \"127.0.0.1:8080\"\n\
+                 upstream = \"http://a\"\n[[http.api.routes]]\nprefix = \"/r\"\n\
+                 upstream = \"http://[::ffff:127.0.0.1]:6390\"\n"
+            ),
+            "http.api.routes[0].upstream",
+            "is redis.cache's own listen address",
+        ),
+    ] {
+        match load(&write(&dir, "loop.toml", &text)) {
+            Err(ConfigError::Invalid {
+                key: got, message, ..
+            }) => {
+                assert_eq!(got, key, "{message}");
+                assert!(message.contains(names), "{message}");
+                assert!(
+                    message.contains("proxy every request to itself"),
+                    "{message}"
+                );
+            }
+            other => panic!("{text}: expected an error naming {key}, got {other:?}"),
+        }
+    }
+    // Same port, another host; a name; the same port on another loopback
+    // address than the listener's: all fine.
+    let fine = format!(
+        "{redis}mode = \"ketama\"\nservers = [\"10.0.0.1:6390\", \"redis:6390\", \"127.0.0.2:6390\"]\n"
+    );
+    load(&write(&dir, "fine.toml", &fine)).expect("not a loop");
+}

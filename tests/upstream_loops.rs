@@ -3,7 +3,9 @@
 //! an HTTP route into a Redis listener) is refused at connect with an
 //! error naming the listener: proxied, each request would come back to
 //! attache, open another connection to itself, and so on until the process
-//! runs out of file descriptors, the app waiting all along.
+//! runs out of file descriptors, the app waiting all along. A config that
+//! writes such an address out is refused when loaded (config_files.rs);
+//! these listeners are on port 0, so only the bound sockets tell.
 
 mod support;
 
@@ -12,22 +14,6 @@ use std::time::Duration;
 use http_body_util::{BodyExt, Empty};
 use support::*;
 use tokio::net::TcpStream;
-
-/// attache from `toml(p, q)` with two ports found free (a test running in
-/// parallel may take one first: then it tries others).
-async fn start_on_free_ports(toml: impl Fn(u16, u16) -> String) -> (attache::Running, u16, u16) {
-    for _ in 0..10 {
-        let (p, q) = (free_port(), free_port());
-        let dir = tempfile::tempdir().unwrap();
-        let path = dir.path().join("attache.toml");
-        std::fs::write(&path, toml(p, q)).unwrap();
-        let config = attache::config::load(&path).expect("valid config");
-        if let Ok(running) = attache::start(config).await {
-            return (running, p, q);
-        }
-    }
-    panic!("no two free ports");
-}
 
 async fn http_get(port: u16) -> (u16, String) {
     let stream = TcpStream::connect(("127.0.0.1", port)).await.unwrap();
@@ -47,17 +33,36 @@ async fn http_get(port: u16) -> (u16, String) {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn an_upstream_that_is_attache_itself_is_refused_with_a_clear_error() {
     let redis = RedisServer::start();
-    let (running, p, q) = start_on_free_ports(|p, q| {
-        format!(
-            "[redis.loop]\nlisten = \"127.0.0.1:{p}\"\nservers = [\"localhost:{p}\"]\n\
+    let config = |loop_to: &str, api_to: &str, cross_to: &str| {
+        let text = format!(
+            "[redis.loop]\nlisten = \"127.0.0.1:0\"\nservers = [\"{loop_to}\"]\n\
              connect_timeout = \"1s\"\ntimeout = \"2s\"\n\
              [redis.ok]\nlisten = \"127.0.0.1:0\"\nservers = [\"{}\"]\n\
-             [http.api]\nlisten = \"127.0.0.1:{q}\"\nupstream = \"http://127.0.0.1:{q}\"\n\
-             [http.cross]\nlisten = \"127.0.0.1:0\"\nupstream = \"http://127.0.0.1:{p}\"\n",
+             [http.api]\nlisten = \"127.0.0.1:0\"\nupstream = \"{api_to}\"\n\
+             [http.cross]\nlisten = \"127.0.0.1:0\"\nupstream = \"{cross_to}\"\n",
             redis.addr()
-        )
-    })
-    .await;
+        );
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("attache.toml");
+        std::fs::write(&path, text).unwrap();
+        attache::config::load(&path).expect("valid config")
+    };
+    let elsewhere = redis.addr().to_string();
+    let running = attache::start(config(&elsewhere, "http://a", "http://a"))
+        .await
+        .unwrap();
+    let p = running.redis_addr("loop").unwrap().port();
+    let q = running.http_addr("api").unwrap().port();
+    // The listeners stay (their `listen` is unchanged); the upstreams
+    // become attache's own.
+    running
+        .reload(config(
+            &format!("localhost:{p}"),
+            &format!("http://127.0.0.1:{q}"),
+            &format!("http://localhost:{p}"),
+        ))
+        .unwrap();
+    assert_eq!(running.redis_addr("loop").unwrap().port(), p);
 
     // Redis: the app gets attache's error for the upstream, which says why.
     let mut app = TcpStream::connect(("127.0.0.1", p)).await.unwrap();

@@ -180,7 +180,61 @@ impl Config {
                 ));
             }
         }
+        self.refuse_loops(&seen)?;
         Ok(self)
+    }
+
+    /// An upstream written as one of attache's own listen addresses (an IP
+    /// or `localhost`, on a listener's port): attache would proxy every
+    /// request to itself. (A name that resolves there, or a listener on
+    /// port 0, is caught at connect time.)
+    fn refuse_loops(
+        &self,
+        listening: &std::collections::HashMap<std::net::SocketAddr, String>,
+    ) -> Result<(), (String, String)> {
+        let mut upstreams: Vec<(String, String, u16)> = Vec::new();
+        for (name, listener) in &self.redis {
+            for (i, server) in listener.servers.iter().enumerate() {
+                let key = format!("redis.{name}.servers[{i}]");
+                upstreams.push((key, server.host.clone(), server.port));
+            }
+        }
+        for (name, listener) in &self.http {
+            let routes = listener.routes.iter().enumerate();
+            let routed = routes.map(|(i, r)| (format!("routes[{i}].upstream"), &r.upstream));
+            let fallback = listener.upstream.iter().map(|u| ("upstream".to_owned(), u));
+            for (field, text) in routed.chain(fallback) {
+                if let Ok(upstream) = text.parse::<attache_http::Upstream>() {
+                    let key = format!("http.{name}.{field}");
+                    upstreams.push((key, upstream.host().to_owned(), upstream.port()));
+                }
+            }
+        }
+        for (key, host, port) in upstreams {
+            let bare = host.trim_start_matches('[').trim_end_matches(']');
+            let ips: Vec<std::net::IpAddr> = match bare.parse() {
+                Ok(ip) => vec![ip],
+                Err(_) if bare.eq_ignore_ascii_case("localhost") => {
+                    vec![[127, 0, 0, 1].into(), std::net::Ipv6Addr::LOCALHOST.into()]
+                }
+                Err(_) => continue,
+            };
+            for ip in ips {
+                let target = std::net::SocketAddr::new(ip, port);
+                if let Some((own, other)) = listening
+                    .iter()
+                    .find(|(own, _)| crate::upstream::reaches(**own, target))
+                {
+                    return Err((
+                        key,
+                        format!(
+                            "{host}:{port} is {other}'s own listen address ({own}): attache would proxy every request to itself"
+                        ),
+                    ));
+                }
+            }
+        }
+        Ok(())
     }
 }
 
