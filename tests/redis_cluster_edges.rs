@@ -9,6 +9,7 @@ use std::sync::Arc;
 use attache_resp::hash::key_slot;
 use support::cluster::{attache_for_cluster, start_cluster};
 use support::*;
+use tokio::io::AsyncWriteExt;
 use tokio::net::TcpStream;
 
 /// `MSET a 1 b` (a key without its value) over keys of two slots is refused
@@ -194,4 +195,86 @@ async fn wait_is_refused_with_its_reason() {
         String::from_utf8_lossy(&wait)
     );
     assert_eq!(raw_exchange(&mut s, &cmd(&["PING"]), 1).await, b"+PONG\r\n");
+}
+
+/// A blocking command runs on a dedicated connection: when its slot moved
+/// and attache's map is stale, the node answers MOVED, which attache
+/// follows (a client that does not know Redis Cluster cannot), as it does
+/// for any other command.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_blocking_command_follows_its_slot_when_it_moved() {
+    let cluster = Arc::new(start_cluster().await);
+    let (_attache, addr) = attache_for_cluster(&cluster, "").await;
+    let key = "{queue}:jobs";
+    let slot = key_slot(key.as_bytes());
+    let mut s = TcpStream::connect(addr).await.unwrap();
+    let push = raw_exchange(&mut s, &cmd(&["RPUSH", key, "one", "two"]), 1).await;
+    assert_eq!(push, b":2\r\n");
+    let pop = raw_exchange(&mut s, &cmd(&["BLPOP", key, "1"]), 1).await;
+    assert_eq!(pop, b"*2\r\n$12\r\n{queue}:jobs\r\n$3\r\none\r\n");
+    // Move the slot behind attache's back: its map is stale.
+    let from = cluster.primary_for_slot(slot);
+    let to = cluster
+        .primaries()
+        .into_iter()
+        .find(|&p| p != from)
+        .unwrap();
+    let mover = cluster.clone();
+    tokio::task::spawn_blocking(move || mover.migrate_slot(slot, from, to))
+        .await
+        .unwrap();
+    let pop = raw_exchange(&mut s, &cmd(&["BLPOP", key, "1"]), 1).await;
+    assert_eq!(
+        pop,
+        b"*2\r\n$12\r\n{queue}:jobs\r\n$3\r\ntwo\r\n",
+        "{}",
+        String::from_utf8_lossy(&pop)
+    );
+    // And a pop that waits, then is served by a push on the new owner.
+    let mut waiter = TcpStream::connect(addr).await.unwrap();
+    waiter
+        .write_all(&cmd(&["BLMOVE", key, "{queue}:done", "LEFT", "RIGHT", "5"]))
+        .await
+        .unwrap();
+    tokio::time::sleep(std::time::Duration::from_millis(200)).await;
+    assert_eq!(cluster.cli(to, &["RPUSH", key, "three"]), "1");
+    let moved = read_replies(&mut waiter, 1).await;
+    assert_eq!(
+        moved,
+        b"$5\r\nthree\r\n",
+        "{}",
+        String::from_utf8_lossy(&moved)
+    );
+
+    // Mid-migration, a key already moved: the old owner answers ASK.
+    let key = "{asked}:jobs";
+    let slot = key_slot(key.as_bytes());
+    let push = raw_exchange(&mut s, &cmd(&["RPUSH", key, "a1"]), 1).await;
+    assert_eq!(push, b":1\r\n");
+    let from = cluster.primary_for_slot(slot);
+    let to = cluster
+        .primaries()
+        .into_iter()
+        .find(|&p| p != from)
+        .unwrap();
+    let mover = cluster.clone();
+    tokio::task::spawn_blocking(move || {
+        mover.begin_migration(slot, from, to);
+        while mover.migrate_keys_batch(slot, from, to, 10) > 0 {}
+    })
+    .await
+    .unwrap();
+    let pop = raw_exchange(&mut s, &cmd(&["BLPOP", key, "1"]), 1).await;
+    assert_eq!(
+        pop,
+        b"*2\r\n$12\r\n{asked}:jobs\r\n$2\r\na1\r\n",
+        "{}",
+        String::from_utf8_lossy(&pop)
+    );
+    let stats = cluster.cli(to, &["INFO", "commandstats"]);
+    assert!(stats.contains("cmdstat_asking:calls="), "no ASKING on {to}");
+    let mover = cluster.clone();
+    tokio::task::spawn_blocking(move || mover.finish_migration(slot, from, to))
+        .await
+        .unwrap();
 }

@@ -113,7 +113,7 @@ impl Redirectable {
 }
 
 /// Redirects followed for one command before the app gets the last one.
-const MAX_REDIRECTS: u8 = 5;
+pub(super) const MAX_REDIRECTS: u8 = 5;
 
 impl Redirectable {
     /// The app's reply, or `None` after re-sending on a redirect.

@@ -429,6 +429,7 @@ impl Session {
                 let wait = req.arg(&self.rbuf, 0).is_some_and(|n| {
                     n.eq_ignore_ascii_case(b"wait") || n.eq_ignore_ascii_case(b"waitaof")
                 });
+                let fresh = self.pin.is_none();
                 let bytes = self.take_request(&req);
                 if let Err(e) = self.pin(server, false, false).await {
                     self.reply_error(&e);
@@ -448,7 +449,13 @@ impl Session {
                     // (a PUBLISH nobody hears) first, so WAIT covers them.
                     self.send_unanswered(reply::command(&[b"PUBLISH", b"attache:wait", b""]));
                 }
+                // Cluster mode: a lone blocking command follows its slot.
+                let again = (blocking && fresh && !self.watch && self.service.router.is_cluster())
+                    .then(|| bytes.clone().freeze());
                 self.push_run(bytes, Target::Pinned, blocking);
+                if let Some(request) = again {
+                    Box::pin(self.follow_blocking(request)).await?;
+                }
             }
             Action::PinSticky { stream } => {
                 let server = match self.route(&req) {

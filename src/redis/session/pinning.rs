@@ -14,9 +14,11 @@ use crate::redis::connection::{Op, STREAM_BUFFER};
 use crate::redis::connector::Protocol;
 use crate::redis::dedicated::Dedicated;
 use crate::redis::error::UpstreamError;
+use crate::redis::metrics::RedisMetrics;
 use crate::redis::policy::{Action, Transient};
 use crate::redis::relay::{self, Replies};
-use crate::redis::slots::{wait_front, Slot};
+use crate::redis::router::Router;
+use crate::redis::slots::{wait_front, Slot, MAX_REDIRECTS};
 use crate::socket::{try_read, write_all};
 
 impl Session {
@@ -44,6 +46,70 @@ impl Session {
                     gone = app_gone(&self.stream, &mut self.rbuf) => return Err(gone),
                 }
             }
+        }
+        Ok(())
+    }
+
+    /// Cluster mode: the blocking command just sent, alone, on a fresh
+    /// dedicated connection (`request`) went where attache's slot map
+    /// says. If the slot moved meanwhile the node answers MOVED (or ASK
+    /// mid-migration), which a client that does not know Redis Cluster
+    /// cannot follow: it is followed here, on a dedicated connection to
+    /// the node named, as a shared connection's command is (see
+    /// `slots::Redirectable`). The reply is awaited now, as Redis holds a
+    /// blocked client's next commands (they wait in `rbuf`).
+    pub(super) async fn follow_blocking(&mut self, request: Bytes) -> std::io::Result<()> {
+        use attache_resp::cluster::{self, Host, Redirect};
+        self.flush_run();
+        for _ in 0..MAX_REDIRECTS {
+            tokio::select! {
+                () = wait_front(
+                    &mut self.slots,
+                    &self.service,
+                    self.protocol.is_resp3(),
+                    &mut self.meters,
+                ) => {}
+                gone = app_gone(&self.stream, &mut self.rbuf) => return Err(gone),
+            }
+            let Some(Slot::Ready(reply)) = self.slots.back() else {
+                return Ok(());
+            };
+            let redirect = match cluster::is_redirect(reply) {
+                true => cluster::parse_redirect(reply),
+                false => None,
+            };
+            let (Some(redirect), Router::Cluster(router)) = (redirect, &self.service.router) else {
+                return Ok(());
+            };
+            let from = self.pin.as_ref().map_or(0, |p| p.server);
+            let node = self.service.upstream_stats(from);
+            let metrics = self.service.metrics();
+            if let Redirect::Moved { .. } = redirect {
+                RedisMetrics::add(&metrics.moved);
+                RedisMetrics::add(&node.moved);
+                router.refresh.notify_one();
+            } else {
+                RedisMetrics::add(&metrics.ask);
+                RedisMetrics::add(&node.ask);
+            }
+            let host = match &redirect.addr().host {
+                Host::Name(name) => name.clone(),
+                Host::Unknown => self.service.host_of(from),
+            };
+            let server = self.service.upstream_at(&host, redirect.addr().port, false);
+            self.slots.pop_back();
+            // The connection answered: back to its pool; one to the node
+            // named instead.
+            self.pin = None;
+            if let Err(e) = self.pin(server, false, false).await {
+                self.reply_error(&e);
+                return Ok(());
+            }
+            if let Redirect::Ask { .. } = redirect {
+                self.send_unanswered(reply::command(&[b"ASKING"]));
+            }
+            self.push_run(BytesMut::from(&request[..]), Target::Pinned, true);
+            self.flush_run();
         }
         Ok(())
     }
