@@ -471,3 +471,79 @@ async fn a_sharded_subscription_does_not_send_key_commands_to_the_wrong_servers(
         b">3\r\n$11\r\nunsubscribe\r\n$2\r\nch\r\n:0\r\n"
     );
 }
+
+/// After its last UNSUBSCRIBE (or SUNSUBSCRIBE) a connection is an ordinary
+/// one again, as in Redis (ioredis, for one, then sends commands on it):
+/// its key commands go to their servers, and its subscription connections
+/// are gone from every server.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_connection_unsubscribed_from_everything_is_an_ordinary_one_again() {
+    let shards = Shards::start();
+    let (_attache, addr) = shards.attache("ketama", "").await;
+    let ring = shards.ketama(None);
+    let elsewhere = (0..)
+        .map(|i| format!("k{i}"))
+        .find(|k| ring.server_for_key(k.as_bytes()) != 0)
+        .unwrap();
+    let home = ring.server_for_key(elsewhere.as_bytes());
+    shards.servers[home].cli(&["SET", &elsewhere, "v"]);
+    for resp3 in [false, true] {
+        let mut s = TcpStream::connect(addr).await.unwrap();
+        if resp3 {
+            raw_exchange(&mut s, &cmd(&["HELLO", "3"]), 1).await;
+        }
+        let kind = if resp3 { ">" } else { "*" };
+        let confirm = raw_exchange(&mut s, &cmd(&["SUBSCRIBE", "a", "b"]), 2).await;
+        assert_eq!(
+            String::from_utf8_lossy(&confirm),
+            format!(
+                "{kind}3\r\n$9\r\nsubscribe\r\n$1\r\na\r\n:1\r\n\
+                 {kind}3\r\n$9\r\nsubscribe\r\n$1\r\nb\r\n:2\r\n"
+            )
+        );
+        // The last UNSUBSCRIBE and a GET for another server, in one write:
+        // the confirmations, then the value.
+        let mut both = cmd(&["UNSUBSCRIBE"]);
+        both.extend(cmd(&["GET", &elsewhere]));
+        let replies = raw_exchange(&mut s, &both, 3).await;
+        let text = String::from_utf8_lossy(&replies);
+        assert!(text.ends_with(":0\r\n$1\r\nv\r\n"), "{text}");
+        assert_eq!(text.matches("unsubscribe").count(), 2, "{text}");
+        let incr = raw_exchange(&mut s, &cmd(&["INCR", "counter"]), 1).await;
+        assert_eq!(incr, b":1\r\n", "{}", String::from_utf8_lossy(&incr));
+        let at = ring.server_for_key(b"counter");
+        assert_eq!(shards.servers[at].cli(&["GET", "counter"]), "1");
+        shards.servers[at].cli(&["DEL", "counter"]);
+        // No server keeps a subscriber for it (closing takes a moment).
+        for server in &shards.servers {
+            let mut numsub = String::new();
+            for _ in 0..100 {
+                numsub = server.cli(&["PUBSUB", "NUMSUB", "a"]);
+                if numsub == "a\n0" {
+                    break;
+                }
+                tokio::time::sleep(Duration::from_millis(20)).await;
+            }
+            assert_eq!(numsub, "a\n0");
+        }
+        // And it can subscribe again.
+        let again = raw_exchange(&mut s, &cmd(&["SUBSCRIBE", "c"]), 1).await;
+        assert_eq!(
+            String::from_utf8_lossy(&again),
+            format!("{kind}3\r\n$9\r\nsubscribe\r\n$1\r\nc\r\n:1\r\n")
+        );
+    }
+    // A sharded channel's subscription (on its server alone) too.
+    let channel = (0..)
+        .map(|i| format!("s{i}"))
+        .find(|c| ring.server_for_key(c.as_bytes()) != home)
+        .unwrap();
+    let mut s = TcpStream::connect(addr).await.unwrap();
+    raw_exchange(&mut s, &cmd(&["SSUBSCRIBE", &channel]), 1).await;
+    let mut both = cmd(&["SUNSUBSCRIBE"]);
+    both.extend(cmd(&["GET", &elsewhere]));
+    let replies = raw_exchange(&mut s, &both, 2).await;
+    let text = String::from_utf8_lossy(&replies);
+    assert!(text.starts_with("*3\r\n$12\r\nsunsubscribe"), "{text}");
+    assert!(text.ends_with(":0\r\n$1\r\nv\r\n"), "{text}");
+}

@@ -330,7 +330,8 @@ impl Session {
     async fn dispatch(&mut self, req: Request) -> std::io::Result<()> {
         RedisMetrics::add(&self.service.metrics().commands);
         self.service.await_topology().await;
-        let streaming = self.pin.as_ref().is_some_and(|p| p.streaming);
+        let streaming = self.pin.as_ref().is_some_and(|p| p.streaming)
+            && !Box::pin(self.left_subscription(&req)).await?;
         let (action, family) = classify(&req, &self.rbuf, self.pin.is_some());
         self.family = family;
         if streaming {
@@ -415,16 +416,12 @@ impl Session {
                 {
                     // The server is known at the first keyed command.
                     self.multi_deferred = true;
-                    {
-                        self.reply_local(&req, Bytes::from_static(reply::OK));
-                        return Ok(());
-                    }
+                    self.reply_local(&req, Bytes::from_static(reply::OK));
+                    return Ok(());
                 }
                 if self.pin.as_ref().is_some_and(|p| p.server != server) {
-                    {
-                        self.refuse_in_transaction(&req, shard::cross_slot_error());
-                        return Ok(());
-                    }
+                    self.refuse_in_transaction(&req, shard::cross_slot_error());
+                    return Ok(());
                 }
                 let wait = req.arg(&self.rbuf, 0).is_some_and(|n| {
                     n.eq_ignore_ascii_case(b"wait") || n.eq_ignore_ascii_case(b"waitaof")
@@ -476,8 +473,10 @@ impl Session {
                     Route::Keyless if !self.service.router.is_sharded() => 0,
                     // SUBSCRIBE / PSUBSCRIBE: on every server, relayed from server 0.
                     _ if stream && self.pin.is_none() && is_fan_in_subscribe(&req, &self.rbuf) => {
+                        self.subscriptions.track(&req, &self.rbuf);
                         let bytes = self.take_request(&req).freeze();
                         if let Err(e) = Box::pin(self.subscribe_everywhere(bytes)).await {
+                            self.subscriptions = Subscriptions::default();
                             self.reply_error(&e);
                         }
                         return Ok(());

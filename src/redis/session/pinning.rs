@@ -387,6 +387,26 @@ impl Session {
         Ok(())
     }
 
+    /// A command other than pub/sub's, for another server, on a sharded
+    /// listener's subscription to nothing any more (the app unsubscribed
+    /// from all): as in Redis, the connection is an ordinary one again.
+    /// What the stream owes the app (the confirmations) is relayed first,
+    /// then its connections go. `true` when it left.
+    pub(super) async fn left_subscription(&mut self, req: &Request) -> std::io::Result<bool> {
+        if !self.subscriptions.is_none() || self.multi || !self.is_off_shard_on_subscription(req) {
+            return Ok(false);
+        }
+        self.relay_until_reset().await?;
+        if let Some(pin) = self.pin.take() {
+            discard(pin.conn);
+        }
+        for conn in self.fanin.drain(..) {
+            discard(conn);
+        }
+        self.marks = None;
+        Ok(true)
+    }
+
     /// The app's stream ends (a protocol error, shutdown): what its relay
     /// owes the app (attache's answers placed in it) is written first, as
     /// for RESET; a stream without a relay just goes.
