@@ -278,3 +278,39 @@ async fn a_blocking_command_follows_its_slot_when_it_moved() {
         .await
         .unwrap();
 }
+
+/// A subscription is pinned to one node: while subscribed (RESP3), a key
+/// command for another node is refused rather than answered MOVED, and
+/// after the last UNSUBSCRIBE the connection is an ordinary one again,
+/// its commands going to their slots' nodes.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_unsubscribed_connection_reaches_every_slot_again() {
+    let cluster = start_cluster().await;
+    let (_attache, addr) = attache_for_cluster(&cluster, "").await;
+    let keys: Vec<String> = (0..12).map(|i| format!("key{i}")).collect();
+    for (unsubscribe, resp3) in [("UNSUBSCRIBE", false), ("SUNSUBSCRIBE", true)] {
+        let mut s = TcpStream::connect(addr).await.unwrap();
+        if resp3 {
+            raw_exchange(&mut s, &cmd(&["HELLO", "3"]), 1).await;
+            raw_exchange(&mut s, &cmd(&["SSUBSCRIBE", "x"]), 1).await;
+            // Subscribed: no MOVED reaches the app, whichever the node.
+            for k in &keys {
+                let r = raw_exchange(&mut s, &cmd(&["GET", k]), 1).await;
+                let text = String::from_utf8_lossy(&r);
+                assert!(
+                    text.starts_with("-ERR attache: only")
+                        || text == "_\r\n"
+                        || text.starts_with('$'),
+                    "{text}"
+                );
+            }
+        } else {
+            raw_exchange(&mut s, &cmd(&["SUBSCRIBE", "a"]), 1).await;
+        }
+        raw_exchange(&mut s, &cmd(&[unsubscribe]), 1).await;
+        for k in &keys {
+            let r = raw_exchange(&mut s, &cmd(&["SET", k, "1"]), 1).await;
+            assert_eq!(r, b"+OK\r\n", "{k}: {}", String::from_utf8_lossy(&r));
+        }
+    }
+}

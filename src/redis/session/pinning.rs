@@ -388,7 +388,7 @@ impl Session {
     }
 
     /// A command other than pub/sub's, for another server, on a sharded
-    /// listener's subscription to nothing any more (the app unsubscribed
+    /// or cluster listener's subscription to nothing any more (the app unsubscribed
     /// from all): as in Redis, the connection is an ordinary one again.
     /// What the stream owes the app (the confirmations) is relayed first,
     /// then its connections go. `true` when it left.

@@ -169,15 +169,16 @@ impl Session {
         !matches!(self.route(req), Route::To(server) if server == pinned)
     }
 
-    /// On a ketama or modula listener, a command other than pub/sub's on a
-    /// subscription: a SUBSCRIBE's fan-in writes to every server and
-    /// answers from the first, an SSUBSCRIBE's pin is its channel's server,
-    /// not the key's. (RESP3 allows such commands while subscribed; RESP2
-    /// refuses them, and after the last UNSUBSCRIBE the connection is no
-    /// longer subscribed.) Refused rather than sent to the wrong servers;
-    /// a command for the pinned server itself still goes there.
+    /// On a sharded or cluster listener, a command other than pub/sub's on
+    /// a subscription: a SUBSCRIBE's fan-in writes to every server and
+    /// answers from the first, a subscription's pin is one server (its
+    /// channel's, or a cluster's node), not the key's, which would answer
+    /// MOVED. (RESP3 allows such commands while subscribed; RESP2 refuses
+    /// them, and after the last UNSUBSCRIBE the connection is no longer
+    /// subscribed: see `left_subscription`.) Refused rather than sent to
+    /// the wrong servers; a command for the pinned server still goes there.
     pub(super) fn is_off_shard_on_subscription(&mut self, req: &Request) -> bool {
-        if !matches!(self.service.router, Router::Hashed(_)) {
+        if !self.service.router.is_sharded() {
             return false;
         }
         let Some(name) = req.arg(&self.rbuf, 0) else {
