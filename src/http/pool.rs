@@ -1,7 +1,7 @@
 //! Connections to one upstream (scheme + host + port), per worker: its
-//! host name resolved by the shared [`Resolver`](crate::dns::Resolver) (re-resolved as TTLs run
-//! out), one [`Endpoint`] per address, and on each endpoint the keep-alive
-//! connections.
+//! host name resolved by the shared [`Resolver`](crate::dns::Resolver)
+//! (re-resolved as TTLs run out), one [`Endpoint`] per address, and on
+//! each endpoint the keep-alive connections.
 //!
 //! hyper-util's pooling client keys its pool by authority, so every
 //! address of a name would share one pool and no balancing or ejection per

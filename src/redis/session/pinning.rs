@@ -387,11 +387,11 @@ impl Session {
         Ok(())
     }
 
-    /// A command other than pub/sub's, for another server, on a sharded
-    /// or cluster listener's subscription to nothing any more (the app unsubscribed
-    /// from all): as in Redis, the connection is an ordinary one again.
-    /// What the stream owes the app (the confirmations) is relayed first,
-    /// then its connections go. `true` when it left.
+    /// A command other than pub/sub's, for another server, on a sharded or
+    /// cluster listener's subscription to nothing any more (the app
+    /// unsubscribed from all): as in Redis, the connection is an ordinary
+    /// one again. What the stream owes the app (the confirmations) is
+    /// relayed first, then its connections go. `true` when it left.
     pub(super) async fn left_subscription(&mut self, req: &Request) -> std::io::Result<bool> {
         if !self.subscriptions.is_none() || self.multi || !self.is_off_shard_on_subscription(req) {
             return Ok(false);
