@@ -15,7 +15,7 @@ mod support;
 use std::sync::Arc;
 use std::time::Duration;
 
-use support::http::attache_for;
+use support::http::{attache_for, attache_for_tls};
 use support::wire::*;
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 
@@ -155,14 +155,7 @@ async fn an_upload_an_http2_upstream_answered_early_still_gets_its_answer() {
         }),
     )
     .await;
-    let (_attache, addr) = attache_for(
-        &format!("https://localhost:{}", refusing.addr.port()),
-        &format!(
-            "[http.api.tls]\nca_file = \"{}\"",
-            pki.path("ca.pem").display()
-        ),
-    )
-    .await;
+    let (_attache, addr) = attache_for_tls(&pki, &refusing).await;
     let body = vec![b'u'; 16 << 20];
     for _ in 0..3 {
         assert_eq!(upload_then_read(addr, "/up", &body).await, 413);
@@ -523,14 +516,7 @@ async fn an_app_that_hangs_up_mid_body_never_completes_an_http2_upload() {
         }),
     )
     .await;
-    let (_attache, addr) = attache_for(
-        &format!("https://localhost:{}", upstream.addr.port()),
-        &format!(
-            "[http.api.tls]\nca_file = \"{}\"",
-            pki.path("ca.pem").display()
-        ),
-    )
-    .await;
+    let (_attache, addr) = attache_for_tls(&pki, &upstream).await;
     // Streamed (large) and read whole (small), each cut at half.
     for length in [200_000, 100] {
         let mut app = App::connect(addr).await;

@@ -15,7 +15,8 @@ use http_body_util::{BodyExt, StreamBody};
 use hyper::body::Frame;
 use hyper::{Request, Response, Version};
 use support::http::{
-    attache_for, echo_path, empty, full, handler, send, text, AppClient, TestBody, TestUpstream,
+    attache_for, attache_for_tls, echo_path, empty, full, handler, send, text, AppClient, TestBody,
+    TestUpstream,
 };
 use support::tls::TestPki;
 
@@ -180,14 +181,7 @@ async fn a_dead_upstream_is_a_502_and_a_slow_one_a_504() {
 async fn an_https_upstream_is_reached_over_http2_by_alpn() {
     let pki = TestPki::generate();
     let upstream = TestUpstream::tls(&pki, &[b"h2", b"http/1.1"], echo_path()).await;
-    let (_attache, addr) = attache_for(
-        &format!("https://localhost:{}", upstream.addr.port()),
-        &format!(
-            "[http.api.tls]\nca_file = \"{}\"",
-            pki.path("ca.pem").display()
-        ),
-    )
-    .await;
+    let (_attache, addr) = attache_for_tls(&pki, &upstream).await;
     let mut client = AppClient::connect(addr).await;
     for _ in 0..5 {
         let (status, _, body) = client.get("/h2").await;
@@ -204,14 +198,7 @@ async fn an_https_upstream_is_reached_over_http2_by_alpn() {
 
     // An HTTP/1.1-only upstream is reached over HTTP/1.1.
     let h1 = TestUpstream::tls(&pki, &[b"http/1.1"], echo_path()).await;
-    let (_attache, addr) = attache_for(
-        &format!("https://localhost:{}", h1.addr.port()),
-        &format!(
-            "[http.api.tls]\nca_file = \"{}\"",
-            pki.path("ca.pem").display()
-        ),
-    )
-    .await;
+    let (_attache, addr) = attache_for_tls(&pki, &h1).await;
     let (status, _, body) = AppClient::connect(addr).await.get("/h1").await;
     assert_eq!((status, body.as_str()), (200, "upstream saw /h1"));
     assert_eq!(h1.seen()[0].version, Version::HTTP_11);

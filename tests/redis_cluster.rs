@@ -111,11 +111,7 @@ async fn a_slot_migrated_under_load_costs_the_app_no_error() {
         let _: () = c.set(k, k).await.unwrap();
     }
     let from = cluster.primary_for_slot(slot);
-    let to = cluster
-        .primaries()
-        .into_iter()
-        .find(|&p| p != from)
-        .unwrap();
+    let to = cluster.another_primary(from);
     let stop = Arc::new(AtomicBool::new(false));
     let ops = Arc::new(AtomicU64::new(0));
     let mut load = Vec::new();
@@ -345,11 +341,7 @@ async fn a_transaction_follows_its_slot_when_it_moves() {
     assert_eq!(replies, b"+OK\r\n+QUEUED\r\n+QUEUED\r\n*2\r\n:1\r\n:2\r\n");
     // Move the slot; attache's map is now stale until its next refresh.
     let from = cluster.primary_for_slot(slot);
-    let to = cluster
-        .primaries()
-        .into_iter()
-        .find(|&p| p != from)
-        .unwrap();
+    let to = cluster.another_primary(from);
     let mover = cluster.clone();
     tokio::task::spawn_blocking(move || mover.migrate_slot(slot, from, to))
         .await

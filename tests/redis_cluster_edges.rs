@@ -47,11 +47,7 @@ async fn a_split_command_follows_a_redirect_on_one_part() {
     let set = raw_exchange(&mut s, &cmd(&["MSET", moving, "1", staying, "2"]), 1).await;
     assert_eq!(set, b"+OK\r\n");
     let from = cluster.primary_for_slot(slot);
-    let to = cluster
-        .primaries()
-        .into_iter()
-        .find(|&p| p != from)
-        .unwrap();
+    let to = cluster.another_primary(from);
     let mover = cluster.clone();
     tokio::task::spawn_blocking(move || {
         mover.begin_migration(slot, from, to);
@@ -214,11 +210,7 @@ async fn a_blocking_command_follows_its_slot_when_it_moved() {
     assert_eq!(pop, b"*2\r\n$12\r\n{queue}:jobs\r\n$3\r\none\r\n");
     // Move the slot behind attache's back: its map is stale.
     let from = cluster.primary_for_slot(slot);
-    let to = cluster
-        .primaries()
-        .into_iter()
-        .find(|&p| p != from)
-        .unwrap();
+    let to = cluster.another_primary(from);
     let mover = cluster.clone();
     tokio::task::spawn_blocking(move || mover.migrate_slot(slot, from, to))
         .await
@@ -252,11 +244,7 @@ async fn a_blocking_command_follows_its_slot_when_it_moved() {
     let push = raw_exchange(&mut s, &cmd(&["RPUSH", key, "a1"]), 1).await;
     assert_eq!(push, b":1\r\n");
     let from = cluster.primary_for_slot(slot);
-    let to = cluster
-        .primaries()
-        .into_iter()
-        .find(|&p| p != from)
-        .unwrap();
+    let to = cluster.another_primary(from);
     let mover = cluster.clone();
     tokio::task::spawn_blocking(move || {
         mover.begin_migration(slot, from, to);

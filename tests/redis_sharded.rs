@@ -438,12 +438,7 @@ async fn a_sharded_subscription_does_not_send_key_commands_to_the_wrong_servers(
     let shards = Shards::start();
     let (_attache, addr) = shards.attache("ketama", "").await;
     let ring = shards.ketama(None);
-    let elsewhere = (0..)
-        .map(|i| format!("k{i}"))
-        .find(|k| ring.server_for_key(k.as_bytes()) != 0)
-        .unwrap();
-    let home = ring.server_for_key(elsewhere.as_bytes());
-    shards.servers[home].cli(&["SET", &elsewhere, "v"]);
+    let (elsewhere, _) = key_off_server_zero(&shards, &ring);
     let mut s = TcpStream::connect(addr).await.unwrap();
     raw_exchange(&mut s, &cmd(&["HELLO", "3"]), 1).await;
     assert_eq!(
@@ -481,12 +476,7 @@ async fn a_connection_unsubscribed_from_everything_is_an_ordinary_one_again() {
     let shards = Shards::start();
     let (_attache, addr) = shards.attache("ketama", "").await;
     let ring = shards.ketama(None);
-    let elsewhere = (0..)
-        .map(|i| format!("k{i}"))
-        .find(|k| ring.server_for_key(k.as_bytes()) != 0)
-        .unwrap();
-    let home = ring.server_for_key(elsewhere.as_bytes());
-    shards.servers[home].cli(&["SET", &elsewhere, "v"]);
+    let (elsewhere, home) = key_off_server_zero(&shards, &ring);
     for resp3 in [false, true] {
         let mut s = TcpStream::connect(addr).await.unwrap();
         if resp3 {
@@ -546,4 +536,17 @@ async fn a_connection_unsubscribed_from_everything_is_an_ordinary_one_again() {
     let text = String::from_utf8_lossy(&replies);
     assert!(text.starts_with("*3\r\n$12\r\nsunsubscribe"), "{text}");
     assert!(text.ends_with(":0\r\n$1\r\nv\r\n"), "{text}");
+}
+
+/// A key ketama places on another server than server 0 (where a
+/// subscription's stream is relayed from), set to `v` there; and that
+/// server.
+fn key_off_server_zero(shards: &Shards, ring: &Distributor) -> (String, usize) {
+    let key = (0..)
+        .map(|i| format!("k{i}"))
+        .find(|k| ring.server_for_key(k.as_bytes()) != 0)
+        .unwrap();
+    let home = ring.server_for_key(key.as_bytes());
+    shards.servers[home].cli(&["SET", &key, "v"]);
+    (key, home)
 }

@@ -136,6 +136,14 @@ impl RedisCluster {
         owners.into_iter().map(|(_, port)| port).collect()
     }
 
+    /// A primary other than the one on `port` (where to move its slots).
+    pub fn another_primary(&self, port: u16) -> u16 {
+        self.primaries()
+            .into_iter()
+            .find(|&p| p != port)
+            .expect("another primary")
+    }
+
     /// Ports of the replicas of the primary on `port`.
     pub fn replicas_of(&self, port: u16) -> Vec<u16> {
         let view = self.view(self.any_live());

@@ -309,6 +309,22 @@ pub async fn attache_for(upstream: &str, extra: &str) -> (attache::Running, std:
     (running, addr)
 }
 
+/// attache with one `[http.api]` listener in front of `upstream`, a TLS
+/// upstream with the test PKI's certificate, reached as `localhost`.
+pub async fn attache_for_tls(
+    pki: &TestPki,
+    upstream: &TestUpstream,
+) -> (attache::Running, std::net::SocketAddr) {
+    attache_for(
+        &format!("https://localhost:{}", upstream.addr.port()),
+        &format!(
+            "[http.api.tls]\nca_file = \"{}\"",
+            pki.path("ca.pem").display()
+        ),
+    )
+    .await
+}
+
 /// Answers `upstream saw <uri>`.
 pub fn echo_path() -> Handler {
     handler(|request| async move { text(200, &format!("upstream saw {}", request.uri())) })

@@ -33,21 +33,25 @@ impl Session {
             }
             self.write_ready().await?;
             if !self.slots.is_empty() {
-                // A reply may take long (a blocking pop): an app that
-                // leaves meanwhile ends the session, which closes the
-                // upstream connection, and the pop with it.
-                tokio::select! {
-                    () = wait_front(
-                        &mut self.slots,
-                        &self.service,
-                        self.protocol.is_resp3(),
-                        &mut self.meters,
-                    ) => {}
-                    gone = app_gone(&self.stream, &mut self.rbuf) => return Err(gone),
-                }
+                self.wait_front_or_app_gone().await?;
             }
         }
         Ok(())
+    }
+
+    /// Waits for the first reply owed. It may take long (a blocking pop):
+    /// an app that leaves meanwhile ends the session, which closes the
+    /// upstream connection, and the pop with it.
+    async fn wait_front_or_app_gone(&mut self) -> std::io::Result<()> {
+        tokio::select! {
+            () = wait_front(
+                &mut self.slots,
+                &self.service,
+                self.protocol.is_resp3(),
+                &mut self.meters,
+            ) => Ok(()),
+            gone = app_gone(&self.stream, &mut self.rbuf) => Err(gone),
+        }
     }
 
     /// Cluster mode: the blocking command just sent, alone, on a fresh
@@ -62,15 +66,7 @@ impl Session {
         use attache_resp::cluster::{self, Host, Redirect};
         self.flush_run();
         for _ in 0..MAX_REDIRECTS {
-            tokio::select! {
-                () = wait_front(
-                    &mut self.slots,
-                    &self.service,
-                    self.protocol.is_resp3(),
-                    &mut self.meters,
-                ) => {}
-                gone = app_gone(&self.stream, &mut self.rbuf) => return Err(gone),
-            }
+            self.wait_front_or_app_gone().await?;
             let Some(Slot::Ready(reply)) = self.slots.back() else {
                 return Ok(());
             };
