@@ -302,3 +302,67 @@ async fn an_unsubscribed_connection_reaches_every_slot_again() {
         }
     }
 }
+
+/// Mid-migration, a multi-key command over one slot whose keys are split
+/// between the two nodes gets `-TRYAGAIN` from the old owner; attache
+/// retries it (backing off) until the migration ends, rather than pass the
+/// error on to an app that cannot know what it means.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_multi_key_command_mid_migration_is_retried_not_refused() {
+    let cluster = Arc::new(start_cluster().await);
+    let (_attache, addr) = attache_for_cluster(&cluster, "").await;
+    let (a, b) = ("{mig}:a", "{mig}:b");
+    let slot = key_slot(a.as_bytes());
+    let mut s = TcpStream::connect(addr).await.unwrap();
+    let set = raw_exchange(&mut s, &cmd(&["MSET", a, "1", b, "2"]), 1).await;
+    assert_eq!(set, b"+OK\r\n");
+    let from = cluster.primary_for_slot(slot);
+    let to = cluster.another_primary(from);
+    cluster.begin_migration(slot, from, to);
+    // One key moved, the other not yet: the old owner answers TRYAGAIN.
+    let migrated = cluster.cli(
+        from,
+        &["MIGRATE", "127.0.0.1", &to.to_string(), a, "0", "5000"],
+    );
+    assert_eq!(migrated, "OK");
+    assert!(cluster.cli(from, &["MGET", a, b]).starts_with("TRYAGAIN"));
+    let mover = cluster.clone();
+    let finish = tokio::task::spawn_blocking(move || {
+        std::thread::sleep(std::time::Duration::from_millis(150));
+        mover.finish_migration(slot, from, to);
+    });
+    let mget = raw_exchange(&mut s, &cmd(&["MGET", a, b]), 1).await;
+    assert_eq!(
+        mget,
+        b"*2\r\n$1\r\n1\r\n$1\r\n2\r\n",
+        "{}",
+        String::from_utf8_lossy(&mget)
+    );
+    finish.await.unwrap();
+}
+
+/// A script's error can say anything: a made-up `MOVED` or `ASK` naming an
+/// address that is no node of the cluster is not followed there (attache
+/// would open a connection and send the upstream credentials to it), and
+/// one it cannot read reaches the app as it is (it made the session panic).
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_redirect_made_up_by_a_script_is_not_followed() {
+    let cluster = start_cluster().await;
+    let (_attache, addr) = attache_for_cluster(&cluster, "").await;
+    let trap = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let trap_port = trap.local_addr().unwrap().port();
+    let mut s = TcpStream::connect(addr).await.unwrap();
+    for error in [
+        format!("MOVED 1 127.0.0.1:{trap_port}"),
+        format!("ASK 1 127.0.0.1:{trap_port}"),
+        "MOVED abc".to_owned(),
+        "ASK 1 nowhere".to_owned(),
+    ] {
+        let script = format!("return redis.error_reply('{error}')");
+        let reply = raw_exchange(&mut s, &cmd(&["EVAL", &script, "1", "k"]), 1).await;
+        assert_eq!(String::from_utf8_lossy(&reply), format!("-{error}\r\n"));
+    }
+    assert_eq!(raw_exchange(&mut s, &cmd(&["PING"]), 1).await, b"+PONG\r\n");
+    let knocked = tokio::time::timeout(std::time::Duration::from_millis(200), trap.accept()).await;
+    assert!(knocked.is_err(), "attache connected to the made-up address");
+}

@@ -254,17 +254,17 @@ impl RedisService {
     }
 
     /// The index of the upstream at `host:port` (a replica serving reads
-    /// with `readonly`), added if it is new.
+    /// with `readonly`), added if it is new. Only the seeds and the nodes
+    /// a slot map named are added: a redirect is followed to a known node
+    /// only (see [`Self::known_upstream`]).
     pub(crate) fn upstream_at(&self, host: &str, port: u16, readonly: bool) -> usize {
         let matches = |u: &Arc<Upstream>| {
             let c = &u.connector;
             c.server().host == host && c.server().port == port && c.is_readonly() == readonly
         };
-        let upstreams = self.upstreams.read().unwrap_or_else(|e| e.into_inner());
-        if let Some(i) = upstreams.iter().position(matches) {
+        if let Some(i) = self.known_upstream(host, port, readonly) {
             return i;
         }
-        drop(upstreams);
         let mut upstreams = self.upstreams.write().unwrap_or_else(|e| e.into_inner());
         if let Some(i) = upstreams.iter().position(matches) {
             return i;
@@ -278,6 +278,19 @@ impl RedisService {
         let (upstream, _) = self.template.build(spec, readonly);
         upstreams.push(upstream);
         upstreams.len() - 1
+    }
+
+    /// The index of the upstream at `host:port`, if attache knows it (a
+    /// seed, or a node of a slot map). A MOVED or ASK naming another
+    /// address is not followed there: a script's error can say anything
+    /// (`redis.error_reply('MOVED 1 host:port')`), and following it would
+    /// send the upstream credentials to that address.
+    pub(crate) fn known_upstream(&self, host: &str, port: u16, readonly: bool) -> Option<usize> {
+        let upstreams = self.upstreams.read().unwrap_or_else(|e| e.into_inner());
+        upstreams.iter().position(|u| {
+            let c = &u.connector;
+            c.server().host == host && c.server().port == port && c.is_readonly() == readonly
+        })
     }
 
     fn upstream(&self, server: usize) -> Arc<Upstream> {

@@ -4,7 +4,7 @@
 //! or a stream relayed as it comes (pub/sub, MONITOR).
 
 use std::collections::VecDeque;
-use std::time::Instant;
+use std::time::{Duration, Instant};
 
 use attache_resp::cluster;
 use attache_resp::frame::{self, reply};
@@ -18,7 +18,7 @@ use super::connector::Protocol;
 use super::error::UpstreamError;
 use super::meter::{Meter, Meters};
 use super::metrics::RedisMetrics;
-use super::router::Router;
+use super::router::{ClusterRouter, Router};
 use super::service::RedisService;
 
 pub(super) enum Slot {
@@ -94,26 +94,73 @@ impl Redirectable {
             return Some(last);
         };
         router.refresh.notify_one();
-        let handle = self.follow(&addr, service);
-        self.rx = handle.request(self.request.clone(), replies, false);
+        if let Some(handle) = self.follow(&addr, service, router) {
+            self.rx = handle.request(self.request.clone(), replies, false);
+        }
         None
     }
 
+    /// `-TRYAGAIN` (a multi-key command over a slot being migrated, whose
+    /// keys are on both nodes for now), or a redirect to a node the slot
+    /// map does not name yet (see `follow`): sent again to the same node
+    /// (after ASKING if it was asked) once the pause is over, which doubles
+    /// each time (25 ms, then 50, 100, 200, 400: under a second in all);
+    /// from a task, so that settling a reply stays synchronous.
+    fn retry_later(&mut self, service: &RedisService) {
+        let pause = TRYAGAIN_PAUSE * (1 << self.redirects);
+        self.redirects += 1;
+        let handle = service.shared(self.server, self.protocol, self.shared_index);
+        let (request, replies) = if let Some(replies) = self.transaction {
+            (self.request.clone(), replies)
+        } else if self.asking {
+            let mut both = BytesMut::from(&reply::command(&[b"ASKING"])[..]);
+            both.extend_from_slice(&self.request);
+            (both.freeze(), 2)
+        } else {
+            (self.request.clone(), 1)
+        };
+        let closed = service.closed_error();
+        let (tx, rx) = tokio::sync::oneshot::channel();
+        tokio::spawn(async move {
+            tokio::time::sleep(pause).await;
+            let reply = handle.request(request, replies, false).await;
+            let _ = tx.send(reply.unwrap_or(Err(closed)));
+        });
+        self.rx = rx;
+    }
+
     /// Moves this command to the node at `addr` (`:port` meaning the host
-    /// of the node that redirected it) and returns that node's connection.
-    fn follow(&mut self, addr: &cluster::NodeAddress, service: &RedisService) -> ConnectionHandle {
+    /// of the node that redirected it) and returns that node's connection;
+    /// `None` when attache does not know that node (not a seed, not in a
+    /// slot map): then the map is refreshed and the command sent again
+    /// where it was, later, since a node added to the cluster is named by
+    /// the next map, and an address a script's error made up never is.
+    fn follow(
+        &mut self,
+        addr: &cluster::NodeAddress,
+        service: &RedisService,
+        router: &ClusterRouter,
+    ) -> Option<ConnectionHandle> {
         let host = match &addr.host {
             cluster::Host::Name(name) => name.clone(),
             cluster::Host::Unknown => service.host_of(self.server),
         };
-        self.server = service.upstream_at(&host, addr.port, false);
+        let Some(server) = service.known_upstream(&host, addr.port, false) else {
+            router.refresh.notify_one();
+            self.retry_later(service);
+            return None;
+        };
+        self.server = server;
         self.redirects += 1;
-        service.shared(self.server, self.protocol, self.shared_index)
+        Some(service.shared(self.server, self.protocol, self.shared_index))
     }
 }
 
-/// Redirects followed for one command before the app gets the last one.
+/// Redirects followed (and TRYAGAINs retried) for one command before the
+/// app gets the last one.
 pub(super) const MAX_REDIRECTS: u8 = 5;
+/// The first pause before a TRYAGAIN is retried; it doubles each time.
+const TRYAGAIN_PAUSE: Duration = Duration::from_millis(25);
 
 impl Redirectable {
     /// The app's reply, or `None` after re-sending on a redirect.
@@ -135,6 +182,10 @@ impl Redirectable {
             let first = frame::reply_len(&reply, false).ok().flatten().unwrap_or(0);
             reply = reply.slice(first..);
         }
+        if reply.starts_with(b"-TRYAGAIN") && self.redirects < MAX_REDIRECTS {
+            self.retry_later(service);
+            return None;
+        }
         if self.redirects >= MAX_REDIRECTS || !cluster::is_redirect(&reply) {
             return Some(reply);
         }
@@ -142,13 +193,17 @@ impl Redirectable {
             .iter()
             .position(|&b| b == b'\r')
             .unwrap_or(reply.len());
-        let redirect = cluster::parse_redirect(&reply[..line_end])?;
+        // A redirect attache cannot read goes to the app as it is.
+        let Some(redirect) = cluster::parse_redirect(&reply[..line_end]) else {
+            return Some(reply);
+        };
         let Router::Cluster(router) = &service.router else {
             return Some(reply);
         };
         // Counted on the node that redirected (before following).
         let node = service.upstream_stats(self.server);
-        let handle = self.follow(redirect.addr(), service);
+        // `None`: sent again later where it was (see `follow`).
+        let handle = self.follow(redirect.addr(), service, router)?;
         match redirect {
             cluster::Redirect::Moved { .. } => {
                 RedisMetrics::add(&service.metrics().moved);

@@ -83,7 +83,6 @@ impl Session {
             if let Redirect::Moved { .. } = redirect {
                 RedisMetrics::add(&metrics.moved);
                 RedisMetrics::add(&node.moved);
-                router.refresh.notify_one();
             } else {
                 RedisMetrics::add(&metrics.ask);
                 RedisMetrics::add(&node.ask);
@@ -92,7 +91,22 @@ impl Session {
                 Host::Name(name) => name.clone(),
                 Host::Unknown => self.service.host_of(from),
             };
-            let server = self.service.upstream_at(&host, redirect.addr().port, false);
+            let port = redirect.addr().port;
+            router.refresh.notify_one();
+            // A node the slot map does not name yet: the next map may (a
+            // node added to the cluster); an address a script's error made
+            // up never will, and the app gets that error.
+            let mut known = self.service.known_upstream(&host, port, false);
+            for _ in 0..10 {
+                if known.is_some() {
+                    break;
+                }
+                tokio::time::sleep(std::time::Duration::from_millis(100)).await;
+                known = self.service.known_upstream(&host, port, false);
+            }
+            let Some(server) = known else {
+                return Ok(());
+            };
             self.slots.pop_back();
             // The connection answered: back to its pool; one to the node
             // named instead.
