@@ -120,6 +120,98 @@ async fn connection_commands_are_queued_inside_multi() {
     );
 }
 
+/// A CLIENT SETNAME queued in a MULTI names the connection only if EXEC
+/// runs the transaction, as in Redis: not after DISCARD, nor EXECABORT,
+/// nor a WATCH that failed (attache kept the name in all three).
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_name_set_inside_multi_is_kept_only_if_exec_runs() {
+    let server = RedisServer::start();
+    let (_attache, addr) = attache_for(&server, "").await;
+    let getname = || cmd(&["CLIENT", "GETNAME"]);
+    let cases: [(Vec<Vec<u8>>, usize); 7] = [
+        (
+            vec![
+                cmd(&["MULTI"]),
+                cmd(&["CLIENT", "SETNAME", "a"]),
+                cmd(&["DISCARD"]),
+                getname(),
+            ],
+            4,
+        ),
+        (
+            vec![
+                cmd(&["MULTI"]),
+                cmd(&["CLIENT", "SETNAME", "b"]),
+                cmd(&["SET", "k"]),
+                cmd(&["EXEC"]),
+                getname(),
+            ],
+            5,
+        ),
+        (
+            vec![
+                cmd(&["WATCH", "watched"]),
+                cmd(&["SET", "watched", "changed"]),
+                cmd(&["MULTI"]),
+                cmd(&["CLIENT", "SETNAME", "c"]),
+                cmd(&["EXEC"]),
+                getname(),
+            ],
+            6,
+        ),
+        (
+            vec![
+                cmd(&["MULTI"]),
+                cmd(&["CLIENT", "SETNAME", "d"]),
+                cmd(&["EXEC"]),
+                getname(),
+            ],
+            4,
+        ),
+        (
+            vec![
+                cmd(&["MULTI"]),
+                cmd(&["CLIENT", "SETNAME", ""]),
+                cmd(&["EXEC"]),
+                getname(),
+            ],
+            4,
+        ),
+        // On the app's own connection (SELECT 1 pins it for good).
+        (
+            vec![
+                cmd(&["SELECT", "1"]),
+                cmd(&["MULTI"]),
+                cmd(&["CLIENT", "SETNAME", "e"]),
+                cmd(&["DISCARD"]),
+                getname(),
+            ],
+            5,
+        ),
+        (
+            vec![
+                cmd(&["MULTI"]),
+                cmd(&["CLIENT", "SETNAME", "f"]),
+                cmd(&["EXEC"]),
+                getname(),
+            ],
+            4,
+        ),
+    ];
+    let direct: std::net::SocketAddr = server.addr().parse().unwrap();
+    let mut via_attache = TcpStream::connect(addr).await.unwrap();
+    let mut via_redis = TcpStream::connect(direct).await.unwrap();
+    for (pipeline, replies) in cases {
+        let pipeline = pipeline.concat();
+        let want = raw_exchange(&mut via_redis, &pipeline, replies).await;
+        let got = raw_exchange(&mut via_attache, &pipeline, replies).await;
+        assert_eq!(
+            String::from_utf8_lossy(&got),
+            String::from_utf8_lossy(&want)
+        );
+    }
+}
+
 /// HELLO and AUTH argument errors, answered by attache, read as Redis's:
 /// HELLO … SETNAME refuses a name CLIENT SETNAME refuses (attache took it),
 /// a version that is not an integer is not NOPROTO, and AUTH with too many

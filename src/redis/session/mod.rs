@@ -79,6 +79,9 @@ pub(crate) struct Session {
     protocol: Protocol,
     shared_index: usize,
     name: Option<Bytes>,
+    /// A CLIENT SETNAME queued in the open MULTI: the name once EXEC runs
+    /// it (empty: cleared).
+    pending_name: Option<Bytes>,
     pin: Option<Pin>,
     multi: bool,
     watch: bool,
@@ -138,6 +141,7 @@ impl Session {
             protocol: Protocol::Resp2,
             shared_index,
             name: None,
+            pending_name: None,
             pin: None,
             multi: false,
             aborted_multi: false,
@@ -505,38 +509,16 @@ impl Session {
                 }
             }
             Action::EndsState { multi } => {
-                if multi && self.multi_deferred {
-                    // MULTI was never sent anywhere: nothing was queued.
-                    self.multi_deferred = false;
-                    let exec = req
-                        .arg(&self.rbuf, 0)
-                        .is_some_and(|n| n.eq_ignore_ascii_case(b"exec"));
-                    let answer = if exec {
-                        Bytes::from_static(b"*0\r\n")
-                    } else {
-                        Bytes::from_static(reply::OK)
-                    };
-                    self.reply_local(&req, answer);
-                    return Ok(());
+                if let Some(name) = self.end_state(&req, multi) {
+                    Box::pin(self.name_if_executed(name)).await?;
                 }
-                let target = if self.pin.is_some() {
-                    if multi {
-                        self.multi = false;
-                    }
-                    self.watch = false;
-                    Target::Pinned
-                } else {
-                    Target::Shared(self.first_primary())
-                };
-                let bytes = self.take_request(&req);
-                self.push_run(bytes, target, false);
             }
             Action::Hello { protocol, setname } => {
                 self.rbuf.advance(req.len);
                 Box::pin(self.hello(protocol, setname)).await?;
             }
             Action::SetName(name) => self.set_name(&req, name),
-            Action::GetName if self.multi && self.pin.is_some() => match self.name.clone() {
+            Action::GetName if self.multi && self.pin.is_some() => match self.name_in_multi() {
                 Some(name) => self.queue_stand_in(&req, &[b"ECHO", &name]),
                 // Dedicated connections have no name: null, as the app's.
                 None => self.queue_stand_in(&req, &[b"CLIENT", b"GETNAME"]),

@@ -42,7 +42,7 @@ impl Session {
     /// Waits for the first reply owed. It may take long (a blocking pop):
     /// an app that leaves meanwhile ends the session, which closes the
     /// upstream connection, and the pop with it.
-    async fn wait_front_or_app_gone(&mut self) -> std::io::Result<()> {
+    pub(super) async fn wait_front_or_app_gone(&mut self) -> std::io::Result<()> {
         tokio::select! {
             () = wait_front(
                 &mut self.slots,
@@ -160,7 +160,8 @@ impl Session {
     }
 
     /// `CLIENT SETNAME name`: kept by attache, which answers CLIENT GETNAME;
-    /// inside MULTI queued through a stand-in with the same reply.
+    /// inside MULTI queued through a stand-in with the same reply, and the
+    /// app's name once EXEC runs it.
     pub(super) fn set_name(&mut self, req: &Request, name: Bytes) {
         match &self.pin {
             // Its own connection for good: named there too.
@@ -168,13 +169,26 @@ impl Session {
                 self.queue_stand_in(req, &[b"CLIENT", b"SETNAME", &name]);
             }
             Some(_) if self.multi => self.queue_stand_in(req, &[b"UNWATCH"]),
-            _ => self.reply_local(req, Bytes::from_static(reply::OK)),
+            _ => {
+                self.reply_local(req, Bytes::from_static(reply::OK));
+                self.keep_name(name);
+                return;
+            }
         }
-        self.keep_name(name);
+        self.pending_name = Some(name);
+    }
+
+    /// The client name a CLIENT GETNAME queued in the open MULTI answers:
+    /// the one a SETNAME queued before it sets, if any.
+    pub(super) fn name_in_multi(&self) -> Option<Bytes> {
+        match &self.pending_name {
+            Some(name) => (!name.is_empty()).then(|| name.clone()),
+            None => self.name.clone(),
+        }
     }
 
     /// The app's new client name; an empty one clears it, as in Redis.
-    fn keep_name(&mut self, name: Bytes) {
+    pub(super) fn keep_name(&mut self, name: Bytes) {
         let changed = !name.is_empty() || self.name.is_some();
         self.name = (!name.is_empty()).then_some(name);
         if changed {
@@ -391,6 +405,7 @@ impl Session {
         self.aborted_multi = false;
         self.multi_deferred = false;
         self.name = None;
+        self.pending_name = None;
         self.protocol = Protocol::Resp2;
         self.slots
             .push_back(Slot::Ready(Bytes::from_static(reply::RESET)));

@@ -9,7 +9,7 @@ use attache_resp::frame::{self, reply, Request};
 use bytes::{Buf, Bytes, BytesMut};
 
 use super::routing::Route;
-use super::Session;
+use super::{Session, Target};
 use crate::redis::meter::{Families, Meter};
 use crate::redis::policy::{Action, Transient};
 use crate::redis::slots::{Redirectable, Slot};
@@ -158,6 +158,72 @@ impl Session {
         }
     }
 
+    /// EXEC, DISCARD or UNWATCH outside a cluster transaction. Returns the
+    /// client name an EXEC is to make the app's if it runs (see
+    /// `name_if_executed`).
+    pub(super) fn end_state(&mut self, req: &Request, multi: bool) -> Option<Bytes> {
+        let exec = req
+            .arg(&self.rbuf, 0)
+            .is_some_and(|n| n.eq_ignore_ascii_case(b"exec"));
+        let name = match multi {
+            true => self.pending_name.take().filter(|_| exec),
+            false => None,
+        };
+        if multi && self.multi_deferred {
+            // MULTI was never sent anywhere: nothing was queued.
+            self.multi_deferred = false;
+            let answer = if exec {
+                Bytes::from_static(b"*0\r\n")
+            } else {
+                Bytes::from_static(reply::OK)
+            };
+            self.reply_local(req, answer);
+            return None;
+        }
+        let target = if self.pin.is_some() {
+            if multi {
+                self.multi = false;
+            }
+            self.watch = false;
+            Target::Pinned
+        } else {
+            Target::Shared(self.first_primary())
+        };
+        let bytes = self.take_request(req);
+        self.push_run(bytes, target, false);
+        name
+    }
+
+    /// EXEC of a transaction that set the client name: as in Redis, the
+    /// name is the app's only if EXEC ran the transaction (its reply is an
+    /// array, not EXECABORT nor the null of a failed WATCH). Waits for
+    /// EXEC's reply, writing the replies owed before it meanwhile.
+    pub(super) async fn name_if_executed(&mut self, name: Bytes) -> std::io::Result<()> {
+        self.flush_run();
+        let Some(exec) = self.slots.pop_back() else {
+            return Ok(());
+        };
+        self.barrier().await?;
+        self.slots.push_back(exec);
+        self.wait_front_or_app_gone().await?;
+        // EXEC's reply is the last of its batch (the queued commands'
+        // QUEUED may come before it).
+        let Some(Slot::Ready(replies)) = self.slots.front() else {
+            return Ok(());
+        };
+        let (resp3, mut exec) = (self.protocol.is_resp3(), &replies[..]);
+        while let Ok(Some(n)) = frame::reply_len(exec, resp3) {
+            if n == exec.len() {
+                break;
+            }
+            exec = &exec[n..];
+        }
+        if exec.starts_with(b"*") && !exec.starts_with(b"*-1") {
+            self.keep_name(name);
+        }
+        Ok(())
+    }
+
     /// After a command refused inside MULTI: EXEC gets EXECABORT and
     /// DISCARD `+OK` (as from Redis), either ending the WATCH too; anything
     /// else is refused, since the transaction could not be opened.
@@ -167,6 +233,7 @@ impl Session {
             .is_some_and(|n| n.eq_ignore_ascii_case(b"discard"));
         self.rbuf.advance(req.len);
         self.flush_run();
+        self.pending_name = None;
         let answer = match *action {
             // As Redis: DISCARD ends a failed transaction with +OK.
             Action::EndsState { multi: true } => {
