@@ -128,7 +128,7 @@ async fn a_name_set_inside_multi_is_kept_only_if_exec_runs() {
     let server = RedisServer::start();
     let (_attache, addr) = attache_for(&server, "").await;
     let getname = || cmd(&["CLIENT", "GETNAME"]);
-    let cases: [(Vec<Vec<u8>>, usize); 7] = [
+    let cases: [(Vec<Vec<u8>>, usize); 8] = [
         (
             vec![
                 cmd(&["MULTI"]),
@@ -173,6 +173,15 @@ async fn a_name_set_inside_multi_is_kept_only_if_exec_runs() {
                 cmd(&["MULTI"]),
                 cmd(&["CLIENT", "SETNAME", ""]),
                 cmd(&["EXEC"]),
+                getname(),
+            ],
+            4,
+        ),
+        (
+            vec![
+                cmd(&["MULTI"]),
+                cmd(&["HELLO", "2", "SETNAME", "g"]),
+                cmd(&["DISCARD"]),
                 getname(),
             ],
             4,

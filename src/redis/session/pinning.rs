@@ -369,8 +369,11 @@ impl Session {
             self.pin = None;
             self.protocol = wanted;
         }
-        if let Some(name) = setname {
-            self.keep_name(name);
+        match setname {
+            // Queued: the app's name once EXEC runs it.
+            Some(name) if self.multi => self.pending_name = Some(name),
+            Some(name) => self.keep_name(name),
+            None => {}
         }
         // The server's own HELLO reply, from a connection already speaking
         // that version, so the HELLO changes nothing on it.
