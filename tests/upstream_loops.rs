@@ -30,6 +30,19 @@ async fn http_get(port: u16) -> (u16, String) {
     (status, String::from_utf8_lossy(&body).into_owned())
 }
 
+/// `GET /` once the reload is in effect (the old config's upstream,
+/// `http://a`, does not resolve), or after 10 s.
+async fn http_get_after_reload(port: u16) -> (u16, String) {
+    let deadline = std::time::Instant::now() + Duration::from_secs(10);
+    loop {
+        let (status, body) = http_get(port).await;
+        if !body.contains("http://a") || std::time::Instant::now() > deadline {
+            return (status, body);
+        }
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn an_upstream_that_is_attache_itself_is_refused_with_a_clear_error() {
     let redis = RedisServer::start();
@@ -59,15 +72,23 @@ async fn an_upstream_that_is_attache_itself_is_refused_with_a_clear_error() {
         .reload(config(
             &format!("localhost:{p}"),
             &format!("http://127.0.0.1:{q}"),
-            &format!("http://localhost:{p}"),
+            &format!("http://127.0.0.1:{p}"),
         ))
         .unwrap();
     assert_eq!(running.redis_addr("loop").unwrap().port(), p);
 
-    // Redis: the app gets attache's error for the upstream, which says why.
-    let mut app = TcpStream::connect(("127.0.0.1", p)).await.unwrap();
-    let reply = raw_exchange(&mut app, &cmd(&["GET", "k"]), 1).await;
-    let text = String::from_utf8_lossy(&reply);
+    // Redis: the app gets attache's error for the upstream, which says why
+    // (once the workers took the reload: until then, a new connection may
+    // still be served by the old config).
+    let deadline = std::time::Instant::now() + Duration::from_secs(10);
+    let text = loop {
+        let mut app = TcpStream::connect(("127.0.0.1", p)).await.unwrap();
+        let reply = raw_exchange(&mut app, &cmd(&["GET", "k"]), 1).await;
+        if reply != b"$-1\r\n" || std::time::Instant::now() > deadline {
+            break String::from_utf8_lossy(&reply).into_owned();
+        }
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    };
     assert!(text.starts_with("-ERR attache: upstream"), "{text}");
     assert!(
         text.contains(&format!(
@@ -77,11 +98,11 @@ async fn an_upstream_that_is_attache_itself_is_refused_with_a_clear_error() {
     );
 
     // HTTP, to itself and into the Redis listener: a 502 that says why.
-    let (status, body) = http_get(q).await;
+    let (status, body) = http_get_after_reload(q).await;
     assert_eq!(status, 502, "{body}");
     assert!(body.contains("own listener `api`"), "{body}");
     let cross = running.http_addr("cross").unwrap().port();
-    let (status, body) = http_get(cross).await;
+    let (status, body) = http_get_after_reload(cross).await;
     assert_eq!(status, 502, "{body}");
     assert!(body.contains("own listener `loop`"), "{body}");
 
