@@ -366,3 +366,35 @@ async fn a_redirect_made_up_by_a_script_is_not_followed() {
     let knocked = tokio::time::timeout(std::time::Duration::from_millis(200), trap.accept()).await;
     assert!(knocked.is_err(), "attache connected to the made-up address");
 }
+
+/// WATCH pins the app to its key's node: with a stale map (the slot
+/// moved), the old node answers MOVED, which attache follows, so the app's
+/// WATCH … EXEC runs on the new owner.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_watch_follows_its_slot_when_it_moved() {
+    let cluster = Arc::new(start_cluster().await);
+    let (_attache, addr) = attache_for_cluster(&cluster, "").await;
+    let key = "{watched}:n";
+    let slot = key_slot(key.as_bytes());
+    let mut s = TcpStream::connect(addr).await.unwrap();
+    assert_eq!(
+        raw_exchange(&mut s, &cmd(&["SET", key, "1"]), 1).await,
+        b"+OK\r\n"
+    );
+    let from = cluster.primary_for_slot(slot);
+    let to = cluster.another_primary(from);
+    let mover = cluster.clone();
+    tokio::task::spawn_blocking(move || mover.migrate_slot(slot, from, to))
+        .await
+        .unwrap();
+    let mut transaction = cmd(&["WATCH", key]);
+    transaction.extend(cmd(&["MULTI"]));
+    transaction.extend(cmd(&["INCR", key]));
+    transaction.extend(cmd(&["EXEC"]));
+    let replies = raw_exchange(&mut s, &transaction, 4).await;
+    assert_eq!(
+        String::from_utf8_lossy(&replies),
+        "+OK\r\n+OK\r\n+QUEUED\r\n*1\r\n:2\r\n"
+    );
+    assert_eq!(cluster.cli(to, &["GET", key]), "2");
+}

@@ -450,12 +450,14 @@ impl Session {
                     // (a PUBLISH nobody hears) first, so WAIT covers them.
                     self.send_unanswered(reply::command(&[b"PUBLISH", b"attache:wait", b""]));
                 }
-                // Cluster mode: a lone blocking command follows its slot.
-                let again = (blocking && fresh && !self.watch && self.service.router.is_cluster())
+                // Cluster mode: a lone blocking command, or the WATCH that
+                // pins the app, follows its slot.
+                let follows = blocking || kind == Transient::Watch;
+                let again = (follows && fresh && self.service.router.is_cluster())
                     .then(|| bytes.clone().freeze());
                 self.push_run(bytes, Target::Pinned, blocking);
                 if let Some(request) = again {
-                    Box::pin(self.follow_blocking(request)).await?;
+                    Box::pin(self.follow_redirects(request, blocking)).await?;
                 }
             }
             Action::PinSticky { stream } => {

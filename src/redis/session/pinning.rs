@@ -54,15 +54,20 @@ impl Session {
         }
     }
 
-    /// Cluster mode: the blocking command just sent, alone, on a fresh
-    /// dedicated connection (`request`) went where attache's slot map
-    /// says. If the slot moved meanwhile the node answers MOVED (or ASK
-    /// mid-migration), which a client that does not know Redis Cluster
-    /// cannot follow: it is followed here, on a dedicated connection to
-    /// the node named, as a shared connection's command is (see
-    /// `slots::Redirectable`). The reply is awaited now, as Redis holds a
-    /// blocked client's next commands (they wait in `rbuf`).
-    pub(super) async fn follow_blocking(&mut self, request: Bytes) -> std::io::Result<()> {
+    /// Cluster mode: the command just sent alone on a fresh dedicated
+    /// connection (`request`: a blocking command, or the WATCH that pins
+    /// the app) went where attache's slot map says. If the slot moved
+    /// meanwhile the node answers MOVED (or ASK mid-migration), which a
+    /// client that does not know Redis Cluster cannot follow: it is
+    /// followed here, on a dedicated connection to the node named, as a
+    /// shared connection's command is (see `slots::Redirectable`). The
+    /// reply is awaited now, as Redis holds a blocked client's next
+    /// commands (they wait in `rbuf`).
+    pub(super) async fn follow_redirects(
+        &mut self,
+        request: Bytes,
+        blocking: bool,
+    ) -> std::io::Result<()> {
         use attache_resp::cluster::{self, Host, Redirect};
         self.flush_run();
         for _ in 0..MAX_REDIRECTS {
@@ -74,7 +79,8 @@ impl Session {
                 true => cluster::parse_redirect(reply),
                 false => None,
             };
-            let (Some(redirect), Router::Cluster(router)) = (redirect, &self.service.router) else {
+            let service = self.service.clone();
+            let (Some(redirect), Router::Cluster(router)) = (redirect, &service.router) else {
                 return Ok(());
             };
             let from = self.pin.as_ref().map_or(0, |p| p.server);
@@ -118,8 +124,19 @@ impl Session {
             if let Redirect::Ask { .. } = redirect {
                 self.send_unanswered(reply::command(&[b"ASKING"]));
             }
-            self.push_run(BytesMut::from(&request[..]), Target::Pinned, true);
+            self.push_run(BytesMut::from(&request[..]), Target::Pinned, blocking);
             self.flush_run();
+            if let Redirect::Moved { slot, .. } = redirect {
+                // The app's next commands (those of the WATCH'd
+                // transaction) are routed by the map: once it says so too.
+                for _ in 0..50 {
+                    let slots = router.slots();
+                    if slots.is_some_and(|s| s.owner_of(slot) == Some(server)) {
+                        break;
+                    }
+                    tokio::time::sleep(std::time::Duration::from_millis(20)).await;
+                }
+            }
         }
         Ok(())
     }
