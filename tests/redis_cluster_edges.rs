@@ -398,3 +398,42 @@ async fn a_watch_follows_its_slot_when_it_moved() {
     );
     assert_eq!(cluster.cli(to, &["GET", key]), "2");
 }
+
+/// Mid-migration, a transaction on a key already moved gets ASK for its
+/// queued command (and EXECABORT) from the old owner: attache sends the
+/// whole transaction again to the importing node, after ASKING, and the
+/// app gets EXEC's reply from there.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_transaction_mid_migration_follows_ask() {
+    let cluster = Arc::new(start_cluster().await);
+    let (_attache, addr) = attache_for_cluster(&cluster, "").await;
+    let key = "{asked-tx}:n";
+    let slot = key_slot(key.as_bytes());
+    let mut s = TcpStream::connect(addr).await.unwrap();
+    assert_eq!(
+        raw_exchange(&mut s, &cmd(&["SET", key, "1"]), 1).await,
+        b"+OK\r\n"
+    );
+    let from = cluster.primary_for_slot(slot);
+    let to = cluster.another_primary(from);
+    let mover = cluster.clone();
+    tokio::task::spawn_blocking(move || {
+        mover.begin_migration(slot, from, to);
+        while mover.migrate_keys_batch(slot, from, to, 10) > 0 {}
+    })
+    .await
+    .unwrap();
+    let mut transaction = cmd(&["MULTI"]);
+    transaction.extend(cmd(&["INCR", key]));
+    transaction.extend(cmd(&["EXEC"]));
+    let replies = raw_exchange(&mut s, &transaction, 3).await;
+    assert_eq!(
+        String::from_utf8_lossy(&replies),
+        "+OK\r\n+QUEUED\r\n*1\r\n:2\r\n"
+    );
+    let mover = cluster.clone();
+    tokio::task::spawn_blocking(move || mover.finish_migration(slot, from, to))
+        .await
+        .unwrap();
+    assert_eq!(cluster.cli(to, &["GET", key]), "2");
+}

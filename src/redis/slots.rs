@@ -61,9 +61,9 @@ pub(crate) struct Redirectable {
 
 impl Redirectable {
     /// A transaction's replies: EXEC's for the app, unless a command was
-    /// redirected (the slot moved): then the whole transaction goes again to
-    /// the slot's new owner. An ASK mid-migration cannot be followed inside
-    /// a transaction; the app gets the EXECABORT.
+    /// redirected: then the whole transaction goes again to the node named,
+    /// the slot's new owner (MOVED), or mid-migration the node importing it
+    /// (ASK), after `ASKING`, whose flag lasts through a MULTI.
     fn settle_transaction(
         &mut self,
         all: Bytes,
@@ -81,21 +81,28 @@ impl Redirectable {
             .last()
             .map(|f| Bytes::copy_from_slice(f))
             .unwrap_or(all.clone());
-        let moved = frames.iter().find_map(|f| {
-            match cluster::parse_redirect(f.split(|&b| b == b'\r').next()?) {
-                Some(cluster::Redirect::Moved { addr, .. }) => Some(addr),
-                _ => None,
-            }
+        let redirects = frames
+            .iter()
+            .filter_map(|f| cluster::parse_redirect(f.split(|&b| b == b'\r').next()?));
+        // A MOVED first: the slot map is stale.
+        let redirect = redirects.reduce(|first, next| match (&first, &next) {
+            (cluster::Redirect::Ask { .. }, cluster::Redirect::Moved { .. }) => next,
+            _ => first,
         });
-        let (Some(addr), true) = (moved, self.redirects < MAX_REDIRECTS) else {
+        let (Some(redirect), true) = (redirect, self.redirects < MAX_REDIRECTS) else {
             return Some(last);
         };
         let Router::Cluster(router) = &service.router else {
             return Some(last);
         };
-        router.refresh.notify_one();
-        if let Some(handle) = self.follow(&addr, service, router) {
-            self.rx = handle.request(self.request.clone(), replies, false);
+        let ask = matches!(redirect, cluster::Redirect::Ask { .. });
+        if !ask {
+            router.refresh.notify_one();
+        }
+        if let Some(handle) = self.follow(redirect.addr(), service, router) {
+            self.asking = ask;
+            let (request, replies) = self.outgoing();
+            self.rx = handle.request(request, replies, false);
         }
         None
     }
@@ -110,15 +117,7 @@ impl Redirectable {
         let pause = TRYAGAIN_PAUSE * (1 << self.redirects);
         self.redirects += 1;
         let handle = service.shared(self.server, self.protocol, self.shared_index);
-        let (request, replies) = if let Some(replies) = self.transaction {
-            (self.request.clone(), replies)
-        } else if self.asking {
-            let mut both = BytesMut::from(&reply::command(&[b"ASKING"])[..]);
-            both.extend_from_slice(&self.request);
-            (both.freeze(), 2)
-        } else {
-            (self.request.clone(), 1)
-        };
+        let (request, replies) = self.outgoing();
         let closed = service.closed_error();
         let (tx, rx) = tokio::sync::oneshot::channel();
         tokio::spawn(async move {
@@ -127,6 +126,18 @@ impl Redirectable {
             let _ = tx.send(reply.unwrap_or(Err(closed)));
         });
         self.rx = rx;
+    }
+
+    /// What goes to the node, and how many replies come back: the command
+    /// (or the whole transaction), after `ASKING` when it was asked.
+    fn outgoing(&self) -> (Bytes, u32) {
+        let replies = self.transaction.unwrap_or(1);
+        if !self.asking {
+            return (self.request.clone(), replies);
+        }
+        let mut both = BytesMut::from(&reply::command(&[b"ASKING"])[..]);
+        both.extend_from_slice(&self.request);
+        (both.freeze(), replies + 1)
     }
 
     /// Moves this command to the node at `addr` (`:port` meaning the host
@@ -169,7 +180,8 @@ impl Redirectable {
         result: Result<Bytes, UpstreamError>,
         service: &RedisService,
     ) -> Option<Bytes> {
-        if let Some(replies) = self.transaction {
+        if self.transaction.is_some() {
+            let (_, replies) = self.outgoing();
             return self.settle_transaction(
                 settle(result, replies, service.metrics()),
                 replies,
@@ -215,10 +227,9 @@ impl Redirectable {
             cluster::Redirect::Ask { .. } => {
                 RedisMetrics::add(&service.metrics().ask);
                 RedisMetrics::add(&node.ask);
-                let mut both = BytesMut::from(&reply::command(&[b"ASKING"])[..]);
-                both.extend_from_slice(&self.request);
                 self.asking = true;
-                self.rx = handle.request(both.freeze(), 2, false);
+                let (request, replies) = self.outgoing();
+                self.rx = handle.request(request, replies, false);
             }
         }
         None
