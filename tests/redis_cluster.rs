@@ -342,10 +342,9 @@ async fn a_transaction_follows_its_slot_when_it_moves() {
     // Move the slot; attache's map is now stale until its next refresh.
     let from = cluster.primary_for_slot(slot);
     let to = cluster.another_primary(from);
-    let mover = cluster.clone();
-    tokio::task::spawn_blocking(move || mover.migrate_slot(slot, from, to))
-        .await
-        .unwrap();
+    cluster
+        .off_runtime(move |c| c.migrate_slot(slot, from, to))
+        .await;
     let replies = raw_exchange(&mut s, &transaction(), 4).await;
     assert_eq!(replies, b"+OK\r\n+QUEUED\r\n+QUEUED\r\n*2\r\n:3\r\n:4\r\n");
     assert_eq!(cluster.cli(to, &["GET", key]), "4");

@@ -211,10 +211,9 @@ async fn a_blocking_command_follows_its_slot_when_it_moved() {
     // Move the slot behind attache's back: its map is stale.
     let from = cluster.primary_for_slot(slot);
     let to = cluster.another_primary(from);
-    let mover = cluster.clone();
-    tokio::task::spawn_blocking(move || mover.migrate_slot(slot, from, to))
-        .await
-        .unwrap();
+    cluster
+        .off_runtime(move |c| c.migrate_slot(slot, from, to))
+        .await;
     let pop = raw_exchange(&mut s, &cmd(&["BLPOP", key, "1"]), 1).await;
     assert_eq!(
         pop,
@@ -245,13 +244,12 @@ async fn a_blocking_command_follows_its_slot_when_it_moved() {
     assert_eq!(push, b":1\r\n");
     let from = cluster.primary_for_slot(slot);
     let to = cluster.another_primary(from);
-    let mover = cluster.clone();
-    tokio::task::spawn_blocking(move || {
-        mover.begin_migration(slot, from, to);
-        while mover.migrate_keys_batch(slot, from, to, 10) > 0 {}
-    })
-    .await
-    .unwrap();
+    cluster
+        .off_runtime(move |c| {
+            c.begin_migration(slot, from, to);
+            while c.migrate_keys_batch(slot, from, to, 10) > 0 {}
+        })
+        .await;
     let pop = raw_exchange(&mut s, &cmd(&["BLPOP", key, "1"]), 1).await;
     assert_eq!(
         pop,
@@ -261,10 +259,9 @@ async fn a_blocking_command_follows_its_slot_when_it_moved() {
     );
     let stats = cluster.cli(to, &["INFO", "commandstats"]);
     assert!(stats.contains("cmdstat_asking:calls="), "no ASKING on {to}");
-    let mover = cluster.clone();
-    tokio::task::spawn_blocking(move || mover.finish_migration(slot, from, to))
-        .await
-        .unwrap();
+    cluster
+        .off_runtime(move |c| c.finish_migration(slot, from, to))
+        .await;
 }
 
 /// A subscription is pinned to one node: while subscribed (RESP3), a key
@@ -383,10 +380,9 @@ async fn a_watch_follows_its_slot_when_it_moved() {
     );
     let from = cluster.primary_for_slot(slot);
     let to = cluster.another_primary(from);
-    let mover = cluster.clone();
-    tokio::task::spawn_blocking(move || mover.migrate_slot(slot, from, to))
-        .await
-        .unwrap();
+    cluster
+        .off_runtime(move |c| c.migrate_slot(slot, from, to))
+        .await;
     let mut transaction = cmd(&["WATCH", key]);
     transaction.extend(cmd(&["MULTI"]));
     transaction.extend(cmd(&["INCR", key]));
@@ -416,13 +412,12 @@ async fn a_transaction_mid_migration_follows_ask() {
     );
     let from = cluster.primary_for_slot(slot);
     let to = cluster.another_primary(from);
-    let mover = cluster.clone();
-    tokio::task::spawn_blocking(move || {
-        mover.begin_migration(slot, from, to);
-        while mover.migrate_keys_batch(slot, from, to, 10) > 0 {}
-    })
-    .await
-    .unwrap();
+    cluster
+        .off_runtime(move |c| {
+            c.begin_migration(slot, from, to);
+            while c.migrate_keys_batch(slot, from, to, 10) > 0 {}
+        })
+        .await;
     let mut transaction = cmd(&["MULTI"]);
     transaction.extend(cmd(&["INCR", key]));
     transaction.extend(cmd(&["EXEC"]));
@@ -431,9 +426,8 @@ async fn a_transaction_mid_migration_follows_ask() {
         String::from_utf8_lossy(&replies),
         "+OK\r\n+QUEUED\r\n*1\r\n:2\r\n"
     );
-    let mover = cluster.clone();
-    tokio::task::spawn_blocking(move || mover.finish_migration(slot, from, to))
-        .await
-        .unwrap();
+    cluster
+        .off_runtime(move |c| c.finish_migration(slot, from, to))
+        .await;
     assert_eq!(cluster.cli(to, &["GET", key]), "2");
 }

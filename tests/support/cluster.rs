@@ -292,6 +292,18 @@ impl RedisCluster {
         })
     }
 
+    /// From an async test: runs `step` (a migration's, which blocks) on
+    /// a blocking thread.
+    pub async fn off_runtime(
+        self: &std::sync::Arc<Self>,
+        step: impl FnOnce(&Self) + Send + 'static,
+    ) {
+        let cluster = self.clone();
+        tokio::task::spawn_blocking(move || step(&cluster))
+            .await
+            .expect("the migration step");
+    }
+
     /// Moves `slot` and its keys from `from` to `to` in one go.
     pub fn migrate_slot(&self, slot: u16, from: u16, to: u16) {
         self.begin_migration(slot, from, to);
