@@ -431,3 +431,37 @@ async fn a_transaction_mid_migration_follows_ask() {
         .await;
     assert_eq!(cluster.cli(to, &["GET", key]), "2");
 }
+
+/// A transaction whose multi-key command gets TRYAGAIN mid-migration (its
+/// keys are on both nodes for now) is sent again, later, rather than end
+/// in EXECABORT.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_transaction_that_gets_tryagain_is_sent_again() {
+    let cluster = Arc::new(start_cluster().await);
+    let (_attache, addr) = attache_for_cluster(&cluster, "").await;
+    let (a, b) = ("{mig-tx}:a", "{mig-tx}:b");
+    let slot = key_slot(a.as_bytes());
+    let mut s = TcpStream::connect(addr).await.unwrap();
+    let set = raw_exchange(&mut s, &cmd(&["MSET", a, "1", b, "2"]), 1).await;
+    assert_eq!(set, b"+OK\r\n");
+    let from = cluster.primary_for_slot(slot);
+    let to = cluster.another_primary(from);
+    cluster.begin_migration(slot, from, to);
+    let port = to.to_string();
+    let migrated = cluster.cli(from, &["MIGRATE", "127.0.0.1", &port, a, "0", "5000"]);
+    assert_eq!(migrated, "OK");
+    let mover = cluster.clone();
+    let finish = tokio::task::spawn_blocking(move || {
+        std::thread::sleep(std::time::Duration::from_millis(150));
+        mover.finish_migration(slot, from, to);
+    });
+    let mut transaction = cmd(&["MULTI"]);
+    transaction.extend(cmd(&["MGET", a, b]));
+    transaction.extend(cmd(&["EXEC"]));
+    let replies = raw_exchange(&mut s, &transaction, 3).await;
+    assert_eq!(
+        String::from_utf8_lossy(&replies),
+        "+OK\r\n+QUEUED\r\n*1\r\n*2\r\n$1\r\n1\r\n$1\r\n2\r\n"
+    );
+    finish.await.unwrap();
+}

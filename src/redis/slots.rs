@@ -63,7 +63,8 @@ impl Redirectable {
     /// A transaction's replies: EXEC's for the app, unless a command was
     /// redirected: then the whole transaction goes again to the node named,
     /// the slot's new owner (MOVED), or mid-migration the node importing it
-    /// (ASK), after `ASKING`, whose flag lasts through a MULTI.
+    /// (ASK), after `ASKING`, whose flag lasts through a MULTI; or a
+    /// command got TRYAGAIN: then it goes again to the same node, later.
     fn settle_transaction(
         &mut self,
         all: Bytes,
@@ -89,6 +90,11 @@ impl Redirectable {
             (cluster::Redirect::Ask { .. }, cluster::Redirect::Moved { .. }) => next,
             _ => first,
         });
+        let tryagain = frames.iter().any(|f| f.starts_with(b"-TRYAGAIN"));
+        if redirect.is_none() && tryagain && self.redirects < MAX_REDIRECTS {
+            self.retry_later(service);
+            return None;
+        }
         let (Some(redirect), true) = (redirect, self.redirects < MAX_REDIRECTS) else {
             return Some(last);
         };
