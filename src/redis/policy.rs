@@ -155,7 +155,7 @@ fn client(req: &Request, buf: &[u8]) -> Action {
         b"getname" if req.args.len() == 2 => Action::GetName,
         b"getname" => Action::Reply(wrong_arity("client|getname")),
         // Library name/version describe the app's connection to attache.
-        b"setinfo" => Action::Reply(Bytes::from_static(reply::OK)),
+        b"setinfo" => Action::Reply(setinfo(req, buf)),
         b"reply" | b"tracking" => Action::PinSticky { stream: true },
         // These read or change the connection's own identity or flags.
         b"id" | b"info" | b"getredir" | b"trackinginfo" | b"caching" | b"no-evict"
@@ -206,6 +206,24 @@ fn hello(req: &Request, buf: &[u8]) -> Action {
         }
     }
     Action::Hello { protocol, setname }
+}
+
+/// CLIENT SETINFO, checked as Redis (7.2) checks it, so that the app
+/// reads Redis's refusals; what it sets stays with attache.
+fn setinfo(req: &Request, buf: &[u8]) -> Bytes {
+    let (Some(attr), Some(value), 4) = (req.arg(buf, 2), req.arg(buf, 3), req.args.len()) else {
+        return wrong_arity("client|setinfo");
+    };
+    let shown = String::from_utf8_lossy(attr);
+    if !attr.eq_ignore_ascii_case(b"lib-name") && !attr.eq_ignore_ascii_case(b"lib-ver") {
+        return reply::error(&format!("ERR Unrecognized option '{shown}'"));
+    }
+    if value.iter().any(|&b| !(b'!'..=b'~').contains(&b)) {
+        return reply::error(&format!(
+            "ERR {shown} cannot contain spaces, newlines or special characters."
+        ));
+    }
+    Bytes::from_static(reply::OK)
 }
 
 /// Redis's refusal of a client name (CLIENT SETNAME, HELLO … SETNAME).
@@ -319,6 +337,30 @@ mod tests {
             classify_cmd(&["client", "setinfo", "lib-name", "x"], false),
             Action::Reply(Bytes::from_static(reply::OK))
         );
+        // Refused as Redis 7.2 refuses them.
+        for (args, refusal) in [
+            (
+                &["CLIENT", "SETINFO", "lib-name"][..],
+                "-ERR wrong number of arguments for 'client|setinfo' command\r\n",
+            ),
+            (
+                &["CLIENT", "SETINFO", "LIB-NAME", "redis py"],
+                "-ERR LIB-NAME cannot contain spaces, newlines or special characters.\r\n",
+            ),
+            (
+                &["CLIENT", "SETINFO", "lib-ver", "1.0\n"],
+                "-ERR lib-ver cannot contain spaces, newlines or special characters.\r\n",
+            ),
+            (
+                &["CLIENT", "SETINFO", "badger", "hamster"],
+                "-ERR Unrecognized option 'badger'\r\n",
+            ),
+        ] {
+            let Action::Reply(got) = classify_cmd(args, false) else {
+                panic!("{args:?} not answered");
+            };
+            assert_eq!(String::from_utf8_lossy(&got), refusal, "{args:?}");
+        }
         assert_eq!(
             classify_cmd(&["CLIENT", "SETNAME", "app"], false),
             Action::SetName(Bytes::from_static(b"app"))
