@@ -218,7 +218,7 @@ fn setinfo(req: &Request, buf: &[u8]) -> Bytes {
     if !attr.eq_ignore_ascii_case(b"lib-name") && !attr.eq_ignore_ascii_case(b"lib-ver") {
         return reply::error(&format!("ERR Unrecognized option '{shown}'"));
     }
-    if value.iter().any(|&b| !(b'!'..=b'~').contains(&b)) {
+    if !is_client_attr(value) {
         return reply::error(&format!(
             "ERR {shown} cannot contain spaces, newlines or special characters."
         ));
@@ -226,9 +226,15 @@ fn setinfo(req: &Request, buf: &[u8]) -> Bytes {
     Bytes::from_static(reply::OK)
 }
 
+/// Redis's `validateClientAttr`, for client names and CLIENT SETINFO
+/// values: printable ASCII without spaces, so CLIENT LIST splits on them.
+fn is_client_attr(value: &[u8]) -> bool {
+    value.iter().all(|b| (b'!'..=b'~').contains(b))
+}
+
 /// Redis's refusal of a client name (CLIENT SETNAME, HELLO … SETNAME).
 fn invalid_name(name: &[u8]) -> Option<Action> {
-    name.iter().any(|&b| !(b'!'..=b'~').contains(&b)).then(|| {
+    (!is_client_attr(name)).then(|| {
         Action::Reply(reply::error(
             "ERR Client names cannot contain spaces, newlines or special characters.",
         ))

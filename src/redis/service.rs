@@ -6,6 +6,7 @@ use std::sync::atomic::{AtomicBool, AtomicU64, AtomicUsize, Ordering};
 use std::sync::{Arc, RwLock};
 use std::time::Duration;
 
+use attache_resp::cluster::{Host, NodeAddress, Redirect};
 use attache_resp::hash::{Distributor, ServerSpec};
 
 use super::connection::ConnectionHandle;
@@ -118,6 +119,13 @@ impl UpstreamTemplate {
 }
 
 impl Upstream {
+    /// Whether this is the upstream at `host:port` (a replica serving
+    /// reads with `readonly`).
+    fn is_at(&self, host: &str, port: u16, readonly: bool) -> bool {
+        let c = &self.connector;
+        c.server().host == host && c.server().port == port && c.is_readonly() == readonly
+    }
+
     /// What its connections hold now, for `/metrics`.
     pub(crate) fn pool_status(&self) -> PoolStatus {
         let mut status = PoolStatus::default();
@@ -258,15 +266,11 @@ impl RedisService {
     /// a slot map named are added: a redirect is followed to a known node
     /// only (see [`Self::known_upstream`]).
     pub(crate) fn upstream_at(&self, host: &str, port: u16, readonly: bool) -> usize {
-        let matches = |u: &Arc<Upstream>| {
-            let c = &u.connector;
-            c.server().host == host && c.server().port == port && c.is_readonly() == readonly
-        };
         if let Some(i) = self.known_upstream(host, port, readonly) {
             return i;
         }
         let mut upstreams = self.upstreams.write().unwrap_or_else(|e| e.into_inner());
-        if let Some(i) = upstreams.iter().position(matches) {
+        if let Some(i) = upstreams.iter().position(|u| u.is_at(host, port, readonly)) {
             return i;
         }
         let spec = ServerSpec {
@@ -287,10 +291,28 @@ impl RedisService {
     /// send the upstream credentials to that address.
     pub(crate) fn known_upstream(&self, host: &str, port: u16, readonly: bool) -> Option<usize> {
         let upstreams = self.upstreams.read().unwrap_or_else(|e| e.into_inner());
-        upstreams.iter().position(|u| {
-            let c = &u.connector;
-            c.server().host == host && c.server().port == port && c.is_readonly() == readonly
-        })
+        upstreams.iter().position(|u| u.is_at(host, port, readonly))
+    }
+
+    /// The upstream a MOVED or ASK answered by upstream `from` names (a
+    /// bare `:port` meaning `from`'s host), if attache knows it.
+    pub(crate) fn redirect_target(&self, addr: &NodeAddress, from: usize) -> Option<usize> {
+        let host = match &addr.host {
+            Host::Name(name) => name.clone(),
+            Host::Unknown => self.host_of(from),
+        };
+        self.known_upstream(&host, addr.port, false)
+    }
+
+    /// Counts a MOVED or ASK answered by upstream `from`.
+    pub(crate) fn count_redirect(&self, redirect: &Redirect, from: usize) {
+        let node = self.upstream_stats(from);
+        let (all, one) = match redirect {
+            Redirect::Moved { .. } => (&self.metrics().moved, &node.moved),
+            Redirect::Ask { .. } => (&self.metrics().ask, &node.ask),
+        };
+        RedisMetrics::add(all);
+        RedisMetrics::add(one);
     }
 
     fn upstream(&self, server: usize) -> Arc<Upstream> {

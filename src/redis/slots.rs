@@ -158,11 +158,7 @@ impl Redirectable {
         service: &RedisService,
         router: &ClusterRouter,
     ) -> Option<ConnectionHandle> {
-        let host = match &addr.host {
-            cluster::Host::Name(name) => name.clone(),
-            cluster::Host::Unknown => service.host_of(self.server),
-        };
-        let Some(server) = service.known_upstream(&host, addr.port, false) else {
+        let Some(server) = service.redirect_target(addr, self.server) else {
             router.refresh.notify_one();
             self.retry_later(service);
             return None;
@@ -219,20 +215,17 @@ impl Redirectable {
             return Some(reply);
         };
         // Counted on the node that redirected (before following).
-        let node = service.upstream_stats(self.server);
+        let from = self.server;
         // `None`: sent again later where it was (see `follow`).
         let handle = self.follow(redirect.addr(), service, router)?;
+        service.count_redirect(&redirect, from);
         match redirect {
             cluster::Redirect::Moved { .. } => {
-                RedisMetrics::add(&service.metrics().moved);
-                RedisMetrics::add(&node.moved);
                 router.refresh.notify_one();
                 self.asking = false;
                 self.rx = handle.request(self.request.clone(), 1, false);
             }
             cluster::Redirect::Ask { .. } => {
-                RedisMetrics::add(&service.metrics().ask);
-                RedisMetrics::add(&node.ask);
                 self.asking = true;
                 let (request, replies) = self.outgoing();
                 self.rx = handle.request(request, replies, false);

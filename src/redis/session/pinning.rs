@@ -14,7 +14,6 @@ use crate::redis::connection::{Op, STREAM_BUFFER};
 use crate::redis::connector::Protocol;
 use crate::redis::dedicated::Dedicated;
 use crate::redis::error::UpstreamError;
-use crate::redis::metrics::RedisMetrics;
 use crate::redis::policy::{Action, Transient};
 use crate::redis::relay::{self, Replies};
 use crate::redis::router::Router;
@@ -68,7 +67,7 @@ impl Session {
         request: Bytes,
         blocking: bool,
     ) -> std::io::Result<()> {
-        use attache_resp::cluster::{self, Host, Redirect};
+        use attache_resp::cluster::{self, Redirect};
         self.flush_run();
         for _ in 0..MAX_REDIRECTS {
             self.wait_front_or_app_gone().await?;
@@ -84,31 +83,18 @@ impl Session {
                 return Ok(());
             };
             let from = self.pin.as_ref().map_or(0, |p| p.server);
-            let node = self.service.upstream_stats(from);
-            let metrics = self.service.metrics();
-            if let Redirect::Moved { .. } = redirect {
-                RedisMetrics::add(&metrics.moved);
-                RedisMetrics::add(&node.moved);
-            } else {
-                RedisMetrics::add(&metrics.ask);
-                RedisMetrics::add(&node.ask);
-            }
-            let host = match &redirect.addr().host {
-                Host::Name(name) => name.clone(),
-                Host::Unknown => self.service.host_of(from),
-            };
-            let port = redirect.addr().port;
+            service.count_redirect(&redirect, from);
             router.refresh.notify_one();
             // A node the slot map does not name yet: the next map may (a
             // node added to the cluster); an address a script's error made
             // up never will, and the app gets that error.
-            let mut known = self.service.known_upstream(&host, port, false);
+            let mut known = service.redirect_target(redirect.addr(), from);
             for _ in 0..10 {
                 if known.is_some() {
                     break;
                 }
                 tokio::time::sleep(std::time::Duration::from_millis(100)).await;
-                known = self.service.known_upstream(&host, port, false);
+                known = service.redirect_target(redirect.addr(), from);
             }
             let Some(server) = known else {
                 return Ok(());
