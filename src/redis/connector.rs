@@ -15,6 +15,7 @@ use tokio::net::TcpStream;
 
 use super::error::{UpstreamError, UpstreamId};
 use super::metrics::{RedisMetrics, UpstreamStats};
+use super::pause::PauseWindow;
 use crate::credentials::RedisCredentials;
 use crate::dns::Watched;
 use crate::tls::{TlsConnector, UpstreamStream};
@@ -62,6 +63,8 @@ pub(crate) struct Connector {
     pub(crate) metrics: Arc<RedisMetrics>,
     /// This server's stats (per family, connection gauges).
     pub(crate) stats: Arc<UpstreamStats>,
+    /// The last `CLIENT PAUSE` the app sent this server through attache.
+    pub(crate) pause: Arc<PauseWindow>,
 }
 
 impl Connector {
@@ -90,7 +93,14 @@ impl Connector {
             next_addr: AtomicUsize::new(0),
             connect_timeout,
             metrics,
+            pause: Arc::default(),
         }
+    }
+
+    /// The same connector, sharing the service's pause window.
+    pub(crate) fn with_pause(mut self, pause: Arc<PauseWindow>) -> Self {
+        self.pause = pause;
+        self
     }
 
     /// The same connector for a cluster replica that serves reads.

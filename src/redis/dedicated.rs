@@ -87,6 +87,7 @@ impl managed::Manager for DedicatedManager {
             dedicated: true,
             reauth: Some(self.connector.clone()),
             renewed: Some(renewed.clone()),
+            pause: self.connector.pause.clone(),
         };
         tokio::spawn(async move {
             // No draining while a session holds it: a dedicated connection

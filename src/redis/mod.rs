@@ -24,6 +24,7 @@ mod error;
 mod fanin;
 mod meter;
 pub(crate) mod metrics;
+mod pause;
 mod policy;
 mod relay;
 mod router;

@@ -8,6 +8,7 @@ use attache_resp::frame::{reply, Request};
 use bytes::Bytes;
 
 use super::metrics::Family;
+use super::pause::PauseChange;
 
 /// What to do with one request.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -43,6 +44,9 @@ pub(crate) enum Action {
     /// subscription or inside MULTI, else answered as Redis answers a
     /// connection subscribed to nothing.
     Unsubscribe,
+    /// `CLIENT PAUSE` / `CLIENT UNPAUSE` that Redis will accept: forwarded,
+    /// and noted (see `pause`).
+    Pause(PauseChange),
 }
 
 /// A transient state.
@@ -153,6 +157,8 @@ fn client(req: &Request, buf: &[u8]) -> Action {
             _ => Action::Reply(wrong_arity("client|setname")),
         },
         b"getname" if req.args.len() == 2 => Action::GetName,
+        b"pause" => pause(req, buf),
+        b"unpause" if req.args.len() == 2 => Action::Pause(PauseChange::End),
         b"getname" => Action::Reply(wrong_arity("client|getname")),
         // Library name/version describe the app's connection to attache.
         b"setinfo" => Action::Reply(setinfo(req, buf)),
@@ -162,6 +168,51 @@ fn client(req: &Request, buf: &[u8]) -> Action {
         | b"no-touch" => Action::PinSticky { stream: false },
         _ => Action::Forward,
     }
+}
+
+/// `CLIENT PAUSE timeout [WRITE | ALL]`, when Redis would accept it;
+/// anything else is forwarded for Redis's own error.
+fn pause(req: &Request, buf: &[u8]) -> Action {
+    let millis = req
+        .arg(buf, 2)
+        .and_then(|t| std::str::from_utf8(t).ok())
+        .and_then(|t| t.parse::<u64>().ok());
+    let all = match req.args.len() {
+        3 => Some(true),
+        4 => {
+            let mut lower = [0u8; 8];
+            match req.arg(buf, 3).and_then(|m| lowercase(m, &mut lower)) {
+                Some(b"write") => Some(false),
+                Some(b"all") => Some(true),
+                _ => None,
+            }
+        }
+        _ => None,
+    };
+    match (millis, all) {
+        (Some(millis), Some(all)) => Action::Pause(PauseChange::Begin { millis, all }),
+        _ => Action::Forward,
+    }
+}
+
+/// Whether a `CLIENT PAUSE … WRITE` holds `req`: Redis holds commands
+/// flagged write (subcommands by their own flags: FUNCTION LOAD) or
+/// may-replicate. Redis 7.0's `COMMAND INFO`, which the table comes from,
+/// does not show may-replicate, so those are named here (checked against
+/// a paused redis-server; EVAL_RO, FCALL_RO, SORT_RO run).
+pub(crate) fn is_write(req: &Request, buf: &[u8]) -> bool {
+    let args: Vec<&[u8]> = (0..req.args.len().min(2))
+        .filter_map(|i| req.arg(buf, i))
+        .collect();
+    let Some(spec) = command::resolve(&args) else {
+        return false;
+    };
+    spec.has_flag(command::WRITE)
+        || spec.has_flag(command::MAY_REPLICATE)
+        || matches!(
+            spec.name,
+            "eval" | "evalsha" | "fcall" | "publish" | "spublish" | "pfcount"
+        )
 }
 
 fn hello(req: &Request, buf: &[u8]) -> Action {
@@ -295,6 +346,50 @@ mod tests {
         ] {
             assert_eq!(classify_cmd(cmd, false), Action::Forward, "{cmd:?}");
         }
+    }
+
+    #[test]
+    fn pauses_redis_accepts_are_noted_others_forwarded() {
+        let begin = |millis, all| Action::Pause(PauseChange::Begin { millis, all });
+        assert_eq!(
+            classify_cmd(&["CLIENT", "PAUSE", "100"], false),
+            begin(100, true)
+        );
+        assert_eq!(
+            classify_cmd(&["client", "pause", "5", "write"], false),
+            begin(5, false)
+        );
+        assert_eq!(
+            classify_cmd(&["CLIENT", "PAUSE", "5", "ALL"], false),
+            begin(5, true)
+        );
+        assert_eq!(
+            classify_cmd(&["CLIENT", "UNPAUSE"], false),
+            Action::Pause(PauseChange::End)
+        );
+        for refused in [
+            &["CLIENT", "PAUSE"][..],
+            &["CLIENT", "PAUSE", "-1"],
+            &["CLIENT", "PAUSE", "1.5"],
+            &["CLIENT", "PAUSE", "5", "READ"],
+            &["CLIENT", "PAUSE", "5", "ALL", "x"],
+            &["CLIENT", "UNPAUSE", "x"],
+        ] {
+            assert_eq!(classify_cmd(refused, false), Action::Forward, "{refused:?}");
+        }
+        let is_write = |args: &[&str]| {
+            let args: Vec<&[u8]> = args.iter().map(|a| a.as_bytes()).collect();
+            let buf = reply::command(&args);
+            let req = parse_request(&buf, 1 << 20).unwrap().unwrap();
+            is_write(&req, &buf)
+        };
+        assert!(is_write(&["set", "k", "v"]));
+        assert!(is_write(&["EVAL", "return 1", "0"]), "may replicate");
+        assert!(is_write(&["PUBLISH", "c", "m"]), "may replicate");
+        assert!(!is_write(&["GET", "k"]));
+        assert!(is_write(&["FUNCTION", "FLUSH"]), "by its subcommand");
+        assert!(!is_write(&["FUNCTION", "STATS"]));
+        assert!(!is_write(&["EVAL_RO", "return 1", "0"]));
     }
 
     #[test]

@@ -22,6 +22,7 @@ use crate::shutdown::SessionShutdown;
 use tokio::sync::watch;
 
 use super::metrics::{PoolStatus, RedisMetrics, UpstreamStats, LOCAL_UPSTREAM};
+use super::pause::PauseWindow;
 use crate::tls::TlsConnector;
 use crate::upstream::{Reach, UpstreamServices};
 
@@ -64,6 +65,8 @@ struct UpstreamTemplate {
     max_dedicated: usize,
     policy: EjectPolicy,
     changes: Arc<AtomicU64>,
+    /// Single mode: the `CLIENT PAUSE` the app sent through (see `pause`).
+    pause: Arc<PauseWindow>,
 }
 
 impl UpstreamTemplate {
@@ -76,7 +79,8 @@ impl UpstreamTemplate {
             self.reach.clone(),
             self.connect_timeout,
             self.metrics.clone(),
-        );
+        )
+        .with_pause(self.pause.clone());
         let connector = Arc::new(if readonly {
             connector.readonly()
         } else {
@@ -212,6 +216,7 @@ impl RedisService {
                 retry_timeout: config.server_retry_timeout,
             },
             changes: Arc::new(AtomicU64::new(0)),
+            pause: Arc::default(),
         };
         let mut upstreams = Vec::new();
         let mut healths = Vec::new();
@@ -313,6 +318,11 @@ impl RedisService {
         };
         RedisMetrics::add(all);
         RedisMetrics::add(one);
+    }
+
+    /// Single mode: the pause the app sent through (see `pause`).
+    pub(crate) fn pause(&self) -> &PauseWindow {
+        &self.template.pause
     }
 
     fn upstream(&self, server: usize) -> Arc<Upstream> {

@@ -36,6 +36,7 @@ pub(crate) fn spawn_shared(
         dedicated: false,
         reauth: Some(connector.clone()),
         renewed: None,
+        pause: connector.pause.clone(),
     };
     tokio::spawn(supervise(
         connector, ops, in_flight, settings, eager, health,

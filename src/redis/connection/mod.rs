@@ -24,6 +24,7 @@ use tracing::{debug, warn};
 
 use super::connector::{Connector, Protocol};
 use super::error::{UpstreamError, UpstreamId};
+use super::pause::PauseWindow;
 
 mod wire;
 use wire::{deliver, transaction_open_after, Outgoing, Pending};
@@ -133,6 +134,8 @@ pub(crate) struct DriverSettings {
     /// connection because the credential changed (its session subscribes
     /// again on a fresh connection, authenticated with the new one).
     pub(crate) renewed: Option<Arc<std::sync::atomic::AtomicBool>>,
+    /// A `CLIENT PAUSE` the app sent through: what it held is due later.
+    pub(crate) pause: Arc<PauseWindow>,
 }
 
 /// A future that resolves when the credential changes, handing back its
@@ -327,7 +330,12 @@ where
             Event::Read(Ok(_)) => {}
             Event::Timer => match front_deadline {
                 Some(d) if d <= Instant::now() => {
-                    break UpstreamError::Timeout(settings.id.clone(), settings.timeout)
+                    // Held by a pause the app sent through attache: due
+                    // `timeout` after the pause ends.
+                    match settings.pause.due(settings.timeout) {
+                        Some(due) if due > Instant::now() => timer.as_mut().reset(due),
+                        _ => break UpstreamError::Timeout(settings.id.clone(), settings.timeout),
+                    }
                 }
                 _ => timer_armed = false,
             },

@@ -338,6 +338,7 @@ impl Session {
             && !Box::pin(self.left_subscription(&req)).await?;
         let (action, family) = classify(&req, &self.rbuf, self.pin.is_some());
         self.family = family;
+        let action = self.under_pause(action, &req, streaming);
         if streaming {
             return Box::pin(self.dispatch_streaming(req, action)).await;
         }
@@ -358,7 +359,7 @@ impl Session {
                 let answer = unsubscribed(&req, &self.rbuf, self.protocol.is_resp3());
                 self.reply_local(&req, answer);
             }
-            Action::Forward | Action::Unsubscribe => {
+            Action::Forward | Action::Unsubscribe | Action::Pause(_) => {
                 if self.pin.as_ref().is_some_and(|p| !p.sticky) && !self.multi && !self.watch {
                     // The transient state is over: back to the shared connections.
                     self.barrier().await?;

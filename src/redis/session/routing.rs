@@ -14,6 +14,7 @@ use crate::redis::connection::{Op, STREAM_BUFFER};
 use crate::redis::error::UpstreamError;
 use crate::redis::fanin;
 use crate::redis::meter::{Families, Meter};
+use crate::redis::policy::{self, Action, Transient};
 use crate::redis::relay::{self, Replies};
 use std::sync::Arc;
 
@@ -106,6 +107,36 @@ fn unserved(group: usize) -> Bytes {
 }
 
 impl Session {
+    /// Single mode: notes a `CLIENT PAUSE` / `UNPAUSE` the app sends, and
+    /// while a `WRITE` pause lasts sends what it holds (writes) on a
+    /// connection of its own, as a blocking command, so no other app's
+    /// reads wait behind it on a shared connection (see `pause`). An `ALL`
+    /// pause holds every connection alike: only the timeout moves.
+    pub(super) fn under_pause(&self, action: Action, req: &Request, streaming: bool) -> Action {
+        let pause = self.service.pause();
+        match action {
+            Action::Pause(change) => {
+                let runs_now = !streaming && !self.multi && self.cluster_tx.is_none();
+                if runs_now && !self.service.router.is_sharded() {
+                    pause.change(change);
+                }
+                Action::Forward
+            }
+            Action::Forward
+                if pause.holds(true)
+                    && !pause.holds(false)
+                    && !self.service.router.is_sharded()
+                    && self.pin.as_ref().is_none_or(|p| !p.sticky)
+                    && !self.multi
+                    && !self.watch
+                    && policy::is_write(req, &self.rbuf) =>
+            {
+                Action::PinTransient(Transient::Blocking)
+            }
+            other => other,
+        }
+    }
+
     /// Where `req` goes. Single mode: the one server. Sharded modes: by its
     /// keys and the command table's policy tips.
     pub(super) fn route(&mut self, req: &Request) -> Route {
