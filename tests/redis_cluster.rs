@@ -110,8 +110,7 @@ async fn a_slot_migrated_under_load_costs_the_app_no_error() {
     for k in &keys {
         let _: () = c.set(k, k).await.unwrap();
     }
-    let from = cluster.primary_for_slot(slot);
-    let to = cluster.another_primary(from);
+    let (from, to) = cluster.owner_and_another(slot);
     let stop = Arc::new(AtomicBool::new(false));
     let ops = Arc::new(AtomicU64::new(0));
     let mut load = Vec::new();
@@ -340,8 +339,7 @@ async fn a_transaction_follows_its_slot_when_it_moves() {
     let replies = raw_exchange(&mut s, &transaction(), 4).await;
     assert_eq!(replies, b"+OK\r\n+QUEUED\r\n+QUEUED\r\n*2\r\n:1\r\n:2\r\n");
     // Move the slot; attache's map is now stale until its next refresh.
-    let from = cluster.primary_for_slot(slot);
-    let to = cluster.another_primary(from);
+    let (from, to) = cluster.owner_and_another(slot);
     cluster
         .off_runtime(move |c| c.migrate_slot(slot, from, to))
         .await;

@@ -46,8 +46,7 @@ async fn a_split_command_follows_a_redirect_on_one_part() {
     let mut s = TcpStream::connect(addr).await.unwrap();
     let set = raw_exchange(&mut s, &cmd(&["MSET", moving, "1", staying, "2"]), 1).await;
     assert_eq!(set, b"+OK\r\n");
-    let from = cluster.primary_for_slot(slot);
-    let to = cluster.another_primary(from);
+    let (from, to) = cluster.owner_and_another(slot);
     let mover = cluster.clone();
     tokio::task::spawn_blocking(move || {
         mover.begin_migration(slot, from, to);
@@ -209,8 +208,7 @@ async fn a_blocking_command_follows_its_slot_when_it_moved() {
     let pop = raw_exchange(&mut s, &cmd(&["BLPOP", key, "1"]), 1).await;
     assert_eq!(pop, b"*2\r\n$12\r\n{queue}:jobs\r\n$3\r\none\r\n");
     // Move the slot behind attache's back: its map is stale.
-    let from = cluster.primary_for_slot(slot);
-    let to = cluster.another_primary(from);
+    let (from, to) = cluster.owner_and_another(slot);
     cluster
         .off_runtime(move |c| c.migrate_slot(slot, from, to))
         .await;
@@ -242,13 +240,9 @@ async fn a_blocking_command_follows_its_slot_when_it_moved() {
     let slot = key_slot(key.as_bytes());
     let push = raw_exchange(&mut s, &cmd(&["RPUSH", key, "a1"]), 1).await;
     assert_eq!(push, b":1\r\n");
-    let from = cluster.primary_for_slot(slot);
-    let to = cluster.another_primary(from);
+    let (from, to) = cluster.owner_and_another(slot);
     cluster
-        .off_runtime(move |c| {
-            c.begin_migration(slot, from, to);
-            while c.migrate_keys_batch(slot, from, to, 10) > 0 {}
-        })
+        .off_runtime(move |c| c.migrate_keys_only(slot, from, to))
         .await;
     let pop = raw_exchange(&mut s, &cmd(&["BLPOP", key, "1"]), 1).await;
     assert_eq!(
@@ -313,8 +307,7 @@ async fn a_multi_key_command_mid_migration_is_retried_not_refused() {
     let mut s = TcpStream::connect(addr).await.unwrap();
     let set = raw_exchange(&mut s, &cmd(&["MSET", a, "1", b, "2"]), 1).await;
     assert_eq!(set, b"+OK\r\n");
-    let from = cluster.primary_for_slot(slot);
-    let to = cluster.another_primary(from);
+    let (from, to) = cluster.owner_and_another(slot);
     cluster.begin_migration(slot, from, to);
     // One key moved, the other not yet: the old owner answers TRYAGAIN.
     let migrated = cluster.cli(
@@ -378,8 +371,7 @@ async fn a_watch_follows_its_slot_when_it_moved() {
         raw_exchange(&mut s, &cmd(&["SET", key, "1"]), 1).await,
         b"+OK\r\n"
     );
-    let from = cluster.primary_for_slot(slot);
-    let to = cluster.another_primary(from);
+    let (from, to) = cluster.owner_and_another(slot);
     cluster
         .off_runtime(move |c| c.migrate_slot(slot, from, to))
         .await;
@@ -410,13 +402,9 @@ async fn a_transaction_mid_migration_follows_ask() {
         raw_exchange(&mut s, &cmd(&["SET", key, "1"]), 1).await,
         b"+OK\r\n"
     );
-    let from = cluster.primary_for_slot(slot);
-    let to = cluster.another_primary(from);
+    let (from, to) = cluster.owner_and_another(slot);
     cluster
-        .off_runtime(move |c| {
-            c.begin_migration(slot, from, to);
-            while c.migrate_keys_batch(slot, from, to, 10) > 0 {}
-        })
+        .off_runtime(move |c| c.migrate_keys_only(slot, from, to))
         .await;
     let mut transaction = cmd(&["MULTI"]);
     transaction.extend(cmd(&["INCR", key]));
@@ -444,8 +432,7 @@ async fn a_transaction_that_gets_tryagain_is_sent_again() {
     let mut s = TcpStream::connect(addr).await.unwrap();
     let set = raw_exchange(&mut s, &cmd(&["MSET", a, "1", b, "2"]), 1).await;
     assert_eq!(set, b"+OK\r\n");
-    let from = cluster.primary_for_slot(slot);
-    let to = cluster.another_primary(from);
+    let (from, to) = cluster.owner_and_another(slot);
     cluster.begin_migration(slot, from, to);
     let port = to.to_string();
     let migrated = cluster.cli(from, &["MIGRATE", "127.0.0.1", &port, a, "0", "5000"]);

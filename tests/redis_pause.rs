@@ -79,7 +79,8 @@ async fn a_pause_longer_than_the_timeout_fails_no_command() {
         raw_exchange(&mut app, &cmd(&["GET", "k"]), 1).await,
         b"$1\r\nv\r\n"
     );
-    // A refused pause changes nothing: the timeout holds again.
+    // A pause Redis refuses gets Redis's own error (and is not noted:
+    // `policy::tests::pauses_redis_accepts_are_noted_others_forwarded`).
     let refused = raw_exchange(&mut admin, &cmd(&["CLIENT", "PAUSE", "-1"]), 1).await;
     assert!(
         refused.starts_with(b"-ERR"),

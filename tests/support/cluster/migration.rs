@@ -40,7 +40,7 @@ impl RedisCluster {
     /// Step 3: moves any keys left, then SETSLOT NODE on the target, the
     /// source and every other primary; waits until all nodes agree.
     pub fn finish_migration(&self, slot: u16, from: u16, to: u16) {
-        while self.migrate_keys_batch(slot, from, to, 100) > 0 {}
+        self.migrate_all_keys(slot, from, to);
         let to_id = self.node_id(to);
         let mut order = vec![to, from];
         order.extend(
@@ -73,6 +73,23 @@ impl RedisCluster {
         tokio::task::spawn_blocking(move || step(&cluster))
             .await
             .expect("the migration step");
+    }
+
+    /// Step 2 to the end: moves every key of `slot` left on `from`.
+    pub fn migrate_all_keys(&self, slot: u16, from: u16, to: u16) {
+        while self.migrate_keys_batch(slot, from, to, 100) > 0 {}
+    }
+
+    /// Mid-migration with every key moved: `from` answers ASK for them.
+    pub fn migrate_keys_only(&self, slot: u16, from: u16, to: u16) {
+        self.begin_migration(slot, from, to);
+        self.migrate_all_keys(slot, from, to);
+    }
+
+    /// `slot`'s owner, and a primary to move it to.
+    pub fn owner_and_another(&self, slot: u16) -> (u16, u16) {
+        let from = self.primary_for_slot(slot);
+        (from, self.another_primary(from))
     }
 
     /// Moves `slot` and its keys from `from` to `to` in one go.
