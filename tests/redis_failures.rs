@@ -155,7 +155,7 @@ async fn oversized_lengths_are_refused_before_buffering() {
     let text = String::from_utf8_lossy(&reply);
     assert!(
         text.starts_with(
-            "-ERR Protocol error: bulk length of 1000000 bytes exceeds the limit of 65536"
+            "-ERR Protocol error: invalid bulk length (1000000 bytes exceeds the limit of 65536"
         ),
         "{text}"
     );
@@ -245,7 +245,7 @@ async fn an_oversized_value_written_whole_gets_the_error_not_a_broken_pipe() {
     let refused: redis::RedisResult<()> = c.set("k", "v".repeat(size)).await;
     let message = refused.unwrap_err().to_string();
     assert!(
-        message.contains("bulk length of 16000000 bytes exceeds the limit of 65536"),
+        message.contains("invalid bulk length (16000000 bytes exceeds the limit of 65536"),
         "{message}"
     );
     let mut s = TcpStream::connect(addr).await.unwrap();
@@ -253,7 +253,7 @@ async fn an_oversized_value_written_whole_gets_the_error_not_a_broken_pipe() {
     request.resize(request.len() + size, b'v');
     request.extend_from_slice(b"\r\n");
     let reply = raw_exchange(&mut s, &request, 1).await;
-    assert!(reply.starts_with(b"-ERR Protocol error: bulk length"));
+    assert!(reply.starts_with(b"-ERR Protocol error: invalid bulk length"));
     // Then the connection closes.
     let mut rest = Vec::new();
     let closed = tokio::time::timeout(

@@ -544,3 +544,88 @@ async fn an_empty_name_clears_it_and_arity_is_checked() {
     let info = raw_exchange(&mut app, &cmd(&["CLIENT", "INFO"]), 1).await;
     assert!(String::from_utf8_lossy(&info).contains(" name= "));
 }
+
+/// HELLO on a connection holding state (SELECT n, WATCH) changes its
+/// protocol and keeps the state, as with Redis: Redis's own test suite
+/// says `HELLO 3` after its `SELECT 9`, and attache refused it.
+#[tokio::test]
+async fn hello_changes_the_protocol_of_a_connection_holding_state() {
+    let server = RedisServer::start();
+    let (_attache, addr) = attache_for(&server, "").await;
+    let mut direct = TcpStream::connect(server.addr()).await.unwrap();
+    let mut app = TcpStream::connect(addr).await.unwrap();
+    let pipeline = [cmd(&["SELECT", "9"]), cmd(&["SET", "k", "nine"])].concat();
+    same_as_redis(&mut direct, &mut app, &pipeline, 2).await;
+    for version in ["3", "2", "3"] {
+        let expected = raw_exchange(&mut direct, &cmd(&["HELLO", version]), 1).await;
+        let got = raw_exchange(&mut app, &cmd(&["HELLO", version]), 1).await;
+        assert_eq!(got[..4], expected[..4], "{}", String::from_utf8_lossy(&got));
+        // A HELLO's reply names the connection (its id): only its type
+        // is compared. Then: still database 9, replies in the new protocol.
+        let pipeline = [cmd(&["GET", "k"]), cmd(&["HGETALL", "none"])].concat();
+        same_as_redis(&mut direct, &mut app, &pipeline, 2).await;
+    }
+    let got = same_as_redis(&mut direct, &mut app, &cmd(&["HGETALL", "none"]), 1).await;
+    assert_eq!(got, b"%0\r\n");
+}
+
+/// WATCH, then HELLO: the transaction still sees the watched key, and the
+/// connection that changed protocol does not go back to the pool: a RESP2
+/// app that gets the only pooled connection next still reads RESP2.
+#[tokio::test]
+async fn hello_inside_watch_keeps_it_and_the_connection_is_not_pooled() {
+    let server = RedisServer::start();
+    let (_attache, addr) = attache_for(&server, "max_dedicated_connections = 1").await;
+    let mut direct = TcpStream::connect(server.addr()).await.unwrap();
+    let mut app = TcpStream::connect(addr).await.unwrap();
+    let mut other = TcpStream::connect(addr).await.unwrap();
+    same_as_redis(&mut direct, &mut app, &cmd(&["WATCH", "w"]), 1).await;
+    for conn in [&mut direct, &mut app] {
+        let got = raw_exchange(conn, &cmd(&["HELLO", "3"]), 1).await;
+        assert!(
+            got.starts_with(b"%7\r\n"),
+            "{}",
+            String::from_utf8_lossy(&got)
+        );
+    }
+    raw_exchange(&mut other, &cmd(&["SET", "w", "changed"]), 1).await;
+    let tx = [
+        cmd(&["MULTI"]),
+        cmd(&["HGETALL", "none"]),
+        cmd(&["EXEC"]),
+        cmd(&["HGETALL", "none"]),
+    ]
+    .concat();
+    // The watched key changed: EXEC fails (RESP3 null), then RESP3 again.
+    let got = same_as_redis(&mut direct, &mut app, &tx, 4).await;
+    assert_eq!(got, b"+OK\r\n+QUEUED\r\n_\r\n%0\r\n");
+    // The only dedicated connection, which spoke RESP3, was not pooled.
+    let tx = [
+        cmd(&["WATCH", "w"]),
+        cmd(&["MULTI"]),
+        cmd(&["HGETALL", "none"]),
+        cmd(&["EXEC"]),
+    ]
+    .concat();
+    let got = raw_exchange(&mut other, &tx, 4).await;
+    assert_eq!(
+        String::from_utf8_lossy(&got),
+        "+OK\r\n+OK\r\n+QUEUED\r\n*1\r\n*0\r\n"
+    );
+}
+
+/// Sends `pipeline` to Redis and through attache; the replies must match.
+async fn same_as_redis(
+    direct: &mut TcpStream,
+    app: &mut TcpStream,
+    pipeline: &[u8],
+    replies: usize,
+) -> Vec<u8> {
+    let expected = raw_exchange(direct, pipeline, replies).await;
+    let got = raw_exchange(app, pipeline, replies).await;
+    assert_eq!(
+        String::from_utf8_lossy(&got),
+        String::from_utf8_lossy(&expected)
+    );
+    got
+}

@@ -14,7 +14,7 @@ use std::time::Duration;
 use deadpool::managed::{self, Metrics, RecycleError, RecycleResult};
 use tracing::debug;
 
-use super::connection::{drive, ConnectionHandle, DriveEnd, DriverSettings};
+use super::connection::{drive, ConnectionHandle, DriveEnd, DriverSettings, Op};
 use super::connector::{Connector, Protocol};
 use super::error::UpstreamError;
 
@@ -29,9 +29,20 @@ pub(crate) struct DedicatedConnection {
     /// Closed by its driver to renew its credential (see
     /// `DriverSettings::renewed`).
     renewed: Arc<AtomicBool>,
+    /// The protocol it speaks now: its pool's, unless the app's `HELLO`
+    /// changed it (see `switch_protocol`).
+    protocol: Protocol,
 }
 
 impl DedicatedConnection {
+    /// The app's `HELLO` changes the protocol of its own connection: the
+    /// replies after what was sent so far are read in `protocol` (queue the
+    /// `HELLO` next), and the connection no longer goes back to its pool.
+    pub(crate) fn switch_protocol(&mut self, protocol: Protocol) {
+        self.handle.send(Op::Switch(protocol));
+        self.protocol = protocol;
+    }
+
     /// The driver closed this streaming connection because the credential
     /// changed: the session should subscribe again on a fresh one.
     pub(crate) fn was_renewed(&self) -> bool {
@@ -102,6 +113,7 @@ impl managed::Manager for DedicatedManager {
             handle,
             peer,
             renewed,
+            protocol: self.protocol,
         })
     }
 
@@ -117,6 +129,9 @@ impl managed::Manager for DedicatedManager {
         // from): this connection cannot be trusted to be idle; replace it.
         if conn.handle.in_flight() > 0 {
             return Err(RecycleError::message("connection busy"));
+        }
+        if conn.protocol != self.protocol {
+            return Err(RecycleError::message("the app changed its protocol"));
         }
         // The host name moved away from this address: drain it by not
         // reusing it.

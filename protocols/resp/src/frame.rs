@@ -27,8 +27,9 @@ pub enum ProtocolError {
     /// The bytes are not RESP.
     #[error("Protocol error: {0}")]
     Invalid(String),
-    /// A declared length exceeds the configured limit.
-    #[error("Protocol error: {what} of {declared} bytes exceeds the limit of {limit} bytes")]
+    /// A declared length exceeds the configured limit. Worded as Redis
+    /// words its own refusal ("invalid bulk length"), with the numbers.
+    #[error("Protocol error: {}", too_large(what, *declared, *limit))]
     TooLarge {
         /// What was too large ("request", "bulk length", "multibulk length").
         what: &'static str,
@@ -37,6 +38,18 @@ pub enum ProtocolError {
         /// The configured `max_request_bytes`.
         limit: u64,
     },
+}
+
+fn too_large(what: &str, declared: u64, limit: u64) -> String {
+    match what {
+        "multibulk length" => format!(
+            "invalid multibulk length ({declared} elements cannot fit the limit of {limit} bytes)"
+        ),
+        "bulk length" => {
+            format!("invalid bulk length ({declared} bytes exceeds the limit of {limit} bytes)")
+        }
+        _ => format!("{what} of {declared} bytes exceeds the limit of {limit} bytes"),
+    }
 }
 
 /// Arguments a [`Request`] holds without allocating.
@@ -366,6 +379,11 @@ mod tests {
                 ..
             }
         ));
+        // Redis's own wording, which clients and Redis's tests match.
+        assert_eq!(
+            err.to_string(),
+            "Protocol error: invalid bulk length (4294967296 bytes exceeds the limit of 1024 bytes)"
+        );
         let err = parse_request(b"*100000\r\n", 1024).unwrap_err();
         assert!(matches!(
             err,
@@ -374,6 +392,10 @@ mod tests {
                 ..
             }
         ));
+        assert_eq!(
+            err.to_string(),
+            "Protocol error: invalid multibulk length (100000 elements cannot fit the limit of 1024 bytes)"
+        );
     }
 
     #[test]

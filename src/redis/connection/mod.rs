@@ -64,6 +64,10 @@ pub(crate) enum Op {
     },
     /// Bytes for a connection already streaming.
     Write(Bytes),
+    /// The app's `HELLO` on its own (dedicated) connection changes the
+    /// protocol it speaks: the replies after what was queued so far (the
+    /// `HELLO`'s own first) are read in `Protocol`.
+    Switch(Protocol),
 }
 
 /// The sending side of a running connection. Cloning is cheap.
@@ -199,6 +203,7 @@ where
     S: AsyncRead + AsyncWrite + Unpin,
 {
     let mut state = DriverState {
+        protocol: settings.protocol,
         queue: VecDeque::new(),
         out: Outgoing::default(),
         buf: BytesMut::with_capacity(READ_CHUNK),
@@ -235,6 +240,7 @@ where
             &mut state.frames,
             &in_flight,
             &settings,
+            &mut state.protocol,
             &mut refused,
             &mut state.stream_fed,
         )
@@ -267,7 +273,11 @@ where
         }
         // A re-AUTH has no deadline of its own: the batch behind it does
         // (a server that stops answering at the AUTH times that batch out).
-        let front_deadline = match state.queue.iter().find(|p| !matches!(p, Pending::Reauth)) {
+        let front_deadline = match state
+            .queue
+            .iter()
+            .find(|p| !matches!(p, Pending::Reauth | Pending::Switch(_)))
+        {
             Some(Pending::Replies { deadline, .. }) => *deadline,
             _ => None,
         };
@@ -362,6 +372,8 @@ enum Event {
 }
 
 struct DriverState {
+    /// What replies are read in (see `Op::Switch`).
+    protocol: Protocol,
     /// What the server owes, in the order it was written.
     queue: VecDeque<Pending>,
     out: Outgoing,
@@ -420,6 +432,10 @@ impl DriverState {
                 // Awaits an answer too (a further SUBSCRIBE's confirmation).
                 self.stream_fed = false;
                 bytes
+            }
+            Op::Switch(protocol) => {
+                self.queue.push_back(Pending::Switch(protocol));
+                return;
             }
         };
         if settings.dedicated && !self.streaming {

@@ -12,6 +12,7 @@ use tokio::sync::mpsc;
 use tokio::time::Instant;
 
 use super::{DriverSettings, ReplyTx};
+use crate::redis::connector::Protocol;
 use crate::redis::error::UpstreamError;
 
 /// What the server owes, in the order it was written.
@@ -24,6 +25,8 @@ pub(super) enum Pending {
     Stream(mpsc::Sender<Bytes>),
     /// The reply to an `AUTH` the driver sent itself (a credential refresh).
     Reauth,
+    /// From here on, replies are in this protocol (see `Op::Switch`).
+    Switch(Protocol),
 }
 
 /// Whether the app's MULTI is open after `bytes` (whole request frames)
@@ -128,10 +131,11 @@ pub(super) async fn deliver(
     frames: &mut u32,
     in_flight: &AtomicUsize,
     settings: &DriverSettings,
+    protocol: &mut Protocol,
     refused: &mut Option<Bytes>,
     fed: &mut bool,
 ) -> Result<(), UpstreamError> {
-    let resp3 = settings.protocol.is_resp3();
+    let mut resp3 = protocol.is_resp3();
     let protocol_error = |e: frame::ProtocolError| {
         UpstreamError::Protocol(settings.id.clone(), e.to_string().into())
     };
@@ -166,6 +170,11 @@ pub(super) async fn deliver(
                     *fed = true;
                 }
                 return Ok(());
+            }
+            Some(&Pending::Switch(next)) => {
+                *protocol = next;
+                resp3 = next.is_resp3();
+                queue.pop_front();
             }
             Some(Pending::Reauth) => {
                 let Some(n) = frame::reply_len(buf, resp3).map_err(protocol_error)? else {

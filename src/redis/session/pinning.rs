@@ -359,17 +359,29 @@ impl Session {
             None => self.protocol,
         };
         if wanted != self.protocol {
-            if let Some(pin) = &self.pin {
-                if pin.sticky || self.multi || self.watch {
+            match &self.pin {
+                // The protocol of EXEC's replies would change halfway.
+                Some(_) if self.multi => {
                     self.flush_run();
                     self.slots.push_back(Slot::Ready(reply::error(
-                        "ERR attache: HELLO cannot change the protocol while this connection holds state (MULTI, WATCH, SELECT, tracking); send RESET first",
+                        "ERR attache: HELLO cannot change the protocol inside MULTI; send it before MULTI or after EXEC",
                     )));
                     return Ok(());
                 }
+                // The app's own connection for now (SELECT n, WATCH …):
+                // it changes protocol there, as the app's connection to
+                // Redis would, keeping its state.
+                Some(pin) if pin.sticky || self.watch => {
+                    self.flush_run();
+                    if let Some(pin) = &mut self.pin {
+                        pin.conn.switch_protocol(wanted);
+                    }
+                }
+                _ => {
+                    self.barrier().await?;
+                    self.pin = None;
+                }
             }
-            self.barrier().await?;
-            self.pin = None;
             self.protocol = wanted;
         }
         match setname {
