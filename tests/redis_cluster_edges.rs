@@ -335,23 +335,39 @@ async fn a_multi_key_command_mid_migration_is_retried_not_refused() {
 /// address that is no node of the cluster is not followed there (attache
 /// would open a connection and send the upstream credentials to it), and
 /// one it cannot read reaches the app as it is (it made the session panic).
+/// Nor is one for a slot that is not its keys' (Redis redirects a command
+/// for its keys' slot only): the script ran, and following the error ran
+/// it again, on another node or up to five more times on the same.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_redirect_made_up_by_a_script_is_not_followed() {
     let cluster = start_cluster().await;
     let (_attache, addr) = attache_for_cluster(&cluster, "").await;
     let trap = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
     let trap_port = trap.local_addr().unwrap().port();
+    let other_slot = (key_slot(b"k") + 1) % 16384;
+    let (_, other_node) = cluster.owner_and_another(key_slot(b"k"));
     let mut s = TcpStream::connect(addr).await.unwrap();
-    for error in [
+    let errors = [
         format!("MOVED 1 127.0.0.1:{trap_port}"),
         format!("ASK 1 127.0.0.1:{trap_port}"),
         "MOVED abc".to_owned(),
         "ASK 1 nowhere".to_owned(),
-    ] {
-        let script = format!("return redis.error_reply('{error}')");
-        let reply = raw_exchange(&mut s, &cmd(&["EVAL", &script, "1", "k"]), 1).await;
+        format!("MOVED {other_slot} 127.0.0.1:{other_node}"),
+        format!("ASK {other_slot} 127.0.0.1:{other_node}"),
+    ];
+    for error in &errors {
+        // Counts its runs in a key of the same slot as `k`.
+        let script = format!("redis.call('INCR', KEYS[2]) return redis.error_reply('{error}')");
+        let eval = cmd(&["EVAL", &script, "2", "k", "{k}:runs"]);
+        let reply = raw_exchange(&mut s, &eval, 1).await;
         assert_eq!(String::from_utf8_lossy(&reply), format!("-{error}\r\n"));
     }
+    let runs = raw_exchange(&mut s, &cmd(&["GET", "{k}:runs"]), 1).await;
+    let expected = errors.len().to_string();
+    assert_eq!(
+        String::from_utf8_lossy(&runs),
+        format!("${}\r\n{expected}\r\n", expected.len())
+    );
     assert_eq!(raw_exchange(&mut s, &cmd(&["PING"]), 1).await, b"+PONG\r\n");
     let knocked = tokio::time::timeout(std::time::Duration::from_millis(200), trap.accept()).await;
     assert!(knocked.is_err(), "attache connected to the made-up address");

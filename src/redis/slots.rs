@@ -82,9 +82,11 @@ impl Redirectable {
             .last()
             .map(|f| Bytes::copy_from_slice(f))
             .unwrap_or(all.clone());
+        // One Redis could have sent (not a script's made-up error).
         let redirects = frames
             .iter()
-            .filter_map(|f| cluster::parse_redirect(f.split(|&b| b == b'\r').next()?));
+            .filter_map(|f| cluster::parse_redirect(f.split(|&b| b == b'\r').next()?))
+            .filter(|r| cluster::could_redirect(&self.request, r.slot()));
         // A MOVED first: the slot map is stale.
         let redirect = redirects.reduce(|first, next| match (&first, &next) {
             (cluster::Redirect::Ask { .. }, cluster::Redirect::Moved { .. }) => next,
@@ -211,6 +213,10 @@ impl Redirectable {
         let Some(redirect) = cluster::parse_redirect(&reply[..line_end]) else {
             return Some(reply);
         };
+        // Not one Redis could have sent: a script's error, as it is.
+        if !cluster::could_redirect(&self.request, redirect.slot()) {
+            return Some(reply);
+        }
         let Router::Cluster(router) = &service.router else {
             return Some(reply);
         };

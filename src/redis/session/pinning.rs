@@ -74,8 +74,10 @@ impl Session {
             let Some(Slot::Ready(reply)) = self.slots.back() else {
                 return Ok(());
             };
+            // One Redis could have sent (not a script's made-up error).
             let redirect = match cluster::is_redirect(reply) {
-                true => cluster::parse_redirect(reply),
+                true => cluster::parse_redirect(reply)
+                    .filter(|r| cluster::could_redirect(&request, r.slot())),
                 false => None,
             };
             let service = self.service.clone();

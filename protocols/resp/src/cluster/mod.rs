@@ -40,7 +40,8 @@ mod tests;
 use std::fmt;
 
 pub use redirect::{
-    is_redirect, parse_redirect, retryable_cluster_error, Redirect, RetryableClusterError,
+    could_redirect, is_redirect, parse_redirect, retryable_cluster_error, Redirect,
+    RetryableClusterError,
 };
 pub use topology::{Health, Node, Shard, SlotMap, TopologyError};
 

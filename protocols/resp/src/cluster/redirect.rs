@@ -1,7 +1,7 @@
 //! Cluster error replies: `MOVED`/`ASK` redirects, and the errors after
 //! which the same command is safe to send again.
 
-use crate::hash::SLOT_COUNT;
+use crate::hash::{key_slot, SLOT_COUNT};
 
 use super::NodeAddress;
 
@@ -62,6 +62,34 @@ pub fn parse_redirect(error_line: &[u8]) -> Option<Redirect> {
     }
 }
 
+/// Whether Redis Cluster could have answered `requests` (whole request
+/// frames: one command, or a transaction) with a redirect for `slot`: it
+/// redirects a command for the slot of its keys, and never one without
+/// keys. A script's error reply can say anything
+/// (`redis.error_reply('MOVED 1 host:port')`), and following it would run
+/// the script again. A command attache does not know (a module's) could.
+pub fn could_redirect(requests: &[u8], slot: u16) -> bool {
+    let mut rest = requests;
+    let mut keys = Vec::new();
+    while let Ok(Some(request)) = crate::frame::parse_request(rest, usize::MAX) {
+        let args: Vec<&[u8]> = (0..request.args.len())
+            .filter_map(|i| request.arg(rest, i))
+            .collect();
+        let Some(spec) = crate::command::resolve(&args) else {
+            return true;
+        };
+        crate::command::key_indices_including_not_keys(spec, &args, &mut keys);
+        if keys
+            .iter()
+            .any(|&i| args.get(i).is_some_and(|key| key_slot(key) == slot))
+        {
+            return true;
+        }
+        rest = &rest[request.len..];
+    }
+    false
+}
+
 /// A cluster error after which the same command may be sent again: Redis
 /// refuses these before running the command, so a retry is safe even for a
 /// write.
@@ -102,6 +130,36 @@ mod tests {
             host: Host::Name(host.into()),
             port,
         }
+    }
+
+    #[test]
+    fn a_redirect_is_for_a_key_of_the_command() {
+        let command = |args: &[&str]| {
+            let args: Vec<&[u8]> = args.iter().map(|a| a.as_bytes()).collect();
+            crate::frame::reply::command(&args).to_vec()
+        };
+        let slot = key_slot(b"k");
+        assert!(could_redirect(&command(&["GET", "k"]), slot));
+        assert!(!could_redirect(&command(&["GET", "k"]), slot + 1));
+        // A script's keys are its declared ones; without keys, never.
+        let script = command(&["EVAL", "return 1", "2", "a", "k"]);
+        assert!(could_redirect(&script, slot));
+        assert!(!could_redirect(&command(&["EVAL", "return 1", "0"]), slot));
+        assert!(!could_redirect(&command(&["PING"]), slot));
+        // A transaction: any of its commands' keys.
+        let tx = [
+            command(&["MULTI"]),
+            command(&["SET", "other", "1"]),
+            command(&["INCR", "k"]),
+            command(&["EXEC"]),
+        ]
+        .concat();
+        assert!(could_redirect(&tx, slot));
+        assert!(!could_redirect(&tx, slot ^ 1));
+        // Sharded pub/sub: its channel's slot.
+        assert!(could_redirect(&command(&["SPUBLISH", "k", "m"]), slot));
+        // Unknown to attache: it cannot tell.
+        assert!(could_redirect(&command(&["MODULE.CMD", "x"]), slot ^ 1));
     }
 
     #[test]
