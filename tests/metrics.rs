@@ -259,6 +259,15 @@ fn a_cluster_shows_its_nodes_and_counts_a_redirect_on_the_node_that_sent_it() {
     let to = *cluster.primaries().iter().find(|&&p| p != from).unwrap();
     cluster.migrate_slot(slot, from, to);
     assert_eq!(send(&mut app, &[&["GET", "key:0"]]), "$1\r\nv\r\n");
+    // A blocking command (on a dedicated connection) whose slot moved: it
+    // counts once too, not once more for the MOVED attache followed.
+    assert_eq!(send(&mut app, &[&["RPUSH", "{q}:jobs", "a"]]), ":1\r\n");
+    let slot = key_slot(b"{q}:jobs");
+    let owner = cluster.primary_for_slot(slot);
+    let other = *cluster.primaries().iter().find(|&&p| p != owner).unwrap();
+    cluster.migrate_slot(slot, owner, other);
+    let popped = send(&mut app, &[&["BLPOP", "{q}:jobs", "1"]]);
+    assert_eq!(popped, "*2\r\n$8\r\n{q}:jobs\r\n$1\r\na\r\n");
 
     let text = metrics(&setup);
     let requests = |port: u16| {
@@ -276,6 +285,17 @@ fn a_cluster_shows_its_nodes_and_counts_a_redirect_on_the_node_that_sent_it() {
         "{per_node:?}\n{text}"
     );
     assert_eq!(per_node.iter().sum::<f64>(), 31.0, "{text}");
+    let lists = |port: u16| {
+        let labels = format!("listener=\"cache\",upstream=\"127.0.0.1:{port}\",family=\"list\"");
+        let requests = metric(&text, &format!("attache_redis_requests_total{{{labels}}}"));
+        let errors = metric(
+            &text,
+            &format!("attache_redis_request_errors_total{{{labels},source=\"upstream\"}}"),
+        );
+        requests.unwrap_or(0.0) + 100.0 * errors.unwrap_or(0.0)
+    };
+    let lists: f64 = cluster.primaries().into_iter().map(lists).sum();
+    assert_eq!(lists, 2.0, "RPUSH and BLPOP, no error: {text}");
     let moved = |port: u16| {
         metric(
             &text,
@@ -290,7 +310,13 @@ fn a_cluster_shows_its_nodes_and_counts_a_redirect_on_the_node_that_sent_it() {
         "attache_redis_cluster_moved_total{listener=\"cache\"}",
     )
     .unwrap();
-    assert_eq!(moved(from), total, "{text}");
+    // Each counted on the node that sent it: key:0's old owner, and the
+    // list's.
+    let counted = match owner == from {
+        true => moved(from),
+        false => moved(from) + moved(owner),
+    };
+    assert_eq!(counted, total, "{text}");
     assert!(
         metric(
             &text,

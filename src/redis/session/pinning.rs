@@ -70,18 +70,32 @@ impl Session {
         use attache_resp::cluster::{self, Redirect};
         self.flush_run();
         for _ in 0..MAX_REDIRECTS {
-            self.wait_front_or_app_gone().await?;
-            let Some(Slot::Ready(reply)) = self.slots.back() else {
+            // Its reply, not counted yet: a redirect attache follows is not
+            // the app's reply, and the command counts once (as a shared
+            // connection's redirected command does).
+            let Some(Slot::Wait { rx, replies, meter }) = self.slots.pop_back() else {
                 return Ok(());
             };
+            let closed = self.service.closed_error();
+            let result = tokio::select! {
+                result = rx => result.unwrap_or(Err(closed)),
+                gone = app_gone(&self.stream, &mut self.rbuf) => return Err(gone),
+            };
             // One Redis could have sent (not a script's made-up error).
-            let redirect = match cluster::is_redirect(reply) {
-                true => cluster::parse_redirect(reply)
+            let redirect = match &result {
+                Ok(reply) if cluster::is_redirect(reply) => cluster::parse_redirect(reply)
                     .filter(|r| cluster::could_redirect(&request, r.slot())),
-                false => None,
+                _ => None,
+            };
+            // The app's reply: back in place, counted when it is written.
+            let keep = move |slots: &mut std::collections::VecDeque<Slot>| {
+                let (tx, rx) = tokio::sync::oneshot::channel();
+                let _ = tx.send(result);
+                slots.push_back(Slot::Wait { rx, replies, meter });
             };
             let service = self.service.clone();
             let (Some(redirect), Router::Cluster(router)) = (redirect, &service.router) else {
+                keep(&mut self.slots);
                 return Ok(());
             };
             let from = self.pin.as_ref().map_or(0, |p| p.server);
@@ -99,9 +113,9 @@ impl Session {
                 known = service.redirect_target(redirect.addr(), from);
             }
             let Some(server) = known else {
+                keep(&mut self.slots);
                 return Ok(());
             };
-            self.slots.pop_back();
             // The connection answered: back to its pool; one to the node
             // named instead.
             self.pin = None;
