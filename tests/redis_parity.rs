@@ -629,3 +629,73 @@ async fn same_as_redis(
     );
     got
 }
+
+/// `AUTH user password` as an ACL user other than `default` is Redis's
+/// when attache presents no credential of its own: the app's connection
+/// then acts as that user (`ACL WHOAMI`, its permissions), a wrong password
+/// is refused, `RESET` goes back to `default`, and no other app is
+/// affected. attache answered +OK and the app stayed `default` (Redis's
+/// test "RESET clears authenticated state" failed).
+#[tokio::test]
+async fn auth_as_another_user_is_redis_s_without_credentials_of_attache() {
+    let server = RedisServer::start();
+    server.cli(&[
+        "ACL", "SETUSER", "reader", "on", ">secret", "-@all", "+get", "+acl", "~*",
+    ]);
+    let (_attache, addr) = attache_for(&server, "").await;
+    let mut direct = TcpStream::connect(server.addr()).await.unwrap();
+    let mut app = TcpStream::connect(addr).await.unwrap();
+    let mut other = TcpStream::connect(addr).await.unwrap();
+    let pipeline = [
+        cmd(&["AUTH", "reader", "wrong"]),
+        cmd(&["ACL", "WHOAMI"]),
+        cmd(&["AUTH", "reader", "secret"]),
+        cmd(&["ACL", "WHOAMI"]),
+        cmd(&["SET", "k", "v"]),
+        cmd(&["GET", "k"]),
+        cmd(&["RESET"]),
+        cmd(&["ACL", "WHOAMI"]),
+    ]
+    .concat();
+    let got = same_as_redis(&mut direct, &mut app, &pipeline, 8).await;
+    let got = String::from_utf8_lossy(&got);
+    assert!(got.contains("$6\r\nreader\r\n-NOPERM"), "{got}");
+    assert!(got.ends_with("+RESET\r\n$7\r\ndefault\r\n"), "{got}");
+    let whoami = raw_exchange(&mut other, &cmd(&["ACL", "WHOAMI"]), 1).await;
+    assert_eq!(whoami, b"$7\r\ndefault\r\n");
+
+    // HELLO's AUTH too, in either protocol.
+    for version in ["2", "3"] {
+        let mut app = TcpStream::connect(addr).await.unwrap();
+        let hello = cmd(&["HELLO", version, "AUTH", "reader", "secret"]);
+        let got = raw_exchange(&mut app, &hello, 1).await;
+        assert!(got.starts_with(b"*14\r\n") || got.starts_with(b"%7\r\n"));
+        let whoami = raw_exchange(&mut app, &cmd(&["ACL", "WHOAMI"]), 1).await;
+        assert_eq!(whoami, b"$6\r\nreader\r\n");
+    }
+}
+
+/// With a credential of its own, attache's user is every connection's
+/// identity: an app's AUTH as another user is answered, and changes
+/// nothing (the credential's refresh would re-AUTH the connection as
+/// attache's user anyway).
+#[tokio::test]
+async fn auth_as_another_user_keeps_attache_s_identity_with_its_credential() {
+    let server = RedisServer::start();
+    server.cli(&[
+        "ACL", "SETUSER", "attache", "on", ">pw", "+@all", "~*", "&*",
+    ]);
+    server.cli(&["ACL", "SETUSER", "reader", "on", ">secret", "+@all", "~*"]);
+    let dir = tempfile::tempdir().unwrap();
+    let password = dir.path().join("password");
+    std::fs::write(&password, "pw\n").unwrap();
+    let auth = format!(
+        "[redis.test.auth]\nusername = \"attache\"\npassword_file = \"{}\"\n",
+        password.display()
+    );
+    let (_attache, addr) = attache_for(&server, &auth).await;
+    let mut app = TcpStream::connect(addr).await.unwrap();
+    let pipeline = [cmd(&["AUTH", "reader", "secret"]), cmd(&["ACL", "WHOAMI"])].concat();
+    let got = raw_exchange(&mut app, &pipeline, 2).await;
+    assert_eq!(String::from_utf8_lossy(&got), "+OK\r\n$7\r\nattache\r\n");
+}

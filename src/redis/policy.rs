@@ -27,11 +27,17 @@ pub(crate) enum Action {
     PinSticky { stream: bool },
     /// Ends MULTI/WATCH state (EXEC, DISCARD) or WATCH alone (UNWATCH).
     EndsState { multi: bool },
-    /// `HELLO [protover [AUTH u p] [SETNAME n]]`.
+    /// `HELLO [protover [AUTH u p] [SETNAME n]]`; `as_user`: its AUTH
+    /// names a user other than `default` (see `AuthAs`).
     Hello {
         protocol: Option<u8>,
         setname: Option<Bytes>,
+        as_user: bool,
     },
+    /// `AUTH user password` for a user other than `default`: the server's
+    /// on the app's own connection, which then acts as that user, when
+    /// attache presents no credential of its own; otherwise answered.
+    AuthAs,
     /// `CLIENT SETNAME name`: kept per app connection.
     SetName(Bytes),
     /// `CLIENT GETNAME`.
@@ -87,6 +93,7 @@ fn classify_name(
             // No app-side password is configured: the app's AUTH is
             // accepted, and attache authenticates upstream itself.
             match argc {
+                3 if req.arg(buf, 1) != Some(b"default") => Action::AuthAs,
                 2 | 3 => Action::Reply(Bytes::from_static(reply::OK)),
                 // As Redis: too many arguments is a syntax error.
                 4.. => Action::Reply(reply::error("ERR syntax error")),
@@ -218,6 +225,7 @@ pub(crate) fn is_write(req: &Request, buf: &[u8]) -> bool {
 fn hello(req: &Request, buf: &[u8]) -> Action {
     let mut protocol = None;
     let mut setname = None;
+    let mut as_user = false;
     if let Some(v) = req.arg(buf, 1) {
         match v {
             b"2" => protocol = Some(2),
@@ -235,7 +243,10 @@ fn hello(req: &Request, buf: &[u8]) -> Action {
             let mut lower = [0u8; 16];
             let opt = req.arg(buf, i).and_then(|o| lowercase(o, &mut lower));
             match opt {
-                Some(b"auth") if i + 2 < req.args.len() => i += 3,
+                Some(b"auth") if i + 2 < req.args.len() => {
+                    as_user = req.arg(buf, i + 1) != Some(b"default");
+                    i += 3;
+                }
                 Some(b"setname") if i + 1 < req.args.len() => {
                     let name = req.arg(buf, i + 1).unwrap_or_default();
                     if let Some(refusal) = invalid_name(name) {
@@ -256,7 +267,11 @@ fn hello(req: &Request, buf: &[u8]) -> Action {
             }
         }
     }
-    Action::Hello { protocol, setname }
+    Action::Hello {
+        protocol,
+        setname,
+        as_user,
+    }
 }
 
 /// CLIENT SETINFO, checked as Redis (7.2) checks it, so that the app
@@ -470,8 +485,22 @@ mod tests {
             classify_cmd(&["HELLO", "3", "AUTH", "u", "p", "SETNAME", "n"], false),
             Action::Hello {
                 protocol: Some(3),
-                setname: Some(Bytes::from_static(b"n"))
+                setname: Some(Bytes::from_static(b"n")),
+                as_user: true,
             }
+        );
+        assert_eq!(
+            classify_cmd(&["HELLO", "3", "AUTH", "default", "p"], false),
+            Action::Hello {
+                protocol: Some(3),
+                setname: None,
+                as_user: false,
+            }
+        );
+        assert_eq!(classify_cmd(&["AUTH", "u", "p"], false), Action::AuthAs);
+        assert_eq!(
+            classify_cmd(&["AUTH", "default", "p"], false),
+            Action::Reply(Bytes::from_static(reply::OK))
         );
         assert!(
             matches!(classify_cmd(&["HELLO", "4"], false), Action::Reply(r) if r.starts_with(b"-NOPROTO"))

@@ -320,6 +320,14 @@ impl RedisService {
         RedisMetrics::add(one);
     }
 
+    /// An app's `AUTH` as another ACL user goes to the server (see
+    /// `Action::AuthAs`): single mode, and attache presents no credential
+    /// of its own (one would be the connection's identity, and its refresh
+    /// would re-`AUTH` the app's connection as attache's user).
+    pub(crate) fn forwards_app_auth(&self) -> bool {
+        matches!(self.router, Router::Single) && self.template.credentials.is_none()
+    }
+
     /// Single mode: the pause the app sent through (see `pause`).
     pub(crate) fn pause(&self) -> &PauseWindow {
         &self.template.pause

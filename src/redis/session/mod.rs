@@ -338,6 +338,7 @@ impl Session {
             && !Box::pin(self.left_subscription(&req)).await?;
         let (action, family) = classify(&req, &self.rbuf, self.pin.is_some());
         self.family = family;
+        let action = self.auth_as(action);
         let action = self.under_pause(action, &req, streaming);
         if streaming {
             return Box::pin(self.dispatch_streaming(req, action)).await;
@@ -516,9 +517,20 @@ impl Session {
                     Box::pin(self.name_if_executed(name)).await?;
                 }
             }
-            Action::Hello { protocol, setname } => {
-                self.rbuf.advance(req.len);
-                Box::pin(self.hello(protocol, setname)).await?;
+            Action::Hello {
+                protocol,
+                setname,
+                as_user,
+            } => {
+                // Its AUTH is the server's: the app's HELLO as it is.
+                let own = match as_user && !self.multi {
+                    true => Some(self.take_request(&req).freeze()),
+                    false => {
+                        self.rbuf.advance(req.len);
+                        None
+                    }
+                };
+                Box::pin(self.hello(protocol, setname, own)).await?;
             }
             Action::SetName(name) => self.set_name(&req, name),
             Action::GetName if self.multi && self.pin.is_some() => match self.name_in_multi() {
@@ -526,6 +538,8 @@ impl Session {
                 // Dedicated connections have no name: null, as the app's.
                 None => self.queue_stand_in(&req, &[b"CLIENT", b"GETNAME"]),
             },
+            // Resolved by `auth_as` before this.
+            Action::AuthAs => self.reply_local(&req, Bytes::from_static(reply::OK)),
             Action::GetName => {
                 let answer = match &self.name {
                     Some(name) => reply::bulk(name),

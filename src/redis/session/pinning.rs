@@ -364,11 +364,20 @@ impl Session {
             .insert(self.slots.len().saturating_sub(1), Slot::Ready(answer));
     }
 
+    /// `own`: the app's HELLO as it sent it, when its AUTH is the
+    /// server's (see `auth_as`): sent on the app's own connection.
     pub(super) async fn hello(
         &mut self,
         protocol: Option<u8>,
         setname: Option<Bytes>,
+        own: Option<Bytes>,
     ) -> std::io::Result<()> {
+        if own.is_some() {
+            if let Err(e) = self.pin(0, true, false).await {
+                self.reply_error(&e);
+                return Ok(());
+            }
+        }
         let wanted = match protocol {
             Some(3) => Protocol::Resp3,
             Some(_) => Protocol::Resp2,
@@ -408,10 +417,11 @@ impl Session {
         }
         // The server's own HELLO reply, from a connection already speaking
         // that version, so the HELLO changes nothing on it.
-        let command = match protocol {
-            Some(3) => reply::command(&[b"HELLO", b"3"]),
-            Some(_) => reply::command(&[b"HELLO", b"2"]),
-            None => reply::command(&[b"HELLO"]),
+        let command = match (own, protocol) {
+            (Some(own), _) => own,
+            (None, Some(3)) => reply::command(&[b"HELLO", b"3"]),
+            (None, Some(_)) => reply::command(&[b"HELLO", b"2"]),
+            (None, None) => reply::command(&[b"HELLO"]),
         };
         let target = if self.pin.is_some() {
             Target::Pinned

@@ -107,6 +107,30 @@ fn unserved(group: usize) -> Bytes {
 }
 
 impl Session {
+    /// An app's `AUTH` (or `HELLO … AUTH`) as an ACL user other than
+    /// `default` is Redis's when attache presents no credential of its own
+    /// in single mode (see `RedisService::forwards_app_auth`): on the
+    /// app's own connection, which then acts as that user (`ACL WHOAMI`,
+    /// its permissions) until `RESET`. Otherwise attache's identity stays
+    /// and the `AUTH` is answered.
+    pub(super) fn auth_as(&self, action: Action) -> Action {
+        let forwards = self.service.forwards_app_auth();
+        match action {
+            Action::AuthAs if forwards => Action::PinSticky { stream: false },
+            Action::AuthAs => Action::Reply(Bytes::from_static(reply::OK)),
+            Action::Hello {
+                protocol,
+                setname,
+                as_user: true,
+            } if !forwards => Action::Hello {
+                protocol,
+                setname,
+                as_user: false,
+            },
+            other => other,
+        }
+    }
+
     /// Single mode: notes a `CLIENT PAUSE` / `UNPAUSE` the app sends, and
     /// while a `WRITE` pause lasts sends what it holds (writes) on a
     /// connection of its own, as a blocking command, so no other app's
