@@ -28,16 +28,18 @@ pub(crate) enum Action {
     /// Ends MULTI/WATCH state (EXEC, DISCARD) or WATCH alone (UNWATCH).
     EndsState { multi: bool },
     /// `HELLO [protover [AUTH u p] [SETNAME n]]`; `as_user`: its AUTH
-    /// names a user other than `default` (see `AuthAs`).
+    /// names a user other than `default` (see `Auth`).
     Hello {
         protocol: Option<u8>,
         setname: Option<Bytes>,
         as_user: bool,
     },
-    /// `AUTH user password` for a user other than `default`: the server's
-    /// on the app's own connection, which then acts as that user, when
-    /// attache presents no credential of its own; otherwise answered.
-    AuthAs,
+    /// `AUTH [user] password`. When attache presents no credential of its
+    /// own it is the server's: as a user other than `default` (`as_user`)
+    /// on the app's own connection, which then acts as that user; as
+    /// `default` on any (it cannot change who the connection is).
+    /// Otherwise attache answers it.
+    Auth { as_user: bool },
     /// `CLIENT SETNAME name`: kept per app connection.
     SetName(Bytes),
     /// `CLIENT GETNAME`.
@@ -93,8 +95,9 @@ fn classify_name(
             // No app-side password is configured: the app's AUTH is
             // accepted, and attache authenticates upstream itself.
             match argc {
-                3 if req.arg(buf, 1) != Some(b"default") => Action::AuthAs,
-                2 | 3 => Action::Reply(Bytes::from_static(reply::OK)),
+                2 | 3 => Action::Auth {
+                    as_user: argc == 3 && req.arg(buf, 1) != Some(b"default"),
+                },
                 // As Redis: too many arguments is a syntax error.
                 4.. => Action::Reply(reply::error("ERR syntax error")),
                 _ => Action::Reply(wrong_arity("auth")),
@@ -446,10 +449,6 @@ mod tests {
             Action::Reply(Bytes::from_static(reply::OK))
         );
         assert_eq!(
-            classify_cmd(&["AUTH", "pw"], false),
-            Action::Reply(Bytes::from_static(reply::OK))
-        );
-        assert_eq!(
             classify_cmd(&["client", "setinfo", "lib-name", "x"], false),
             Action::Reply(Bytes::from_static(reply::OK))
         );
@@ -497,11 +496,14 @@ mod tests {
                 as_user: false,
             }
         );
-        assert_eq!(classify_cmd(&["AUTH", "u", "p"], false), Action::AuthAs);
         assert_eq!(
-            classify_cmd(&["AUTH", "default", "p"], false),
-            Action::Reply(Bytes::from_static(reply::OK))
+            classify_cmd(&["AUTH", "u", "p"], false),
+            Action::Auth { as_user: true }
         );
+        for default in [&["AUTH", "default", "p"][..], &["AUTH", "p"]] {
+            let action = classify_cmd(default, false);
+            assert_eq!(action, Action::Auth { as_user: false });
+        }
         assert!(
             matches!(classify_cmd(&["HELLO", "4"], false), Action::Reply(r) if r.starts_with(b"-NOPROTO"))
         );

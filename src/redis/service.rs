@@ -321,7 +321,7 @@ impl RedisService {
     }
 
     /// An app's `AUTH` as another ACL user goes to the server (see
-    /// `Action::AuthAs`): single mode, and attache presents no credential
+    /// `Action::Auth`): single mode, and attache presents no credential
     /// of its own (one would be the connection's identity, and its refresh
     /// would re-`AUTH` the app's connection as attache's user).
     pub(crate) fn forwards_app_auth(&self) -> bool {

@@ -539,7 +539,7 @@ impl Session {
                 None => self.queue_stand_in(&req, &[b"CLIENT", b"GETNAME"]),
             },
             // Resolved by `auth_as` before this.
-            Action::AuthAs => self.reply_local(&req, Bytes::from_static(reply::OK)),
+            Action::Auth { .. } => self.reply_local(&req, Bytes::from_static(reply::OK)),
             Action::GetName => {
                 let answer = match &self.name {
                     Some(name) => reply::bulk(name),

@@ -107,17 +107,20 @@ fn unserved(group: usize) -> Bytes {
 }
 
 impl Session {
-    /// An app's `AUTH` (or `HELLO … AUTH`) as an ACL user other than
-    /// `default` is Redis's when attache presents no credential of its own
-    /// in single mode (see `RedisService::forwards_app_auth`): on the
-    /// app's own connection, which then acts as that user (`ACL WHOAMI`,
-    /// its permissions) until `RESET`. Otherwise attache's identity stays
-    /// and the `AUTH` is answered.
+    /// An app's `AUTH` (or `HELLO … AUTH`) is Redis's when attache
+    /// presents no credential of its own in single mode (see
+    /// `RedisService::forwards_app_auth`): as an ACL user other than
+    /// `default`, on the app's own connection, which then acts as that
+    /// user (`ACL WHOAMI`, its permissions) until `RESET`; as `default`, on
+    /// any connection (it cannot change who that is; Redis's own answer,
+    /// and `MONITOR` shows it). Otherwise attache's identity stays and the
+    /// `AUTH` is answered.
     pub(super) fn auth_as(&self, action: Action) -> Action {
         let forwards = self.service.forwards_app_auth();
         match action {
-            Action::AuthAs if forwards => Action::PinSticky { stream: false },
-            Action::AuthAs => Action::Reply(Bytes::from_static(reply::OK)),
+            Action::Auth { as_user: true } if forwards => Action::PinSticky { stream: false },
+            Action::Auth { .. } if forwards => Action::Forward,
+            Action::Auth { .. } => Action::Reply(Bytes::from_static(reply::OK)),
             Action::Hello {
                 protocol,
                 setname,
