@@ -688,18 +688,8 @@ async fn auth_as_another_user_is_redis_s_without_credentials_of_attache() {
 #[tokio::test]
 async fn auth_as_another_user_keeps_attache_s_identity_with_its_credential() {
     let server = RedisServer::start();
-    server.cli(&[
-        "ACL", "SETUSER", "attache", "on", ">pw", "+@all", "~*", "&*",
-    ]);
     server.cli(&["ACL", "SETUSER", "reader", "on", ">secret", "+@all", "~*"]);
-    let dir = tempfile::tempdir().unwrap();
-    let password = dir.path().join("password");
-    std::fs::write(&password, "pw\n").unwrap();
-    let auth = format!(
-        "[redis.test.auth]\nusername = \"attache\"\npassword_file = \"{}\"\n",
-        password.display()
-    );
-    let (_attache, addr) = attache_for(&server, &auth).await;
+    let (_attache, addr) = attache_for(&server, &credential_toml(&server)).await;
     let mut app = TcpStream::connect(addr).await.unwrap();
     let pipeline = [
         cmd(&["AUTH", "reader", "secret"]),

@@ -321,3 +321,51 @@ async fn a_sharded_subscribe_that_failed_leaves_the_app_unsubscribed() {
     // Server 0 holds no subscriber for it.
     assert_eq!(servers[0].cli(&["PUBSUB", "NUMSUB", "ch"]), "ch\n0");
 }
+
+/// `REPLCONF rdb-only 1` then `SYNC` (what `redis-cli --rdb` sends): the
+/// server sends the RDB (from disk: `$<length>`, then the file), whose first
+/// bytes read as a bulk string's header but which has no `\r\n` after it,
+/// and closes. The relay of the stream
+/// REPLCONF started held it for the missing `\r\n` and dropped it at the
+/// close: the app got nothing (Redis's test "Dumping an RDB" failed).
+/// Without rdb-only the payload was held until the next bytes came.
+#[tokio::test]
+async fn an_rdb_dump_after_replconf_reaches_the_app_whole() {
+    let args = [
+        "--enable-debug-command",
+        "yes",
+        "--repl-diskless-sync",
+        "no",
+    ];
+    let server = RedisServer::start_with(&args);
+    let (_attache, addr) = attache_for(&server, "").await;
+    assert_eq!(
+        server.cli(&["DEBUG", "POPULATE", "20000", "key", "100"]),
+        "OK"
+    );
+    let dump = |mut s: TcpStream| async move {
+        let replconf = [
+            cmd(&["REPLCONF", "capa", "eof"]),
+            cmd(&["REPLCONF", "rdb-only", "1"]),
+        ]
+        .concat();
+        assert_eq!(raw_exchange(&mut s, &replconf, 2).await, b"+OK\r\n+OK\r\n");
+        tokio::io::AsyncWriteExt::write_all(&mut s, &cmd(&["SYNC"]))
+            .await
+            .unwrap();
+        let mut all = Vec::new();
+        let read = tokio::io::AsyncReadExt::read_to_end(&mut s, &mut all);
+        tokio::time::timeout(Duration::from_secs(20), read)
+            .await
+            .expect("the server closes after the RDB")
+            .unwrap();
+        all
+    };
+    let direct = dump(TcpStream::connect(server.addr()).await.unwrap()).await;
+    let relayed = dump(TcpStream::connect(addr).await.unwrap()).await;
+    // The same RDB, whole (its header line gives its length).
+    let header = |d: &[u8]| d.split(|&b| b == b'\n').next().map(<[u8]>::to_vec);
+    assert!(direct.len() > 100_000, "{}", direct.len());
+    assert_eq!(relayed.len(), direct.len());
+    assert_eq!(header(&relayed), header(&direct));
+}

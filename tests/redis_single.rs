@@ -285,7 +285,9 @@ async fn resp3_hello_then_map_replies() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn default_client_handshakes_just_work() {
     let server = RedisServer::start();
-    let (_attache, addr) = attache_for(&server, "").await;
+    // attache holds the credential: whatever password the app still sends
+    // is answered (without one of attache's, AUTH is Redis's own).
+    let (_attache, addr) = attache_for(&server, &credential_toml(&server)).await;
     let mut s = TcpStream::connect(addr).await.unwrap();
     // What redis-py 5+/go-redis/Lettuce send on connect.
     let mut request = cmd(&["HELLO", "3", "AUTH", "default", "whatever"]);

@@ -11,12 +11,13 @@ use std::time::Duration;
 use support::*;
 use tokio::net::TcpStream;
 
-/// attache answers AUTH and CLIENT SETINFO itself (a RESP2 subscriber
+/// With a credential of its own (every test here), attache answers AUTH
+/// and CLIENT SETINFO itself (a RESP2 subscriber
 /// gets Redis's refusal for its context); while subscribed, the answer
 /// still comes after the replies to what the app sent before it.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_local_answer_while_subscribing_keeps_its_place() {
-    let (server, _attache, _addr, mut a) = app_on_single().await;
+    let (server, _attache, _addr, mut a) = app_on_single_with_credential().await;
     let mut request = cmd(&["SUBSCRIBE", "ch"]);
     request.extend(cmd(&["AUTH", "pw"]));
     request.extend(cmd(&["PING"]));
@@ -42,7 +43,7 @@ async fn a_local_answer_while_subscribing_keeps_its_place() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_local_answer_keeps_its_place_in_a_resp3_subscription_and_in_monitor() {
-    let (server, _attache, addr, mut a) = app_on_single().await;
+    let (server, _attache, addr, mut a) = app_on_single_with_credential().await;
     raw_exchange(&mut a, &cmd(&["HELLO", "3"]), 1).await;
     let mut request = cmd(&["SUBSCRIBE", "ch"]);
     request.extend(cmd(&["AUTH", "pw"]));
@@ -75,7 +76,7 @@ async fn a_local_answer_keeps_its_place_in_a_resp3_subscription_and_in_monitor()
 /// withheld or skipped as the server does with its own, in order.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn client_reply_off_and_skip_hold_attaches_own_answers_too() {
-    let (_server, _attache, addr, _) = app_on_single().await;
+    let (_server, _attache, addr, _) = app_on_single_with_credential().await;
     let auth = ["AUTH", "pw"];
     let sequences: [(&[&[&str]], usize, &str); 3] = [
         (
@@ -130,7 +131,7 @@ async fn client_reply_off_and_skip_hold_attaches_own_answers_too() {
 /// still gets the answer, then the error.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_protocol_error_while_subscribed_keeps_the_answers_before_it() {
-    let (_server, _attache, _addr, mut a) = app_on_single().await;
+    let (_server, _attache, _addr, mut a) = app_on_single_with_credential().await;
     raw_exchange(&mut a, &cmd(&["SUBSCRIBE", "ch"]), 1).await;
     let mut request = cmd(&["AUTH", "pw"]);
     request.extend(b"*1\r\n$abc\r\n");
@@ -147,7 +148,7 @@ async fn a_protocol_error_while_subscribed_keeps_the_answers_before_it() {
 /// answer of attache's cannot be placed with one, and is not lost.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_local_answer_inside_a_multi_while_tracking() {
-    let (_server, _attache, _addr, mut a) = app_on_single().await;
+    let (_server, _attache, _addr, mut a) = app_on_single_with_credential().await;
     let reply = raw_exchange(&mut a, &cmd(&["CLIENT", "TRACKING", "ON"]), 1).await;
     assert_eq!(reply, b"+OK\r\n");
     assert_eq!(raw_exchange(&mut a, &cmd(&["MULTI"]), 1).await, b"+OK\r\n");
@@ -169,7 +170,7 @@ async fn a_local_answer_inside_a_multi_while_tracking() {
 /// answers reach the app in their place, and its tokens do not.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_local_answer_after_hello_3_on_a_resp2_stream() {
-    let (_server, _attache, addr, mut a) = app_on_single().await;
+    let (_server, _attache, addr, mut a) = app_on_single_with_credential().await;
     let reply = raw_exchange(&mut a, &cmd(&["CLIENT", "TRACKING", "ON"]), 1).await;
     assert_eq!(reply, b"+OK\r\n");
     let reply = raw_exchange(&mut a, &cmd(&["HELLO", "3"]), 1).await;
@@ -201,8 +202,9 @@ async fn shutdown_gives_a_subscriber_the_answers_in_its_stream() {
     let server = RedisServer::start();
     let attache = start_attache(&format!(
         "[redis.test]\nlisten = \"127.0.0.1:0\"\nservers = [\"{}\"]\n\
-         [runtime]\nshutdown_grace = \"30s\"\n",
-        server.addr()
+         [runtime]\nshutdown_grace = \"30s\"\n{}",
+        server.addr(),
+        credential_toml(&server)
     ))
     .await;
     let addr = attache.redis_addr("test").unwrap();
@@ -227,7 +229,7 @@ async fn shutdown_gives_a_subscriber_the_answers_in_its_stream() {
 /// to place an answer must not take it from the app's read.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_local_answer_after_client_caching_keeps_the_read_tracked() {
-    let (server, _attache, _addr, mut a) = app_on_single().await;
+    let (server, _attache, _addr, mut a) = app_on_single_with_credential().await;
     raw_exchange(&mut a, &cmd(&["HELLO", "3"]), 1).await;
     let on = raw_exchange(&mut a, &cmd(&["CLIENT", "TRACKING", "ON", "OPTIN"]), 1).await;
     assert_eq!(on, b"+OK\r\n");
@@ -251,8 +253,8 @@ async fn a_local_answer_after_client_caching_keeps_the_read_tracked() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_local_answer_while_subscribed_as_a_user_without_ping() {
     let server = RedisServer::start();
-    let (_attache, addr) = attache_for(&server, "").await;
-    assert_eq!(server.cli(&["ACL", "SETUSER", "default", "-ping"]), "OK");
+    let (_attache, addr) = attache_for(&server, &credential_toml(&server)).await;
+    assert_eq!(server.cli(&["ACL", "SETUSER", "attache", "-ping"]), "OK");
     let mut a = TcpStream::connect(addr).await.unwrap();
     let mut request = cmd(&["SUBSCRIBE", "ch"]);
     request.extend(cmd(&["AUTH", "pw"]));

@@ -76,6 +76,9 @@ struct Mark {
     /// subscribed RESP2 connections answer `*2 pong <token>` around it.
     bulk: Bytes,
     answer: Bytes,
+    /// Not a mark: from here on the stream is not RESP (see
+    /// `Marks::unframe`).
+    unframe: bool,
 }
 
 impl Mark {
@@ -114,10 +117,27 @@ impl Marks {
         self.next += 1;
         let bulk = reply::bulk(&token);
         let ping = reply::command(&[b"PING", &token]);
-        self.tx
-            .send(Mark { bulk, answer })
-            .map(|()| ping)
-            .map_err(|e| e.0.answer)
+        let mark = Mark {
+            bulk,
+            answer,
+            unframe: false,
+        };
+        self.tx.send(mark).map(|()| ping).map_err(|e| e.0.answer)
+    }
+
+    /// The app sends `SYNC` or `PSYNC`, whose reply is not RESP (an RDB
+    /// payload, then a replication stream): from now on the relay passes
+    /// bytes as they come. (A payload whose first bytes look like a bulk
+    /// string was held for its missing `\r\n`, and dropped whole when the
+    /// server closed after it, as for `REPLCONF rdb-only`. A PING before
+    /// the SYNC cannot mark the place: Redis refuses a SYNC with a reply
+    /// pending.)
+    pub(super) fn unframe(self) {
+        let _ = self.tx.send(Mark {
+            bulk: Bytes::new(),
+            answer: Bytes::new(),
+            unframe: true,
+        });
     }
 }
 
@@ -193,10 +213,20 @@ impl Relay {
             let Some(chunk) = chunk else { break };
             let pieces = if self.framed {
                 while let Ok(mark) = self.marks.try_recv() {
-                    self.waiting.push_back(mark);
+                    match mark.unframe {
+                        true => self.framed = false,
+                        false => self.waiting.push_back(mark),
+                    }
                 }
                 self.pending.extend_from_slice(&chunk);
-                self.cut()
+                match self.framed {
+                    true => self.cut(),
+                    // What is held passes as it is, and the answers now,
+                    // since their PINGs will not be looked for.
+                    false => std::iter::once(self.pending.split().freeze())
+                        .chain(self.waiting.drain(..).map(|m| m.answer))
+                        .collect(),
+                }
             } else {
                 vec![chunk]
             };
@@ -213,6 +243,10 @@ impl Relay {
             self.waiting.push_back(mark);
         }
         let mut pieces = if self.framed { self.cut() } else { Vec::new() };
+        // Not a whole frame, yet the server's: passed as it is.
+        if !self.pending.is_empty() {
+            pieces.push(self.pending.split().freeze());
+        }
         pieces.extend(self.waiting.drain(..).map(|m| m.answer));
         for piece in pieces {
             if self.out.send(piece).await.is_err() {

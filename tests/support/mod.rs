@@ -249,6 +249,40 @@ pub async fn expect_closed(s: &mut TcpStream, within: Duration) -> Vec<u8> {
 }
 
 /// A redis-server, attache in front of it, and an app connection to it.
+/// The `[redis.test.auth]` of an attache presenting a credential of its
+/// own: the ACL user `attache` (all commands, keys and channels), created
+/// on `server` here, with its password in a file in the server's
+/// directory. The app's `AUTH` is then attache's to answer.
+pub fn credential_toml(server: &RedisServer) -> String {
+    let user = [
+        "ACL",
+        "SETUSER",
+        "attache",
+        "on",
+        ">attache-pw",
+        "+@all",
+        "~*",
+        "&*",
+    ];
+    assert_eq!(server.cli(&user), "OK");
+    let file = server.dir.path().join("attache-password");
+    std::fs::write(&file, "attache-pw\n").expect("password file");
+    format!(
+        "[redis.test.auth]\nusername = \"attache\"\npassword_file = \"{}\"\n",
+        file.display()
+    )
+}
+
+/// `app_on_single`, attache presenting a credential of its own (see
+/// `credential_toml`).
+pub async fn app_on_single_with_credential(
+) -> (RedisServer, attache::Running, SocketAddr, TcpStream) {
+    let server = RedisServer::start();
+    let (attache, addr) = attache_for(&server, &credential_toml(&server)).await;
+    let app = TcpStream::connect(addr).await.unwrap();
+    (server, attache, addr, app)
+}
+
 pub async fn app_on_single() -> (RedisServer, attache::Running, SocketAddr, TcpStream) {
     let server = RedisServer::start();
     let (attache, addr) = attache_for(&server, "").await;

@@ -309,9 +309,12 @@ impl Session {
                 }
                 self.track_on_stream(&req);
                 if !routing::is_framed_stream(&req, &self.rbuf) {
-                    // Its replies may not be RESP, or not come at all: the
-                    // answers after it go ahead of the stream.
-                    self.marks = None;
+                    // Its replies are not RESP: the relay passes what comes
+                    // as it comes; the answers after it go ahead of the
+                    // stream.
+                    if let Some(marks) = self.marks.take() {
+                        marks.unframe();
+                    }
                 }
                 let bytes = self.take_request(&req).freeze();
                 for conn in &self.fanin {
