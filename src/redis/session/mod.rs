@@ -336,9 +336,11 @@ impl Session {
         self.service.await_topology().await;
         let streaming = self.pin.as_ref().is_some_and(|p| p.streaming)
             && !Box::pin(self.left_subscription(&req)).await?;
-        let (action, family) = classify(&req, &self.rbuf, self.pin.is_some());
+        let (mut action, family) = classify(&req, &self.rbuf, self.pin.is_some());
         self.family = family;
-        let action = self.auth_as(action);
+        if matches!(action, Action::Auth { .. } | Action::Hello { as_user: true, .. }) {
+            action = self.auth_as(action);
+        }
         let action = self.under_pause(action, &req, streaming);
         if streaming {
             return Box::pin(self.dispatch_streaming(req, action)).await;
