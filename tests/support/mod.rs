@@ -179,6 +179,22 @@ pub async fn client(addr: SocketAddr) -> redis::aio::MultiplexedConnection {
         .expect("connect through attache")
 }
 
+/// Sends `pipeline` to Redis and through attache; the replies must match.
+pub async fn same_as_redis(
+    direct: &mut TcpStream,
+    app: &mut TcpStream,
+    pipeline: &[u8],
+    replies: usize,
+) -> Vec<u8> {
+    let expected = raw_exchange(direct, pipeline, replies).await;
+    let got = raw_exchange(app, pipeline, replies).await;
+    assert_eq!(
+        String::from_utf8_lossy(&got),
+        String::from_utf8_lossy(&expected)
+    );
+    got
+}
+
 /// Raw RESP: write `bytes`, then read until `expect` more complete replies
 /// arrived (RESP2 or RESP3) or the connection closed; returns what was read.
 pub async fn raw_exchange(stream: &mut TcpStream, bytes: &[u8], replies: usize) -> Vec<u8> {
