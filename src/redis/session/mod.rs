@@ -338,9 +338,7 @@ impl Session {
             && !Box::pin(self.left_subscription(&req)).await?;
         let (mut action, family) = classify(&req, &self.rbuf, self.pin.is_some());
         self.family = family;
-        if matches!(action, Action::Auth { .. } | Action::Hello { as_user: true, .. }) {
-            action = self.auth_as(action);
-        }
+        self.auth_as(&mut action);
         let action = self.under_pause(action, &req, streaming);
         if streaming {
             return Box::pin(self.dispatch_streaming(req, action)).await;

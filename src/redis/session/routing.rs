@@ -115,9 +115,17 @@ impl Session {
     /// any connection (it cannot change who that is; Redis's own answer,
     /// and `MONITOR` shows it). Otherwise attache's identity stays and the
     /// `AUTH` is answered.
-    pub(super) fn auth_as(&self, action: Action) -> Action {
+    #[inline]
+    pub(super) fn auth_as(&self, action: &mut Action) {
+        // A discriminant check for every other command.
+        if !matches!(
+            action,
+            Action::Auth { .. } | Action::Hello { as_user: true, .. }
+        ) {
+            return;
+        }
         let forwards = self.service.forwards_app_auth();
-        match action {
+        *action = match std::mem::replace(action, Action::Forward) {
             Action::Auth { as_user: true } if forwards => Action::PinSticky { stream: false },
             Action::Auth { .. } if forwards => Action::Forward,
             Action::Auth { .. } => Action::Reply(Bytes::from_static(reply::OK)),
@@ -131,7 +139,7 @@ impl Session {
                 as_user: false,
             },
             other => other,
-        }
+        };
     }
 
     /// Single mode: notes a `CLIENT PAUSE` / `UNPAUSE` the app sends, and
