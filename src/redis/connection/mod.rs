@@ -35,6 +35,9 @@ pub(crate) type ReplyRx = oneshot::Receiver<Result<Bytes, UpstreamError>>;
 
 /// Read buffer growth step.
 const READ_CHUNK: usize = 16 * 1024;
+/// How soon a streaming connection whose credential changed looks again
+/// whether it can be renewed.
+const REAUTH_RETRY: Duration = Duration::from_millis(100);
 /// Most bytes gathered into one write.
 const MAX_WRITE_GATHER: usize = 256 * 1024;
 /// Chunks buffered towards a streaming (subscribed) client before the
@@ -295,6 +298,13 @@ where
             if state.renew {
                 debug!(upstream = %settings.id, "closing a streaming connection to renew its credential");
                 return DriveEnd::Drained;
+            }
+            // Still due (a stream waiting for what started it to be
+            // answered): look again soon, whether or not anything else
+            // happens on this connection.
+            if state.reauth_due && state.streaming && !timer_armed {
+                timer.as_mut().reset(Instant::now() + REAUTH_RETRY);
+                timer_armed = true;
             }
         }
         let event = poll_fn(|cx| {
