@@ -69,7 +69,7 @@ free_port() { python3 -c 'import socket; s=socket.socket(); s.bind(("127.0.0.1",
 pids=()
 cleanup() {
     for p in "${pids[@]}"; do kill "$p" 2>/dev/null || true; done
-    pkill -f "test_helper.tcl.*--port ($direct_port|$attache_port)" 2>/dev/null || true
+    pkill -f "test_helper.tcl.*--port (${direct_port:-none}|${attache_port:-none})" 2>/dev/null || true
 }
 trap cleanup EXIT INT TERM
 

@@ -23,7 +23,7 @@ use super::connection::STREAM_BUFFER;
 
 /// The session's side of a relay: where its answers are placed.
 pub(super) struct Marks {
-    tx: mpsc::UnboundedSender<Mark>,
+    tx: mpsc::UnboundedSender<ToRelay>,
     /// `attache:<process><random>:`, the start of every token of this
     /// relay.
     prefix: Bytes,
@@ -76,9 +76,14 @@ struct Mark {
     /// subscribed RESP2 connections answer `*2 pong <token>` around it.
     bulk: Bytes,
     answer: Bytes,
-    /// Not a mark: from here on the stream is not RESP (see
-    /// `Marks::unframe`).
-    unframe: bool,
+}
+
+/// What a session tells its relay.
+enum ToRelay {
+    /// An answer to place (see `Marks::mark`).
+    Mark(Mark),
+    /// From here on the stream is not RESP (see `Marks::unframe`).
+    Unframe,
 }
 
 impl Mark {
@@ -117,12 +122,11 @@ impl Marks {
         self.next += 1;
         let bulk = reply::bulk(&token);
         let ping = reply::command(&[b"PING", &token]);
-        let mark = Mark {
-            bulk,
-            answer,
-            unframe: false,
-        };
-        self.tx.send(mark).map(|()| ping).map_err(|e| e.0.answer)
+        let sent = self.tx.send(ToRelay::Mark(Mark { bulk, answer }));
+        sent.map(|()| ping).map_err(|e| match e.0 {
+            ToRelay::Mark(mark) => mark.answer,
+            ToRelay::Unframe => Bytes::new(),
+        })
     }
 
     /// The app sends `SYNC` or `PSYNC`, whose reply is not RESP (an RDB
@@ -133,11 +137,7 @@ impl Marks {
     /// the SYNC cannot mark the place: Redis refuses a SYNC with a reply
     /// pending.)
     pub(super) fn unframe(self) {
-        let _ = self.tx.send(Mark {
-            bulk: Bytes::new(),
-            answer: Bytes::new(),
-            unframe: true,
-        });
+        let _ = self.tx.send(ToRelay::Unframe);
     }
 }
 
@@ -189,7 +189,7 @@ pub(super) fn spawn(
 
 struct Relay {
     out: mpsc::Sender<Bytes>,
-    marks: mpsc::UnboundedReceiver<Mark>,
+    marks: mpsc::UnboundedReceiver<ToRelay>,
     /// Answers whose PING has not come back, in the order sent.
     waiting: VecDeque<Mark>,
     resp3: bool,
@@ -212,12 +212,7 @@ impl Relay {
             };
             let Some(chunk) = chunk else { break };
             let pieces = if self.framed {
-                while let Ok(mark) = self.marks.try_recv() {
-                    match mark.unframe {
-                        true => self.framed = false,
-                        false => self.waiting.push_back(mark),
-                    }
-                }
+                self.take_marks();
                 self.pending.extend_from_slice(&chunk);
                 match self.framed {
                     true => self.cut(),
@@ -239,9 +234,7 @@ impl Relay {
         // The connection is gone: what was whole goes out, then the
         // answers still waiting (nothing the app is owed is lost).
         self.marks.close();
-        while let Ok(mark) = self.marks.try_recv() {
-            self.waiting.push_back(mark);
-        }
+        self.take_marks();
         let mut pieces = if self.framed { self.cut() } else { Vec::new() };
         // Not a whole frame, yet the server's: passed as it is.
         if !self.pending.is_empty() {
@@ -251,6 +244,16 @@ impl Relay {
         for piece in pieces {
             if self.out.send(piece).await.is_err() {
                 return;
+            }
+        }
+    }
+
+    /// What the session sent: answers to place, or the end of framing.
+    fn take_marks(&mut self) {
+        while let Ok(told) = self.marks.try_recv() {
+            match told {
+                ToRelay::Mark(mark) => self.waiting.push_back(mark),
+                ToRelay::Unframe => self.framed = false,
             }
         }
     }
